@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from tiny import save_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def proxytool_home(tmp_path, monkeypatch):
+    """Every test gets its own registry and cache."""
+    home = tmp_path / "proxytool_home"
+    monkeypatch.setenv("PROXYTOOL_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Base, anti-expert and expert: tiny llama models sharing one tokenizer (expert logits padded)."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {
+        "base": save_model(root / "base", seed=1, hidden=48),
+        "anti": save_model(root / "anti", seed=2),
+        "expert": save_model(root / "expert", seed=3, vocab_size=336),  # padded vocabulary
+        "gpt2": save_model(root / "gpt2", arch="gpt2", seed=4, chat=False),
+    }
