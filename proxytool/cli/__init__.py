@@ -30,9 +30,9 @@ def _main(
 
 
 def _register_commands() -> None:
-    from proxytool.cli import env as env_cli
+    from proxytool.cli import chat, data, decode, env, models
 
-    for module in (env_cli,):
+    for module in (decode, chat, models, data, env):
         module.register(app_)
 
 

@@ -1,0 +1,88 @@
+"""`proxytool decode`: proxy-tuned generation over a prompt file."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proxytool.cli import options as o
+
+
+def register(app: typer.Typer) -> None:
+    app.command("decode", help="Proxy-tuned generation over a prompts file into JSONL (resumable).")(decode)
+
+
+def decode(
+    prompts: Annotated[str, typer.Option(help="JSONL with prompt or messages (+ id), a text file "
+                                              "with one prompt per line, or - for stdin.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL results, one line per prompt.")],
+    base: o.Base,
+    expert: o.Experts = None,
+    anti_expert: o.AntiExperts = None,
+    alpha: o.Alphas = None,
+    max_new_tokens: o.MaxNewTokens = 128,
+    temperature: o.Temperature = 0.0,
+    top_p: o.TopP = 1.0,
+    top_k: o.TopK = 0,
+    seed: o.Seed = 0,
+    batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
+    stop: o.Stop = None,
+    dtype: o.Dtype = "auto",
+    device: o.Device = "auto",
+    quantize_base: o.QuantizeBase = "none",
+    base_format: o.BaseFormat = None,
+    expert_format: o.ExpertFormat = None,
+    anti_expert_format: o.AntiFormat = None,
+    share_weights: o.ShareWeights = True,
+    threads: o.Threads = None,
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from proxytool.decode import DecodeOptions, check_writable, decode_prompts
+    from proxytool.decoding.build import load_proxy_models, resolve_roles
+    from proxytool.errors import ProxyToolError
+    from proxytool.prompts_file import read_prompts
+
+    if batch_size < 1 or max_new_tokens < 0:
+        raise ProxyToolError("--batch-size must be >= 1 and --max-new-tokens >= 0")
+    options = DecodeOptions(max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            sampling=o.sampling_config(temperature, top_k, top_p, seed), stop=tuple(stop or ()))
+    items = read_prompts(prompts)
+    check_writable(output)
+    setup = o.proxy_setup(base, expert, anti_expert, alpha, dtype, device, quantize_base, base_format,
+                          expert_format, anti_expert_format, share_weights)
+    resolve_roles(setup)  # name errors before any import-heavy work
+    o.prepare_runtime(threads)
+    console = Console(stderr=True)
+    with console.status("loading models"):
+        models = load_proxy_models(setup)
+    with Progress(TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("decode", total=max_new_tokens * len(items), rate="")
+        clock = _TokenRate()
+
+        def on_tokens(n: int) -> None:
+            progress.update(task, advance=n, rate=clock.update(n))
+
+        done = decode_prompts(models, items, output, options, on_tokens)
+    console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, "
+                  f"{len(items) - done} already done)")
+
+
+class _TokenRate:
+    """Tokens per second since the first token."""
+
+    def __init__(self):
+        self.start = None
+        self.tokens = 0
+
+    def update(self, n: int) -> str:
+        import time
+
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now
+            return ""
+        self.tokens += n
+        return f"{self.tokens / max(now - self.start, 1e-9):.1f} tok/s"
