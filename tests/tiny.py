@@ -80,3 +80,19 @@ def save_model(path: Path, arch: str = "llama", seed: int = 0, vocab_size: int |
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_adapter(path: Path, base_path: Path, seed: int = 0, r: int = 4) -> Path:
+    """A random (non-zero) LoRA adapter on the tiny model at ``base_path``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_path)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "up_proj"],
+                        init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path

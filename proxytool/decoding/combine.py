@@ -14,14 +14,15 @@ class Steer:
     anti_expert: torch.Tensor
 
 
-def shared_width(*logits: torch.Tensor) -> int:
-    """The shared vocabulary: padded vocabularies (32000 vs 32001) are trimmed to the narrowest."""
-    return min(t.shape[-1] for t in logits)
+def shared_width(*logits: torch.Tensor, vocab_size: int | None = None) -> int:
+    """The shared vocabulary: logits padded beyond the tokenizer (Qwen 151936 for 151665 tokens,
+    Llama 32000 vs 32001) are trimmed to the narrowest width and to the tokenizer's size."""
+    return min([t.shape[-1] for t in logits] + ([vocab_size] if vocab_size else []))
 
 
-def proxy_scores(base: torch.Tensor, steers: list[Steer]) -> torch.Tensor:
+def proxy_scores(base: torch.Tensor, steers: list[Steer], vocab_size: int | None = None) -> torch.Tensor:
     """``logits_M + Σ_i α_i (logits_M+_i − logits_M−_i)`` over the shared vocabulary, in fp32."""
-    width = shared_width(base, *[t for s in steers for t in (s.expert, s.anti_expert)])
+    width = shared_width(base, *[t for s in steers for t in (s.expert, s.anti_expert)], vocab_size=vocab_size)
     scores = base[..., :width].float()
     for steer in steers:
         if steer.alpha != 0:

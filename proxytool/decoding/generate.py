@@ -102,7 +102,7 @@ def _scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch
         return logits[id(member.source)][member.group]
 
     steers = [Steer(p.alpha, of(p.expert), of(p.anti_expert)) for p in models.pairs]
-    return proxy_scores(of(models.base), steers)
+    return proxy_scores(of(models.base), steers, vocab_size=len(models.tokenizer))
 
 
 def _append(row: Row, token: int, models: ProxyModels, stop: Sequence[str]) -> None:

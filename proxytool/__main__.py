@@ -1,0 +1,3 @@
+from proxytool.cli import app
+
+app()

@@ -1,0 +1,40 @@
+"""A LoRA expert on its anti-expert's weights: one model, one batched forward, the same tokens."""
+
+import pytest
+from reference import load, reference_greedy, tokenizer_of
+from test_decoding import N, ids, random_prompts, setup
+from tiny import save_adapter
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_models, tmp_path_factory):
+    return save_adapter(tmp_path_factory.mktemp("lora") / "adapter", tiny_models["anti"], seed=5)
+
+
+def test_adapter_expert_implies_its_base_as_anti_expert_and_shares_it(tiny_models, adapter):
+    models = setup(tiny_models, experts=[str(adapter)])
+    assert len(models.sources) == 2  # base + one small model for expert and anti-expert
+    pair = models.pairs[0]
+    assert pair.expert.source is pair.anti_expert.source
+
+
+def test_shared_pair_equals_separate_models_and_the_reference(tiny_models, adapter):
+    from peft import PeftModel
+
+    prompts = random_prompts(20, seed=9)
+    shared = ids(setup(tiny_models, experts=[str(adapter)]), prompts)
+    separate = ids(setup(tiny_models, experts=[str(adapter)], share_weights=False), prompts)
+    expert = PeftModel.from_pretrained(load(tiny_models["anti"]), adapter).merge_and_unload().eval()
+    slow = [reference_greedy(load(tiny_models["base"]), [(1.0, expert, load(tiny_models["anti"]))], p, N,
+                             tokenizer_of(tiny_models["base"])) for p in prompts]
+    assert shared == slow
+    assert separate == slow
+
+
+def test_everything_on_one_model_when_base_is_the_anti_expert(tiny_models, adapter):
+    """base == anti-expert, α = 1 ⇒ the expert alone; all three roles share one loaded model."""
+    prompts = random_prompts(5, seed=2)
+    models = setup(tiny_models, base=tiny_models["anti"], experts=[str(adapter)])
+    assert len(models.sources) == 1
+    expert_alone = ids(setup(tiny_models, base=adapter), prompts)
+    assert ids(models, prompts) == expert_alone
