@@ -30,9 +30,9 @@ def _main(
 
 
 def _register_commands() -> None:
-    from proxytool.cli import chat, data, decode, env, models
+    from proxytool.cli import bench, chat, data, decode, env, models
 
-    for module in (decode, chat, models, data, env):
+    for module in (decode, chat, models, data, bench, env):
         module.register(app_)
 
 
