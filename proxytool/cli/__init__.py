@@ -31,8 +31,9 @@ def _main(
 
 def _register_commands() -> None:
     from proxytool.cli import bench, chat, data, decode, env, models
+    from proxytool.cli import eval as eval_cli
 
-    for module in (decode, chat, models, data, bench, env):
+    for module in (decode, chat, eval_cli, models, data, bench, env):
         module.register(app_)
 
 

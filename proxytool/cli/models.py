@@ -10,12 +10,9 @@ models_app = typer.Typer(help="The model registry: names, hub ids, local folders
 
 
 def register(app: typer.Typer) -> None:
-    try:
-        from proxytool.cli import packs
-    except ImportError:  # packs are optional at import time
-        packs = None
-    if packs is not None:
-        packs.register(models_app)
+    from proxytool.cli import packs
+
+    packs.register(models_app)
     app.add_typer(models_app, name="models")
 
 
