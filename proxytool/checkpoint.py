@@ -5,10 +5,13 @@ Schema (all keys optional except ``base``)::
     {
       "format": 1,
       "kind": "adapter" | "merged",          # adapter: PEFT adapter files; merged: full weights
-      "base": {"name": str, "source": str, "revision": str | null, "content_hash": str | null},
+      "base": {"name": str, "source": str, "revision": str | null, "content_hash": str | null,
+               "prompt_format": "chat" | "raw"},   # the default anti-expert, with its own format
       "prompt_format": "chat" | "raw",        # how this model expects prompts
-      "tokenizer_hash": str, "data": {...}, "recipe": {...}, "config": {...},
-      "versions": {...}, "metrics": {...}
+      "chat_template": str | null, "adapter_hash": str, "tokenizer_hash": str,
+      "data": {"path", "sha256", "tokens", ...}, "eval_data": {...}, "recipe": {...},
+      "config": {...}, "config_sources": {...}, "created": str, "versions": {...}, "metrics": {...},
+      "merge": {"adapter", "adapter_hash", "dtype", "base_content_hash", "versions"}   # merged only
     }
 """
 

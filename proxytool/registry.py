@@ -157,7 +157,9 @@ def _from_path(name: str, path: Path) -> ModelSpec:
     base = None
     if meta is not None:
         base = _resolve_base(meta["base"]["source"], path)
-        base = replace(base, revision=meta["base"].get("revision") or base.revision)
+        recorded = meta["base"]
+        base = replace(base, revision=recorded.get("revision") or base.revision,
+                       prompt_format=recorded.get("prompt_format") or base.prompt_format)
     elif is_adapter:
         adapter_config = json.loads((path / "adapter_config.json").read_text())
         base_source = adapter_config.get("base_model_name_or_path")

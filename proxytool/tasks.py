@@ -317,10 +317,14 @@ def gsm8k_exemplar(question: str, solution: str) -> str:
     Returns:
         ``"Question: ...\\nAnswer: <reasoning without <<calc>> annotations> The answer is N.\\n\\n"``.
     """
+    return f"Question: {question.strip()}\nAnswer: {gsm8k_answer_text(solution)}\n\n"
+
+
+def gsm8k_answer_text(solution: str) -> str:
+    """A GSM8K solution in the few-shot style: reasoning without ``<<calc>>``, then "The answer is N."."""
     reasoning = _CALC.sub("", solution.split("####", 1)[0]).strip()
     reasoning = re.sub(r"\n\s*\n+", "\n", reasoning)  # a blank line would look like a new example
-    final = gsm8k_final_answer(solution)
-    return f"Question: {question.strip()}\nAnswer: {reasoning}\nThe answer is {final}.\n\n"
+    return f"{reasoning}\nThe answer is {gsm8k_final_answer(solution)}."
 
 
 def _gsm8k_rows(path: Path, limit: int | None = None) -> Iterator[tuple[int, str, str]]:

@@ -42,11 +42,16 @@ def proxy_setup(base, experts, anti_experts, alphas, dtype, device, quantize_bas
 
 def prepare_runtime(threads: int | None) -> None:
     """Quiet library progress bars and warnings, set the thread count."""
+    import logging
+    import warnings
+
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if threads is not None:
         if threads < 1:
             from proxytool.errors import ProxyToolError
