@@ -28,6 +28,7 @@ class BenchConfig:
     device: str = "auto"
     quantize_base: str = "none"
     share_weights: bool = True
+    overlap: str = "auto"
     threads: int | None = None
 
 
@@ -127,7 +128,7 @@ class _Proxy(_Runner):
         setup = ProxySetup(base=config.base, experts=[config.expert] if pairs else [],
                            anti_experts=[config.anti_expert] if pairs and config.anti_expert else [],
                            dtype=config.dtype, device=config.device, quantize_base=config.quantize_base,
-                           share_weights=config.share_weights)
+                           share_weights=config.share_weights, overlap=config.overlap)
         self.models = load_proxy_models(setup)
         self.models.eos_ids = frozenset()  # fixed-length runs
         self.tokenizer = self.models.tokenizer

@@ -12,7 +12,7 @@ def test_bench_reports_every_mode_and_the_ratios(tiny_models, tmp_path):
     code, stdout, err = run_cli("bench", "--base", tiny_models["base"], "--expert", adapter, "--batch-sizes", "1,2",
                                 "--modes", "base,proxy,naive", "--new-tokens", "4", "--prompt-tokens", "8",
                                 "--repeats", "1", "--dtype", "float32", "--device", "cpu", "--quantize-base", "none",
-                                "--share-weights", "--threads", "1", "--output", out)
+                                "--share-weights", "--overlap", "on", "--threads", "1", "--output", out)
     assert code == 0, err
     report = json.loads(out.read_text())
     assert {(r["mode"], r["batch"]) for r in report["results"]} == {

@@ -14,7 +14,7 @@ def test_piped_chat_replies_a_line_per_message_and_obeys_commands(tiny_models):
                              "--temperature", "0", "--top-p", "1", "--top-k", "0", "--seed", "1", "--dtype",
                              "float32", "--device", "cpu", "--quantize-base", "none", "--base-format", "raw",
                              "--expert-format", "chat", "--anti-expert-format", "chat", "--share-weights",
-                             "--threads", "1", "--alpha", "1.0", stdin=script)
+                             "--threads", "1", "--alpha", "1.0", "--overlap", "off", stdin=script)
     assert code == 0, err
     assert len(out.splitlines()) == 3
     assert "(alpha = 0.5)" in err and "(conversation reset)" in err and "unknown command /bogus" in err

@@ -39,7 +39,7 @@ def test_decode_jsonl_with_every_flag(tiny_models, tmp_path):
                            "--top-k", "40", "--seed", "3", "--batch-size", "2", "--stop", "zzz", "--stop", "qqq",
                            "--dtype", "float32", "--device", "cpu", "--quantize-base", "none",
                            "--base-format", "raw", "--expert-format", "chat", "--anti-expert-format", "raw",
-                           "--no-share-weights")
+                           "--no-share-weights", "--overlap", "on")
     assert code == 0, err
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == ["a", "b", "3"]

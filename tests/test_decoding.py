@@ -127,3 +127,26 @@ def test_chat_formats_follow_the_role(tiny_models):
     slow = [reference_greedy(base, [(1.0, expert, anti)], p, N, tokenizer_of(t["base"]),
                              styles={"expert": "chat"}) for p in prompts]
     assert ids(models, prompts) == slow
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_overlapped_lanes_decode_the_same_tokens(tiny_models, share):
+    from tiny import save_adapter
+
+    prompts = random_prompts(8, seed=12)
+    t = tiny_models
+    expert = save_adapter(t["anti"].parent / f"lane_adapter_{share}", t["anti"], seed=2) if share else t["expert"]
+    kwargs = dict(experts=[str(expert)], anti_experts=[str(t["anti"])], share_weights=share)
+    sequential = setup(t, overlap="off", **kwargs)
+    overlapped = setup(t, overlap="on", **kwargs)
+    assert sequential.lanes is None and overlapped.lanes is not None
+    assert ids(overlapped, prompts) == ids(sequential, prompts)
+    sampling = SamplingConfig(temperature=1.0, seed=3)
+    assert ids(overlapped, prompts, sampling=sampling) == ids(sequential, prompts, sampling=sampling)
+
+
+def test_bad_overlap_value_is_an_error(tiny_models):
+    from proxytool.errors import ProxyToolError
+
+    with pytest.raises(ProxyToolError, match="--overlap"):
+        setup(tiny_models, overlap="sometimes")

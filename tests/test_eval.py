@@ -73,7 +73,7 @@ def test_generate_task_end_to_end(tiny_models, tmp_path):
     code, stdout, err = run_cli(*eval_args(t, data, out, "--direct", t["expert"], "--alpha", "0,1", "--limit", "3",
                                            "--max-new-tokens", "5", "--batch-size", "2", "--dtype", "float32",
                                            "--quantize-base", "none", "--base-format", "raw", "--expert-format",
-                                           "raw", "--anti-expert-format", "raw", "--no-share-weights"))
+                                           "raw", "--anti-expert-format", "raw", "--no-share-weights", "--overlap", "on"))
     assert code == 0, err
     assert "gap closed" in stdout and "target = direct" in stdout
     report = json.loads((out / "report.json").read_text())

@@ -25,6 +25,7 @@ def bench(
     device: o.Device = "auto",
     quantize_base: o.QuantizeBase = "none",
     share_weights: o.ShareWeights = True,
+    overlap: o.Overlap = "auto",
     threads: o.Threads = None,
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
 ) -> None:
@@ -49,7 +50,8 @@ def bench(
     resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
     config = BenchConfig(base=base, expert=expert, anti_expert=anti_expert, batch_sizes=sizes, modes=chosen,
                          prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, dtype=dtype,
-                         device=device, quantize_base=quantize_base, share_weights=share_weights, threads=threads)
+                         device=device, quantize_base=quantize_base, share_weights=share_weights,
+                         overlap=overlap, threads=threads)
     console = Console()
     with console.status("benchmarking") as status:
         results = run(config, on_result=lambda r: status.update(

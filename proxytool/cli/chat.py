@@ -32,6 +32,7 @@ def chat(
     expert_format: o.ExpertFormat = None,
     anti_expert_format: o.AntiFormat = None,
     share_weights: o.ShareWeights = True,
+    overlap: o.Overlap = "auto",
     threads: o.Threads = None,
 ) -> None:
     from rich.console import Console
@@ -40,7 +41,7 @@ def chat(
     from proxytool.decoding.build import load_proxy_models, resolve_roles
 
     setup = o.proxy_setup(base, expert, anti_expert, alpha, dtype, device, quantize_base, base_format,
-                          expert_format, anti_expert_format, share_weights)
+                          expert_format, anti_expert_format, share_weights, overlap)
     resolve_roles(setup)
     o.prepare_runtime(threads)
     interactive = sys.stdin.isatty()

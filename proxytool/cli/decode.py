@@ -34,6 +34,7 @@ def decode(
     expert_format: o.ExpertFormat = None,
     anti_expert_format: o.AntiFormat = None,
     share_weights: o.ShareWeights = True,
+    overlap: o.Overlap = "auto",
     threads: o.Threads = None,
 ) -> None:
     from rich.console import Console
@@ -51,7 +52,7 @@ def decode(
     items = read_prompts(prompts)
     check_writable(output)
     setup = o.proxy_setup(base, expert, anti_expert, alpha, dtype, device, quantize_base, base_format,
-                          expert_format, anti_expert_format, share_weights)
+                          expert_format, anti_expert_format, share_weights, overlap)
     resolve_roles(setup)  # name errors before any import-heavy work
     o.prepare_runtime(threads)
     console = Console(stderr=True)

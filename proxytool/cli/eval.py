@@ -42,6 +42,7 @@ def eval_command(
     expert_format: o.ExpertFormat = None,
     anti_expert_format: o.AntiFormat = None,
     share_weights: o.ShareWeights = True,
+    overlap: o.Overlap = "auto",
     threads: o.Threads = None,
 ) -> None:
     import shlex
@@ -53,7 +54,7 @@ def eval_command(
 
     alphas = parse_alphas(alpha)
     setup = o.proxy_setup(base, [expert], [anti_expert] if anti_expert else [], alphas[:1], dtype, device,
-                          quantize_base, base_format, expert_format, anti_expert_format, share_weights)
+                          quantize_base, base_format, expert_format, anti_expert_format, share_weights, overlap)
     config = EvalConfig(task=task, setup=setup, alphas=alphas, direct=direct, limit=limit, data_dir=data_dir,
                         few_shot=few_shot, max_new_tokens=max_new_tokens, batch_size=batch_size, output=output,
                         command=shlex.join(["proxytool", *sys.argv[1:]]))

@@ -19,6 +19,8 @@ ExpertFormat = Annotated[str | None, typer.Option(help="Prompt format of the exp
 AntiFormat = Annotated[str | None, typer.Option("--anti-expert-format", help="Prompt format of the anti-experts.")]
 ShareWeights = Annotated[bool, typer.Option(
     help="Run a LoRA expert and its anti-expert on one copy of the small model (one batched forward).")]
+Overlap = Annotated[str, typer.Option(
+    help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 MaxNewTokens = Annotated[int, typer.Option(help="Most tokens to generate per prompt.")]
 Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
@@ -29,7 +31,7 @@ Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (rep
 
 
 def proxy_setup(base, experts, anti_experts, alphas, dtype, device, quantize_base, base_format,
-                expert_format, anti_format, share_weights):
+                expert_format, anti_format, share_weights, overlap="auto"):
     """Turn the shared options into a ProxySetup."""
     from proxytool.decoding.build import ProxySetup
 
@@ -37,7 +39,7 @@ def proxy_setup(base, experts, anti_experts, alphas, dtype, device, quantize_bas
                                             ("anti-expert", anti_format)) if fmt is not None}
     return ProxySetup(base=base, experts=experts or [], anti_experts=anti_experts or [], alphas=alphas or [],
                       dtype=dtype, device=device, quantize_base=quantize_base, formats=formats,
-                      share_weights=share_weights)
+                      share_weights=share_weights, overlap=overlap)
 
 
 def prepare_runtime(threads: int | None) -> None:

@@ -29,6 +29,7 @@ class ProxySetup:
     quantize_base: str = "none"
     formats: dict[str, str] = field(default_factory=dict)
     share_weights: bool = True
+    overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
 
 
 @dataclass
@@ -127,9 +128,25 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
     eos = set()
     for host in hosts.values():
         eos |= _eos_ids(host.model, tokenizer_of(host.spec))
-    return ProxyModels(base=member(base_place),
-                       pairs=[ExpertPair(a, member(e), member(n)) for a, e, n in pair_places],
-                       tokenizer=labelled["base"], eos_ids=frozenset(eos))
+    models = ProxyModels(base=member(base_place),
+                         pairs=[ExpertPair(a, member(e), member(n)) for a, e, n in pair_places],
+                         tokenizer=labelled["base"], eos_ids=frozenset(eos))
+    models.lanes = _lanes(models, setup.overlap)
+    return models
+
+
+def _lanes(models: ProxyModels, overlap: str):
+    import torch
+
+    from proxytool.decoding.overlap import plan_lanes
+
+    if overlap not in ("auto", "on", "off"):
+        raise ProxyToolError(f"--overlap must be auto, on or off (got '{overlap}')")
+    base = models.base.source
+    on_cpu = base.device.type == "cpu"
+    if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
+        return None
+    return plan_lanes(base, [s for s in models.sources if s is not base], torch.get_num_threads())
 
 
 def _add_group(host: _Host, group: Group) -> int:

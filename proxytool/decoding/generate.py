@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from proxytool.decoding.combine import Steer, proxy_scores
+from proxytool.decoding.overlap import Lanes
 from proxytool.decoding.prompts import Prompt
 from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
 from proxytool.decoding.sources import ModelSource
@@ -36,6 +37,7 @@ class ProxyModels:
     pairs: list[ExpertPair]
     tokenizer: object  # decodes generated ids to text (all roles share one vocabulary)
     eos_ids: frozenset[int]
+    lanes: Lanes | None = None  # run the base and the proxies concurrently (see overlap.py)
 
     @property
     def sources(self) -> list[ModelSource]:
@@ -77,7 +79,7 @@ def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: 
         return
     generators = row_generators(sampling, list(row_seeds if row_seeds is not None else range(len(prompts))))
     warpers = sampling.warpers()
-    logits = {id(s): s.prefill(prompts) for s in models.sources}
+    logits = _each_source(models, lambda s: s.prefill(prompts))
     try:
         for step in range(max_new_tokens):
             scores = _scores(models, logits)
@@ -91,10 +93,16 @@ def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: 
             yield rows
             if all(row.done for row in rows):
                 return
-            logits = {id(s): s.step(tokens) for s in models.sources}
+            logits = _each_source(models, lambda s: s.step(tokens))
     finally:
         for source in models.sources:
             source.release()
+
+
+def _each_source(models: ProxyModels, fn) -> dict[int, list[torch.Tensor]]:
+    if models.lanes is None:
+        return {id(s): fn(s) for s in models.sources}
+    return models.lanes.map(fn, models.sources)
 
 
 def _scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
