@@ -6,6 +6,7 @@ random LoRA adapter measures what the real models would. Usage:
     python benchmarks/make_random_models.py --tokenizer DIR --out DIR [--base 7b] [--small 0.5b] [--device cuda]
 
 writes DIR/base, DIR/small and DIR/lora (an adapter on DIR/small), each with the tokenizer.
+With --lora-only --small FOLDER, writes just an adapter on an existing model into DIR.
 """
 
 import argparse
@@ -56,11 +57,16 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base", default="7b", choices=sorted(SHAPES))
-    parser.add_argument("--small", default="0.5b", choices=sorted(SHAPES))
+    parser.add_argument("--small", default="0.5b", help=f"a size ({', '.join(SHAPES)}) or, with --lora-only, a folder")
+    parser.add_argument("--lora-only", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
+    if args.lora_only:
+        make_lora(Path(args.small), args.out, args.device, dtype)
+        print(f"wrote {args.out} (LoRA on {args.small})")
+        return
     make_model(args.base, args.out / "base", args.tokenizer, args.device, dtype)
     make_model(args.small, args.out / "small", args.tokenizer, args.device, dtype)
     make_lora(args.out / "small", args.out / "lora", args.device, dtype)

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-MODES = ("base", "proxy", "naive")
+MODES = ("base", "proxy", "naive", "engine-base")  # engine-base: proxytool's loop on the base alone
 
 
 @dataclass
@@ -20,14 +20,14 @@ class BenchConfig:
     expert: str
     anti_expert: str | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
-    modes: list[str] = field(default_factory=lambda: list(MODES))
+    modes: list[str] = field(default_factory=lambda: ["base", "proxy", "naive"])
     prompt_tokens: int = 42
     new_tokens: int = 32
     repeats: int = 2
     dtype: str = "auto"
     device: str = "auto"
     quantize_base: str = "none"
-    share_weights: bool = True
+    share_weights: bool | None = None
     overlap: str = "auto"
     threads: int | None = None
 
@@ -61,7 +61,9 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     from proxytool.cli.options import prepare_runtime
 
     prepare_runtime(config.threads)
-    runner = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive}[mode](config)
+    runners = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive,
+               "engine-base": lambda c: _Proxy(c, pairs=False)}
+    runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
     runner.decode(prompts, 2)  # warm-up
     _reset_peak_memory(runner.device)
@@ -180,7 +182,7 @@ class _Naive(_Runner):
         setup = ProxySetup(base=config.base, experts=[config.expert],
                            anti_experts=[config.anti_expert] if config.anti_expert else [],
                            dtype=config.dtype, device=config.device, quantize_base=config.quantize_base,
-                           share_weights=False)
+                           share_weights=False, overlap="off")
         models = load_proxy_models(setup)
         pair = models.pairs[0]
         self.members = [models.base, pair.expert, pair.anti_expert]

@@ -1,6 +1,7 @@
 """A LoRA expert on its anti-expert's weights: one model, one batched forward, the same tokens."""
 
 import pytest
+import torch
 from reference import load, reference_greedy, tokenizer_of
 from test_decoding import N, ids, random_prompts, setup
 from tiny import save_adapter
@@ -38,3 +39,33 @@ def test_everything_on_one_model_when_base_is_the_anti_expert(tiny_models, adapt
     assert len(models.sources) == 1
     expert_alone = ids(setup(tiny_models, base=adapter), prompts)
     assert ids(models, prompts) == expert_alone
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-3)])
+def test_mixed_adapter_drift_is_rounding_not_a_bug(tiny_models, adapter, dtype, tolerance):
+    """Shared rows (base weights + LoRA delta) vs a merged expert, 16 cached steps: in float64 they
+    agree to 1e-9, so the float32 difference is summation order, not different maths."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from proxytool.decoding.prompts import PromptFormat
+    from proxytool.decoding.sources import Group, ModelSource
+
+    tok = tokenizer_of(tiny_models["anti"])
+    fmt = PromptFormat(tok, "raw")
+
+    def small():
+        return AutoModelForCausalLM.from_pretrained(tiny_models["anti"], dtype=dtype).eval()
+
+    shared = ModelSource(PeftModel.from_pretrained(small(), adapter, adapter_name="e").eval(),
+                         [Group("e", fmt), Group(None, fmt)])
+    merged = ModelSource(PeftModel.from_pretrained(small(), adapter).merge_and_unload().eval(), [Group(None, fmt)])
+    prompts = random_prompts(3, seed=4)
+    worst = 0.0
+    a, b = shared.prefill(prompts)[0], merged.prefill(prompts)[0]
+    for step in range(16):
+        worst = max(worst, (a - b).abs().max().item())
+        token = a.argmax(-1)
+        a, b = shared.step(token)[0], merged.step(token)[0]
+    print(f"max |shared - merged| over 16 steps, {dtype}: {worst:.2e}")
+    assert worst < tolerance

@@ -17,14 +17,14 @@ def bench(
     expert: Annotated[str, typer.Option("--expert", "-e", help="The expert (a LoRA adapter shares its base).")],
     anti_expert: Annotated[str | None, typer.Option("--anti-expert", "-a", help="Default: the expert's base.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
-    modes: Annotated[str, typer.Option(help="Comma-separated: base, proxy, naive.")] = "base,proxy,naive",
+    modes: Annotated[str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base.")] = "base,proxy,naive",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
     dtype: o.Dtype = "auto",
     device: o.Device = "auto",
     quantize_base: o.QuantizeBase = "none",
-    share_weights: o.ShareWeights = True,
+    share_weights: o.ShareWeights = None,
     overlap: o.Overlap = "auto",
     threads: o.Threads = None,
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
@@ -45,7 +45,7 @@ def bench(
         raise ProxyToolError(f"--batch-sizes must be comma-separated integers (got '{batch_sizes}')") from None
     chosen = [m.strip() for m in modes.split(",")]
     if any(m not in MODES for m in chosen) or any(b < 1 for b in sizes) or new_tokens < 2 or repeats < 1:
-        raise ProxyToolError("--modes must be from base, proxy, naive; --batch-sizes >= 1; --new-tokens >= 2; "
+        raise ProxyToolError(f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; "
                              "--repeats >= 1")
     resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
     config = BenchConfig(base=base, expert=expert, anti_expert=anti_expert, batch_sizes=sizes, modes=chosen,

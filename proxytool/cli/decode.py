@@ -33,7 +33,7 @@ def decode(
     base_format: o.BaseFormat = None,
     expert_format: o.ExpertFormat = None,
     anti_expert_format: o.AntiFormat = None,
-    share_weights: o.ShareWeights = True,
+    share_weights: o.ShareWeights = None,
     overlap: o.Overlap = "auto",
     threads: o.Threads = None,
 ) -> None:

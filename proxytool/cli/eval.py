@@ -41,7 +41,7 @@ def eval_command(
     base_format: o.BaseFormat = None,
     expert_format: o.ExpertFormat = None,
     anti_expert_format: o.AntiFormat = None,
-    share_weights: o.ShareWeights = True,
+    share_weights: o.ShareWeights = None,
     overlap: o.Overlap = "auto",
     threads: o.Threads = None,
 ) -> None:

@@ -17,8 +17,10 @@ QuantizeBase = Annotated[str, typer.Option(help="Load the base with bitsandbytes
 BaseFormat = Annotated[str | None, typer.Option(help="Prompt format of the base: chat or raw (default: registry hint).")]
 ExpertFormat = Annotated[str | None, typer.Option(help="Prompt format of the experts: chat or raw.")]
 AntiFormat = Annotated[str | None, typer.Option("--anti-expert-format", help="Prompt format of the anti-experts.")]
-ShareWeights = Annotated[bool, typer.Option(
-    help="Run a LoRA expert and its anti-expert on one copy of the small model (one batched forward).")]
+ShareWeights = Annotated[bool | None, typer.Option(
+    "--share-weights/--no-share-weights",
+    help="Run a LoRA expert and its anti-expert on one copy of the small model (one batched forward). "
+         "Default: on for CPU, off for CUDA.")]
 Overlap = Annotated[str, typer.Option(
     help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]

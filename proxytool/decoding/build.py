@@ -1,8 +1,9 @@
 """Resolve, check and load the models of a proxy-tuning run, sharing weights wherever possible.
 
-A LoRA expert whose anti-expert is its own base model is loaded once: the anti-expert is the
-PeftModel with adapters off, and both run as row groups of one batched forward. Any model asked for
-twice (same weights, same quantization) is loaded once.
+A LoRA expert whose anti-expert is its own base model is loaded once (by default on CPU): the
+anti-expert is the PeftModel with adapters off, and both run as row groups of one batched forward.
+On CUDA the expert is merged into its own copy instead, because PEFT's mixed-adapter batch is slower
+there (docs/performance.md). Any model asked for twice (same weights, same quantization) is loaded once.
 """
 
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from proxytool.decoding.generate import ExpertPair, Member, ProxyModels
 from proxytool.decoding.prompts import PromptFormat
 from proxytool.decoding.sources import Group, ModelSource
 from proxytool.errors import ProxyToolError
-from proxytool.loading import QuantArgs, check_compatible, load_model, load_tokenizer
+from proxytool.loading import QuantArgs, check_compatible, load_model, load_tokenizer, pick_device
 from proxytool.registry import PROMPT_FORMATS, ModelSpec, resolve
 
 
@@ -28,7 +29,7 @@ class ProxySetup:
     device: str = "auto"
     quantize_base: str = "none"
     formats: dict[str, str] = field(default_factory=dict)
-    share_weights: bool = True
+    share_weights: bool | None = None  # None: share on CPU, not on CUDA (docs/performance.md)
     overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
 
 
@@ -98,11 +99,12 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
 
     hosts: dict[tuple, _Host] = {}
     pad_id = labelled["base"].pad_token_id
+    share = setup.share_weights if setup.share_weights is not None else pick_device(setup.device) == "cpu"
 
     def place(spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
         style = setup.formats.get(role) or spec.prompt_format
         prompt_format = PromptFormat(tokenizer_of(spec), style)
-        if spec.kind == "adapter" and setup.share_weights:
+        if spec.kind == "adapter" and share:
             host = hosts.setdefault((spec.base.key, quant), _Host(spec.base, quant))
             host.adapters[adapter_name] = spec
             group = Group(adapter_name, prompt_format)

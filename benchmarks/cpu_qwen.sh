@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# CPU benchmark on the offline Qwen pair: base Qwen2.5-Coder-1.5B-Instruct, expert = a LoRA adapter
+# on Qwen2.5-Coder-0.5B-Instruct (r=16, all linear layers; timing does not depend on its values).
+# Needs: proxytool models install qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct
+# Run:   bash benchmarks/cpu_qwen.sh [OUT_DIR]   (about 15 minutes on 2 cores)
+set -euo pipefail
+out=${1:-runs/bench}
+mkdir -p "$out"
+px=${PROXYTOOL:-proxytool}
+adapter="$out/random-lora-0.5b"
+if [ ! -f "$adapter/adapter_config.json" ]; then
+  python benchmarks/make_random_models.py --lora-only \
+    --small "$(python -c 'from proxytool.registry import resolve; print(resolve("qwen2.5-coder-0.5b-instruct").source)')" \
+    --out "$adapter" --device cpu --dtype float32
+fi
+common=(--base qwen2.5-coder-1.5b-instruct --expert "$adapter" --threads 2 --prompt-tokens 42)
+# proxytool's defaults (shared LoRA pair, overlapped lanes) against base alone and the naive decoder
+$px bench "${common[@]}" --batch-sizes 1 --new-tokens 32 --repeats 2 --output "$out/cpu_b1.json"
+# ablations at batch 1: each optimisation off in turn
+$px bench "${common[@]}" --batch-sizes 1 --new-tokens 32 --repeats 2 --modes proxy --no-share-weights \
+  --output "$out/cpu_b1_separate.json"
+$px bench "${common[@]}" --batch-sizes 1 --new-tokens 32 --repeats 2 --modes proxy --overlap off \
+  --output "$out/cpu_b1_sequential.json"
+$px bench "${common[@]}" --batch-sizes 1 --new-tokens 32 --repeats 2 --modes proxy --no-share-weights \
+  --overlap off --output "$out/cpu_b1_separate_sequential.json"
+# batch 8
+$px bench "${common[@]}" --batch-sizes 8 --new-tokens 12 --repeats 1 --output "$out/cpu_b8.json"
