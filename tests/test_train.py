@@ -262,3 +262,18 @@ def test_run_errors(trained, tiny_models, data_file, tmp_path):
         run_train(tiny_models["base"], data_file, tmp_path / "s", lr_scheduler="sideways")
     with pytest.raises(ProxyToolError, match="cannot set up training: Target modules"):
         run_train(tiny_models["base"], data_file, tmp_path / "t", target_modules=["no_such_proj"])
+
+
+def test_trained_checkpoint_is_an_expert_whose_anti_expert_comes_from_its_metadata(trained, tiny_models, tmp_path):
+    from cli_runner import run_cli
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "q", "prompt": "Who leads the poll?"}])
+    implied, explicit = tmp_path / "implied.jsonl", tmp_path / "explicit.jsonl"
+    common = ["decode", "--prompts", prompts, "--base", tiny_models["base"], "--expert", trained["output"],
+              "--max-new-tokens", "6"]
+    assert run_cli(*common, "--output", implied)[0] == 0
+    assert run_cli(*common, "--anti-expert", tiny_models["base"], "--output", explicit)[0] == 0
+    assert implied.read_bytes() == explicit.read_bytes()
+    code, out, err = run_cli("chat", "--base", tiny_models["base"], "--expert", trained["output"],
+                             "--max-new-tokens", "4", stdin="Who leads?\n")
+    assert code == 0 and len(out.splitlines()) == 1, err

@@ -113,12 +113,12 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
             group = Group(None, prompt_format)
         return host, _add_group(host, group)
 
-    no_quant = QuantArgs()
-    base_place = place(base_spec, "base", QuantArgs(setup.quantize_base), "base")
+    base_quant = setup.quantize_base if setup.quantize_base != "none" else base_spec.quantization
+    base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
     pair_places = []
-    for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):
-        pair_places.append((alpha, place(expert, "expert", no_quant, f"expert{i}"),
-                            place(anti, "anti-expert", no_quant, f"anti{i}")))
+    for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint
+        pair_places.append((alpha, place(expert, "expert", QuantArgs(expert.quantization or "none"), f"expert{i}"),
+                            place(anti, "anti-expert", QuantArgs(anti.quantization or "none"), f"anti{i}")))
 
     for host in hosts.values():
         _load_host(host, setup, pad_id)
