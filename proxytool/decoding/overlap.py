@@ -30,8 +30,9 @@ class Lanes:
         """``fn(source)`` for every wanted source; returns ``{id(source): result}``."""
         keep = {id(s) for s in wanted}
         lanes = [[s for s in lane if id(s) in keep] for lane in self.lanes]
+        threads = self.threads if all(lanes) else [sum(self.threads)] * len(lanes)  # one lane: all threads
         futures = [self.pool.submit(self._run, lane, n, stream, fn)
-                   for lane, n, stream in zip(lanes, self.threads, self.streams) if lane]
+                   for lane, n, stream in zip(lanes, threads, self.streams) if lane]
         results = {}
         for future in futures:
             results.update(future.result())
