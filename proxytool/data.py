@@ -18,11 +18,11 @@ file is validated before any model loads; errors name ``file:line: field``.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxytool.jsonl import parse_line
 from proxytool.errors import ProxyToolError, at
 
 QA_PROMPT = "Question: {question}\nAnswer:"
@@ -127,24 +127,12 @@ def read_data(path: str | Path) -> DataFile:
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
-        example = parse_record(_load_json(line, path, number), path, number)
+        example = parse_record(parse_line(line, path, number), path, number)
         _check_one_format(example, first_line, path)
         examples.append(example)
     if not examples:
         raise ProxyToolError(f"{at(path)}: no examples (the file is empty)")
     return DataFile(path=path, examples=tuple(examples), sha256=hashlib.sha256(raw).hexdigest())
-
-
-def _load_json(line: bytes, path: Path, number: int) -> dict:
-    try:
-        record = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ProxyToolError(f"{at(path, number)}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise ProxyToolError(f"{at(path, number)}: invalid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise ProxyToolError(f"{at(path, number)}: expected a JSON object, got {type(record).__name__}")
-    return record
 
 
 def parse_record(record: dict, path: Path, line: int) -> Example:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
+from proxytool.atomic import write_text
 from proxytool.errors import ProxyToolError, at
 
 REQUIRED_COLUMNS = (
@@ -405,20 +404,6 @@ def split_polls(questions: list[PollQuestion], rng: random.Random, recall_fracti
 # --------------------------------------------------------------------------- writing
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -517,10 +502,10 @@ def build_polls_dataset(csv_path: Path, out_dir: Path, seed: int = 0, limit: int
     _check_consistent(train, eval_recall + eval_unseen)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "train.jsonl", _jsonl(train))
-    _write_atomic(out_dir / "eval_recall.jsonl", _jsonl(eval_recall))
-    _write_atomic(out_dir / "eval_unseen.jsonl", _jsonl(eval_unseen))
-    _write_atomic(out_dir / "ATTRIBUTION.md", attribution_text(Path(csv_path)))
+    write_text(out_dir / "train.jsonl", _jsonl(train))
+    write_text(out_dir / "eval_recall.jsonl", _jsonl(eval_recall))
+    write_text(out_dir / "eval_unseen.jsonl", _jsonl(eval_unseen))
+    write_text(out_dir / "ATTRIBUTION.md", attribution_text(Path(csv_path)))
     return {
         "train.jsonl": len(train),
         "eval_recall.jsonl": len(eval_recall),

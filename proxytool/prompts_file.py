@@ -1,12 +1,12 @@
 """Read prompts for `decode`: JSONL with `prompt` or `messages` (optional `id`), plain text, or stdin."""
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxytool.decoding.prompts import Prompt
 from proxytool.errors import ProxyToolError, at
+from proxytool.jsonl import parse_line
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,7 @@ def _read_jsonl(name: str, lines: list[str]) -> list[PromptItem]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ProxyToolError(f"{at(name, number)}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise ProxyToolError(f"{at(name, number)}: expected a JSON object")
+        record = parse_line(line, name, number)
         prompt = _prompt_of(record, name, number)
         item_id = str(record.get("id", number))
         if item_id in seen:

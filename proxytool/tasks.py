@@ -28,7 +28,6 @@ optional ``choices`` + ``correct`` making it a choice task). The evalsets folder
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxytool import metrics
+from proxytool.jsonl import read_jsonl  # noqa: F401  (part of this module's API)
 from proxytool.errors import ProxyToolError, at
 
 EVALSETS_ENV = "PROXYTOOL_EVALSETS"
@@ -145,43 +145,6 @@ class Task:
 
 
 # --------------------------------------------------------------------------- file reading
-
-
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSONL (or ``.jsonl.gz``) file.
-
-    Args:
-        path: The file.
-
-    Yields:
-        1-based line number and the decoded JSON object.
-
-    Raises:
-        ProxyToolError: On unreadable files, invalid JSON or a line that is not a JSON object.
-    """
-    try:
-        with _open_text(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ProxyToolError(f"{at(path, line_no)}: invalid JSON ({err.msg})") from None
-                if not isinstance(rec, dict):
-                    raise ProxyToolError(f"{at(path, line_no)}: expected a JSON object, "
-                                         f"got {type(rec).__name__}")
-                yield line_no, rec
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
-        raise ProxyToolError(f"{at(path)}: cannot read ({err.__class__.__name__}: {err})") from None
-    except OSError as err:
-        raise ProxyToolError(f"{at(path)}: cannot read ({err.strerror or err})") from None
 
 
 def _text(rec: dict, path: Path, line: int, name: str, *, numbers: bool = False,
