@@ -79,7 +79,8 @@ def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: 
         return
     generators = row_generators(sampling, list(row_seeds if row_seeds is not None else range(len(prompts))))
     warpers = sampling.warpers()
-    logits = _each_source(models, lambda s: s.prefill(prompts))
+    # prefill is compute-bound and scales with threads: run it with all of them, one model at a time
+    logits = {id(s): s.prefill(prompts) for s in models.sources}
     try:
         for step in range(max_new_tokens):
             scores = _scores(models, logits)
