@@ -8,11 +8,11 @@
 #   4. evaluate base 1.5B vs expert 0.5B vs proxy-tuned 1.5B on recall and unseen poll questions
 #
 # Run from the repository root:  bash examples/polls_demo.sh [POLL_LIST_CSV]
-# Environment: LIMIT (poll questions kept, default 40), STEPS (training steps, default: the recipe's),
+# Environment: LIMIT (poll questions kept, default 24), STEPS (training steps, default: the recipe's),
 #              THREADS (default 2), OUT (default runs/demo).
 set -euo pipefail
 csv=${1:-../shared/data/polls/538_2024_forecast_poll_list.csv}
-limit=${LIMIT:-40}
+limit=${LIMIT:-24}
 threads=${THREADS:-2}
 out=${OUT:-runs/demo}
 data=work/polls-demo
@@ -34,14 +34,16 @@ step "3/4 LoRA expert on the 0.5B"
 if [ -f "$expert/proxytool.json" ]; then
   echo "reusing $expert (delete it to train again)"
 else
-  $px train --recipe recipes/qwen2.5-coder-0.5b/polls-lora.yaml --data "$data/train.jsonl" \
+  $px train --recipe recipes/qwen2.5-coder-0.5b/polls-demo-lora.yaml --data "$data/train.jsonl" \
     --output "$expert" --name polls-demo-expert --threads "$threads" ${STEPS:+--max-steps "$STEPS"}
 fi
 
 step "4/4 base 1.5B vs expert 0.5B vs proxy-tuned 1.5B"
-for task in polls-recall polls-unseen; do
-  $px eval --task "$task" --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
-    --threads "$threads" --output "$out/eval-$task"
-done
+# recall: the documents were trained on, these questions were not; alpha 0.5, 1, 2 drawn to a PNG
+$px eval --task polls-recall --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
+  --alpha 0.5,1,2 --threads "$threads" --output "$out/eval-polls-recall"
+# unseen: polls the expert never saw (what format alone buys)
+$px eval --task polls-unseen --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
+  --threads "$threads" --output "$out/eval-polls-unseen"
 echo
 echo "done in $(( (SECONDS - start) / 60 )) min; reports in $out/eval-*/report.md"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The runs behind docs/results.md (after examples/polls_demo.sh): an alpha sweep on the polls
-# questions and a GSM8K subset with a GSM8K expert. About 45 minutes on 2 CPU cores.
+# The runs behind docs/results.md (after examples/polls_demo.sh): a GSM8K subset with a
+# GSM8K expert. About 25 minutes on 2 CPU cores.
 # Run from the repository root: bash examples/results_runs.sh
 set -euo pipefail
 px=${PROXYTOOL:-proxytool}
@@ -9,12 +9,8 @@ threads=${THREADS:-2}
 export HF_HUB_OFFLINE=1
 base=qwen2.5-coder-1.5b-instruct
 
-# alpha sweep with the polls expert the demo trained
-$px eval --task polls-recall --data-dir work/polls-demo --base $base --expert "$out/polls-expert" \
-  --alpha 0.5,1,2,4 --threads "$threads" --output "$out/sweep-polls-recall"
-
-# GSM8K: a LoRA expert on the 0.5B (the recipe: 15 steps), then 20 test problems, zero-shot
+# GSM8K: a LoRA expert on the 0.5B (the recipe: 15 steps), then 12 test problems, zero-shot
 [ -f "$out/gsm8k-expert/proxytool.json" ] || $px train --recipe recipes/qwen2.5-coder-0.5b/gsm8k-lora.yaml \
   --output "$out/gsm8k-expert" --name gsm8k-demo-expert --threads "$threads"
-$px eval --task gsm8k --few-shot 0 --limit 20 --max-new-tokens 200 --batch-size 4 --base $base \
+$px eval --task gsm8k --few-shot 0 --limit 12 --max-new-tokens 160 --batch-size 4 --base $base \
   --expert "$out/gsm8k-expert" --threads "$threads" --output "$out/eval-gsm8k"
