@@ -10,10 +10,14 @@ from proxytool.registry import resolve
 
 
 def _installed(name: str) -> str | None:
+    """The local folder of an installed pack (a bare name would resolve to its hub id)."""
+    from pathlib import Path
+
     try:  # at import time: the user's registry, not the per-test one conftest installs
-        return resolve(name).source
+        source = resolve(name).source
     except ProxyToolError:
         return None
+    return source if Path(source).is_dir() else None
 
 
 SMALL, LARGE = _installed("qwen2.5-coder-0.5b-instruct"), _installed("qwen2.5-coder-1.5b-instruct")
@@ -50,7 +54,7 @@ def test_qwen_pair_shares_a_tokenizer_with_padded_logits():
     from proxytool.decoding.generate import complete
 
     [proxied] = complete(models, [PROMPT], max_new_tokens=8)
-    [alone] = complete(load(), [PROMPT], max_new_tokens=8)
+    [alone] = complete(load(formats={"base": "chat"}), [PROMPT], max_new_tokens=8)
     assert proxied.token_ids == alone.token_ids  # expert == anti-expert ⇒ the base alone
     assert "def" in alone.text or alone.text.strip()
 
