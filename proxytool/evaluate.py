@@ -30,8 +30,7 @@ import torch
 from proxytool import metrics
 from proxytool.atomic import write_text
 from proxytool.decoding.build import ProxySetup, load_proxy_models, resolve_roles
-from proxytool.decoding.combine import Steer, proxy_scores
-from proxytool.decoding.generate import ExpertPair, Member, ProxyModels, complete
+from proxytool.decoding.generate import ExpertPair, ProxyModels, complete, step_scores
 from proxytool.errors import ProxyToolError
 from proxytool.loading import pick_device, pick_dtype
 from proxytool.registry import ModelSpec, resolve
@@ -279,15 +278,6 @@ def continuation_logprobs(models: ProxyModels, prompts: Sequence[str],
         for source in models.sources:
             source.release()
     return totals
-
-
-def step_scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
-    """The combined scores of one step from each source's per-group logits (as the decoder does)."""
-    def of(member: Member) -> torch.Tensor:
-        return logits[id(member.source)][member.group]
-
-    steers = [Steer(p.alpha, of(p.expert), of(p.anti_expert)) for p in models.pairs]
-    return proxy_scores(of(models.base), steers, vocab_size=len(models.tokenizer))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -83,7 +83,7 @@ def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: 
     logits = {id(s): s.prefill(prompts) for s in models.sources}
     try:
         for step in range(max_new_tokens):
-            scores = _scores(models, logits)
+            scores = step_scores(models, logits)
             tokens = choose_next(scores, sampling, generators, warpers)
             for row, token in zip(rows, tokens.tolist()):
                 if not row.done:
@@ -106,7 +106,8 @@ def _each_source(models: ProxyModels, fn) -> dict[int, list[torch.Tensor]]:
     return models.lanes.map(fn, models.sources)
 
 
-def _scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+def step_scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+    """One step's combined scores from each source's per-group logits (``{id(source): [logits]}``)."""
     def of(member: Member) -> torch.Tensor:
         return logits[id(member.source)][member.group]
 
