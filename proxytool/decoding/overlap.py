@@ -50,9 +50,6 @@ class Lanes:
         with torch.cuda.stream(stream):
             return {id(s): fn(s) for s in lane}
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
-
 
 def plan_lanes(base: ModelSource, others: list[ModelSource], total_threads: int) -> Lanes | None:
     """Two lanes: the base, and the proxies; threads split evenly (at least one each). None if pointless."""
