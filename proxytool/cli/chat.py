@@ -11,7 +11,7 @@ HELP = "commands: /reset (forget the conversation), /alpha X (steering weight), 
 
 
 def register(app: typer.Typer) -> None:
-    app.command("chat", help="Streaming proxy-tuned chat (/reset, /alpha X, /exit).")(chat)
+    app.command("chat", help="Streaming proxy-tuned chat (/reset, /alpha X, /exit).")(o.with_loading_options(chat))
 
 
 def chat(
@@ -25,25 +25,16 @@ def chat(
     top_p: o.TopP = 1.0,
     top_k: o.TopK = 0,
     seed: o.Seed = 0,
-    dtype: o.Dtype = "auto",
-    device: o.Device = "auto",
-    quantize_base: o.QuantizeBase = "none",
-    base_format: o.BaseFormat = None,
-    expert_format: o.ExpertFormat = None,
-    anti_expert_format: o.AntiFormat = None,
-    share_weights: o.ShareWeights = None,
-    overlap: o.Overlap = "auto",
-    threads: o.Threads = None,
+    loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
 
     from proxytool.chat import ChatSession
     from proxytool.decoding.build import load_proxy_models, resolve_roles
 
-    setup = o.proxy_setup(base, expert, anti_expert, alpha, dtype, device, quantize_base, base_format,
-                          expert_format, anti_expert_format, share_weights, overlap)
+    setup = loading.setup(base, expert, anti_expert, alpha)
     resolve_roles(setup)
-    o.prepare_runtime(threads)
+    o.prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
     with console.status("loading models"):

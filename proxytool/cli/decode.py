@@ -9,7 +9,8 @@ from proxytool.cli import options as o
 
 
 def register(app: typer.Typer) -> None:
-    app.command("decode", help="Proxy-tuned generation over a prompts file into JSONL (resumable).")(decode)
+    app.command("decode", help="Proxy-tuned generation over a prompts file into JSONL (resumable).")(
+        o.with_loading_options(decode))
 
 
 def decode(
@@ -27,15 +28,7 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
-    dtype: o.Dtype = "auto",
-    device: o.Device = "auto",
-    quantize_base: o.QuantizeBase = "none",
-    base_format: o.BaseFormat = None,
-    expert_format: o.ExpertFormat = None,
-    anti_expert_format: o.AntiFormat = None,
-    share_weights: o.ShareWeights = None,
-    overlap: o.Overlap = "auto",
-    threads: o.Threads = None,
+    loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,10 +44,9 @@ def decode(
                             sampling=o.sampling_config(temperature, top_k, top_p, seed), stop=tuple(stop or ()))
     items = read_prompts(prompts)
     check_writable(output)
-    setup = o.proxy_setup(base, expert, anti_expert, alpha, dtype, device, quantize_base, base_format,
-                          expert_format, anti_expert_format, share_weights, overlap)
+    setup = loading.setup(base, expert, anti_expert, alpha)
     resolve_roles(setup)  # name errors before any import-heavy work
-    o.prepare_runtime(threads)
+    o.prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
         models = load_proxy_models(setup)

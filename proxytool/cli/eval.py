@@ -13,7 +13,7 @@ TASK_HELP = ("polls-recall, polls-unseen, gsm8k, truthfulqa-mc, humaneval, or a 
 
 def register(app: typer.Typer) -> None:
     app.command("eval", help="Score base, expert, proxy-tuned (and a directly tuned model) on a task; "
-                             "report gap closed.")(eval_command)
+                             "report gap closed.")(o.with_loading_options(eval_command))
 
 
 def eval_command(
@@ -35,15 +35,7 @@ def eval_command(
     max_new_tokens: Annotated[int | None, typer.Option(help="Override the task's generation budget.")] = None,
     batch_size: Annotated[int, typer.Option(
         help="Examples decoded together (choice tasks: all their choices in one batch).")] = 8,
-    dtype: o.Dtype = "auto",
-    device: o.Device = "auto",
-    quantize_base: o.QuantizeBase = "none",
-    base_format: o.BaseFormat = None,
-    expert_format: o.ExpertFormat = None,
-    anti_expert_format: o.AntiFormat = None,
-    share_weights: o.ShareWeights = None,
-    overlap: o.Overlap = "auto",
-    threads: o.Threads = None,
+    loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     import shlex
     import sys
@@ -53,13 +45,12 @@ def eval_command(
     from proxytool.evaluate import EvalConfig, models_note, parse_alphas, prepare, run_prepared, target_note
 
     alphas = parse_alphas(alpha)
-    setup = o.proxy_setup(base, [expert], [anti_expert] if anti_expert else [], alphas[:1], dtype, device,
-                          quantize_base, base_format, expert_format, anti_expert_format, share_weights, overlap)
+    setup = loading.setup(base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(task=task, setup=setup, alphas=alphas, direct=direct, limit=limit, data_dir=data_dir,
                         few_shot=few_shot, max_new_tokens=max_new_tokens, batch_size=batch_size, output=output,
                         command=shlex.join(["proxytool", *sys.argv[1:]]))
     prepared = prepare(config)  # input errors surface before the progress display starts
-    o.prepare_runtime(threads)
+    o.prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with _ProgressBars(console) as bars:
         report, folder = run_prepared(prepared, on_progress=bars.update, on_status=bars.status)

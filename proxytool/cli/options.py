@@ -1,5 +1,9 @@
 """Options shared by every command that decodes (decode, chat, eval): defined once."""
 
+import functools
+import inspect
+from dataclasses import dataclass
+
 from typing import Annotated
 
 import typer
@@ -32,16 +36,52 @@ Seed = Annotated[int, typer.Option(help="Sampling seed (each prompt gets its own
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
 
 
-def proxy_setup(base, experts, anti_experts, alphas, dtype, device, quantize_base, base_format,
-                expert_format, anti_format, share_weights, overlap="auto"):
-    """Turn the shared options into a ProxySetup."""
-    from proxytool.decoding.build import ProxySetup
+@dataclass(frozen=True)
+class LoadingOptions:
+    """How the models of a decoding command are loaded and run (the options decode, chat and eval share)."""
 
-    formats = {role: fmt for role, fmt in (("base", base_format), ("expert", expert_format),
-                                            ("anti-expert", anti_format)) if fmt is not None}
-    return ProxySetup(base=base, experts=experts or [], anti_experts=anti_experts or [], alphas=alphas or [],
-                      dtype=dtype, device=device, quantize_base=quantize_base, formats=formats,
-                      share_weights=share_weights, overlap=overlap)
+    dtype: str = "auto"
+    device: str = "auto"
+    quantize_base: str = "none"
+    base_format: str | None = None
+    expert_format: str | None = None
+    anti_expert_format: str | None = None
+    share_weights: bool | None = None
+    overlap: str = "auto"
+    threads: int | None = None
+
+    def setup(self, base: str, experts=(), anti_experts=(), alphas=()):
+        """The ProxySetup for these models under these options."""
+        from proxytool.decoding.build import ProxySetup
+
+        formats = {role: fmt for role, fmt in (("base", self.base_format), ("expert", self.expert_format),
+                                                ("anti-expert", self.anti_expert_format)) if fmt is not None}
+        return ProxySetup(base=base, experts=list(experts or []), anti_experts=list(anti_experts or []),
+                          alphas=list(alphas or []), dtype=self.dtype, device=self.device,
+                          quantize_base=self.quantize_base, formats=formats, share_weights=self.share_weights,
+                          overlap=self.overlap)
+
+
+_LOADING_TYPES = {"dtype": Dtype, "device": Device, "quantize_base": QuantizeBase, "base_format": BaseFormat,
+                  "expert_format": ExpertFormat, "anti_expert_format": AntiFormat, "share_weights": ShareWeights,
+                  "overlap": Overlap, "threads": Threads}
+
+
+def with_loading_options(command):
+    """Give a Typer command the shared loading options; it receives them as one ``loading`` argument."""
+    own = inspect.signature(command)
+    defaults = LoadingOptions()
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                               default=getattr(defaults, name)) for name, kind in _LOADING_TYPES.items()]
+    kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "loading"]
+
+    @functools.wraps(command)
+    def run(**kwargs):
+        loading = LoadingOptions(**{name: kwargs.pop(name) for name in _LOADING_TYPES})
+        return command(loading=loading, **kwargs)
+
+    run.__signature__ = own.replace(parameters=kept + added)
+    return run
 
 
 def prepare_runtime(threads: int | None) -> None:
