@@ -31,6 +31,16 @@ class BenchConfig:
     overlap: str = "auto"
     threads: int | None = None
 
+    def setup(self, pairs: bool = True, **overrides):
+        """The ProxySetup of this benchmark (``pairs=False``: the base alone)."""
+        from proxytool.decoding.build import ProxySetup
+
+        values = dict(base=self.base, experts=[self.expert] if pairs else [],
+                      anti_experts=[self.anti_expert] if pairs and self.anti_expert else [], dtype=self.dtype,
+                      device=self.device, quantize_base=self.quantize_base, share_weights=self.share_weights,
+                      overlap=self.overlap)
+        return ProxySetup(**{**values, **overrides})
+
 
 def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
     """Every mode at every batch size, each in its own process; returns one result dict per run."""
@@ -125,13 +135,9 @@ class _Proxy(_Runner):
     """proxytool's engine (shared LoRA pair, per-model KV caches, batched rows)."""
 
     def __init__(self, config: BenchConfig, pairs: bool = True):
-        from proxytool.decoding.build import ProxySetup, load_proxy_models
+        from proxytool.decoding.build import load_proxy_models
 
-        setup = ProxySetup(base=config.base, experts=[config.expert] if pairs else [],
-                           anti_experts=[config.anti_expert] if pairs and config.anti_expert else [],
-                           dtype=config.dtype, device=config.device, quantize_base=config.quantize_base,
-                           share_weights=config.share_weights, overlap=config.overlap)
-        self.models = load_proxy_models(setup)
+        self.models = load_proxy_models(config.setup(pairs))
         self.models.eos_ids = frozenset()  # fixed-length runs
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
@@ -177,13 +183,9 @@ class _Naive(_Runner):
     """Three separate models, called one after another per step, each with its own KV cache."""
 
     def __init__(self, config: BenchConfig):
-        from proxytool.decoding.build import ProxySetup, load_proxy_models
+        from proxytool.decoding.build import load_proxy_models
 
-        setup = ProxySetup(base=config.base, experts=[config.expert],
-                           anti_experts=[config.anti_expert] if config.anti_expert else [],
-                           dtype=config.dtype, device=config.device, quantize_base=config.quantize_base,
-                           share_weights=False, overlap="off")
-        models = load_proxy_models(setup)
+        models = load_proxy_models(config.setup(share_weights=False, overlap="off"))
         pair = models.pairs[0]
         self.members = [models.base, pair.expert, pair.anti_expert]
         self.models = [m.source.model for m in self.members]
