@@ -10,7 +10,7 @@ px=${PROXYTOOL:-proxytool}
 adapter="$out/random-lora-0.5b"
 if [ ! -f "$adapter/adapter_config.json" ]; then
   python benchmarks/make_random_models.py --lora-only \
-    --small "$(python -c 'from proxytool.registry import resolve; print(resolve("qwen2.5-coder-0.5b-instruct").source)')" \
+    --small "$(python -c 'from proxytool.models.registry import resolve; print(resolve("qwen2.5-coder-0.5b-instruct").source)')" \
     --out "$adapter" --device cpu --dtype float32
 fi
 common=(--base qwen2.5-coder-1.5b-instruct --expert "$adapter" --threads 2 --prompt-tokens 42)

@@ -26,10 +26,19 @@ SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vo
 
 def make_model(size: str, out: Path, tokenizer_dir: Path, device: str, dtype) -> Path:
     hidden, inter, layers, heads, kv, vocab, tied = SHAPES[size]
-    config = Qwen2Config(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
-                         tie_word_embeddings=tied, max_position_embeddings=32768, bos_token_id=151643,
-                         eos_token_id=151645, pad_token_id=151643)
+    config = Qwen2Config(
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+        max_position_embeddings=32768,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -43,8 +52,9 @@ def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(small, dtype=dtype, device_map={"": device})
     torch.manual_seed(1)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
-                                                  init_lora_weights="gaussian"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights="gaussian")
+    )
     peft_model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (small / name).exists():

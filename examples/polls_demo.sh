@@ -34,7 +34,7 @@ step "3/4 LoRA expert on the 0.5B"
 if [ -f "$expert/proxytool.json" ]; then
   echo "reusing $expert (delete it to train again)"
 else
-  $px train --recipe recipes/qwen2.5-coder-0.5b/polls-demo-lora.yaml --data "$data/train.jsonl" \
+  $px train --recipe qwen2.5-coder-0.5b/polls-demo-lora --data "$data/train.jsonl" \
     --output "$expert" --name polls-demo-expert --threads "$threads" ${STEPS:+--max-steps "$STEPS"}
 fi
 

@@ -33,12 +33,18 @@ class BenchConfig:
 
     def setup(self, pairs: bool = True, **overrides):
         """The ProxySetup of this benchmark (``pairs=False``: the base alone)."""
-        from proxytool.decoding.build import ProxySetup
+        from proxytool.decoding.setup import ProxySetup
 
-        values = dict(base=self.base, experts=[self.expert] if pairs else [],
-                      anti_experts=[self.anti_expert] if pairs and self.anti_expert else [], dtype=self.dtype,
-                      device=self.device, quantize_base=self.quantize_base, share_weights=self.share_weights,
-                      overlap=self.overlap)
+        values = dict(
+            base=self.base,
+            experts=[self.expert] if pairs else [],
+            anti_experts=[self.anti_expert] if pairs and self.anti_expert else [],
+            dtype=self.dtype,
+            device=self.device,
+            quantize_base=self.quantize_base,
+            share_weights=self.share_weights,
+            overlap=self.overlap,
+        )
         return ProxySetup(**{**values, **overrides})
 
 
@@ -68,25 +74,31 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     """Load what ``mode`` needs, decode ``repeats`` times, return the median timings and peak memory."""
     import torch
 
-    from proxytool.cli.options import prepare_runtime
+    from proxytool.runtime import prepare_runtime
 
     prepare_runtime(config.threads)
-    runners = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive,
-               "engine-base": lambda c: _Proxy(c, pairs=False)}
+    runners = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive, "engine-base": lambda c: _Proxy(c, pairs=False)}
     runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
     runner.decode(prompts, 2)  # warm-up
     _reset_peak_memory(runner.device)
-    timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)),
-                     key=lambda t: t[1])
+    timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)), key=lambda t: t[1])
     ttft, total = timings[len(timings) // 2]
     decode_time = max(total - ttft, 1e-9)
-    return {"mode": mode, "batch": batch, "new_tokens": config.new_tokens,
-            "prompt_tokens": config.prompt_tokens, "ttft_s": ttft, "total_s": total,
-            "tokens_per_s": batch * (config.new_tokens - 1) / decode_time,
-            "ms_per_step": 1000 * decode_time / (config.new_tokens - 1),
-            "peak_rss_gb": _peak_rss_gb(), "cuda_max_allocated_gb": _cuda_peak_gb(runner.device),
-            "device": str(runner.device), "threads": torch.get_num_threads()}
+    return {
+        "mode": mode,
+        "batch": batch,
+        "new_tokens": config.new_tokens,
+        "prompt_tokens": config.prompt_tokens,
+        "ttft_s": ttft,
+        "total_s": total,
+        "tokens_per_s": batch * (config.new_tokens - 1) / decode_time,
+        "ms_per_step": 1000 * decode_time / (config.new_tokens - 1),
+        "peak_rss_gb": _peak_rss_gb(),
+        "cuda_max_allocated_gb": _cuda_peak_gb(runner.device),
+        "device": str(runner.device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _prompts(tokenizer, batch: int, length: int) -> list[str]:
@@ -135,7 +147,7 @@ class _Proxy(_Runner):
     """proxytool's engine (shared LoRA pair, per-model KV caches, batched rows)."""
 
     def __init__(self, config: BenchConfig, pairs: bool = True):
-        from proxytool.decoding.build import load_proxy_models
+        from proxytool.decoding.setup import load_proxy_models
 
         self.models = load_proxy_models(config.setup(pairs))
         self.models.eos_ids = frozenset()  # fixed-length runs
@@ -174,16 +186,22 @@ class _BaseAlone(_Runner):
             def end(self):
                 pass
 
-        self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                            max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=FirstToken(),
-                            pad_token_id=self.tokenizer.pad_token_id)
+        self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            streamer=FirstToken(),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
 
 
 class _Naive(_Runner):
     """Three separate models, called one after another per step, each with its own KV cache."""
 
     def __init__(self, config: BenchConfig):
-        from proxytool.decoding.build import load_proxy_models
+        from proxytool.decoding.setup import load_proxy_models
 
         models = load_proxy_models(config.setup(share_weights=False, overlap="off"))
         pair = models.pairs[0]
@@ -215,9 +233,14 @@ class _Naive(_Runner):
     @staticmethod
     def _forward(model, state):
         mask = state["mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -state["ids"].shape[1]:]
-        out = model(input_ids=state["ids"], attention_mask=mask, position_ids=positions,
-                    past_key_values=state["cache"], use_cache=True)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -state["ids"].shape[1] :]
+        out = model(
+            input_ids=state["ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=state["cache"],
+            use_cache=True,
+        )
         state["cache"] = out.past_key_values
         return out.logits[:, -1, :].float()
 

@@ -45,8 +45,7 @@ def build_tokenizer(vocab_size: int = 320, chat: bool = True):
     return fast
 
 
-def build_model(arch: str = "llama", vocab_size: int = 320, seed: int = 0, layers: int = 2,
-                hidden: int = 32):
+def build_model(arch: str = "llama", vocab_size: int = 320, seed: int = 0, layers: int = 2, hidden: int = 32):
     """A randomly initialised causal LM of a given architecture ("llama", "gpt2", "qwen2")."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
@@ -56,21 +55,35 @@ def build_model(arch: str = "llama", vocab_size: int = 320, seed: int = 0, layer
     if arch == "gpt2":
         config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=2, n_positions=256, **common)
     elif arch == "qwen2":
-        config = Qwen2Config(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             tie_word_embeddings=True, **common)
+        config = Qwen2Config(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            **common,
+        )
     else:
-        config = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                             **common)
+        config = LlamaConfig(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # sharpen the random logits so greedy decoding has clear winners
         model.get_output_embeddings().weight.mul_(8.0)
     return model.eval()
 
 
-def save_model(path: Path, arch: str = "llama", seed: int = 0, vocab_size: int | None = None,
-               chat: bool = True, **kwargs) -> Path:
+def save_model(
+    path: Path, arch: str = "llama", seed: int = 0, vocab_size: int | None = None, chat: bool = True, **kwargs
+) -> Path:
     """Save a tiny model plus tokenizer under ``path``; ``vocab_size`` may pad beyond the tokenizer."""
     tokenizer = build_tokenizer(chat=chat)
     model = build_model(arch, vocab_size=vocab_size or len(tokenizer), seed=seed, **kwargs)
@@ -90,8 +103,7 @@ def save_adapter(path: Path, base_path: Path, seed: int = 0, r: int = 4) -> Path
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_path)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "up_proj"],
-                        init_lora_weights=False)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
     peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(path)
     build_tokenizer().save_pretrained(path)

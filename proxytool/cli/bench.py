@@ -34,10 +34,10 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from proxytool.atomic import write_text
     from proxytool.bench import MODES, BenchConfig, ratios, run
-    from proxytool.decoding.build import ProxySetup, resolve_roles
+    from proxytool.decoding.setup import ProxySetup, resolve_roles
     from proxytool.errors import ProxyToolError
+    from proxytool.files.atomic import write_text
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",")]
@@ -45,29 +45,51 @@ def bench(
         raise ProxyToolError(f"--batch-sizes must be comma-separated integers (got '{batch_sizes}')") from None
     chosen = [m.strip() for m in modes.split(",")]
     if any(m not in MODES for m in chosen) or any(b < 1 for b in sizes) or new_tokens < 2 or repeats < 1:
-        raise ProxyToolError(f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; "
-                             "--repeats >= 1")
+        raise ProxyToolError(
+            f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
+        )
     resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
-    config = BenchConfig(base=base, expert=expert, anti_expert=anti_expert, batch_sizes=sizes, modes=chosen,
-                         prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, dtype=dtype,
-                         device=device, quantize_base=quantize_base, share_weights=share_weights,
-                         overlap=overlap, threads=threads)
+    config = BenchConfig(
+        base=base,
+        expert=expert,
+        anti_expert=anti_expert,
+        batch_sizes=sizes,
+        modes=chosen,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        repeats=repeats,
+        dtype=dtype,
+        device=device,
+        quantize_base=quantize_base,
+        share_weights=share_weights,
+        overlap=overlap,
+        threads=threads,
+    )
     console = Console()
     with console.status("benchmarking") as status:
-        results = run(config, on_result=lambda r: status.update(
-            f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s"))
+        results = run(
+            config, on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s")
+        )
     table = Table(title=f"decoding: {new_tokens} new tokens, {prompt_tokens}-token prompts")
     for column in ("batch", "mode", "tok/s", "ms/step", "TTFT s", "peak RSS GB", "CUDA peak GB"):
         table.add_column(column, justify="right")
     for r in results:
         cuda = "-" if r["cuda_max_allocated_gb"] is None else f"{r['cuda_max_allocated_gb']:.2f}"
-        table.add_row(str(r["batch"]), r["mode"], f"{r['tokens_per_s']:.1f}", f"{r['ms_per_step']:.1f}",
-                      f"{r['ttft_s']:.3f}", f"{r['peak_rss_gb']:.2f}", cuda)
+        table.add_row(
+            str(r["batch"]),
+            r["mode"],
+            f"{r['tokens_per_s']:.1f}",
+            f"{r['ms_per_step']:.1f}",
+            f"{r['ttft_s']:.3f}",
+            f"{r['peak_rss_gb']:.2f}",
+            cuda,
+        )
     console.print(table)
     summary = ratios(results)
     for row in summary:
         parts = [f"{k.replace('_vs_', '/')} = {v:.2f}x" for k, v in row.items() if k != "batch"]
         console.print(f"batch {row['batch']}: " + ", ".join(parts))
     if output is not None:
-        write_text(output, json.dumps({"config": config.__dict__, "results": results, "ratios": summary},
-                                      indent=2) + "\n")
+        write_text(
+            output, json.dumps({"config": config.__dict__, "results": results, "ratios": summary}, indent=2) + "\n"
+        )

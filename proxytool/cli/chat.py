@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from proxytool.cli import options as o
+from proxytool.runtime import prepare_runtime
 
 HELP = "commands: /reset (forget the conversation), /alpha X (steering weight), /exit"
 
@@ -29,18 +30,22 @@ def chat(
 ) -> None:
     from rich.console import Console
 
-    from proxytool.chat import ChatSession
-    from proxytool.decoding.build import load_proxy_models, resolve_roles
+    from proxytool.decoding.chat import ChatSession
+    from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
     setup = loading.setup(base, expert, anti_expert, alpha)
     resolve_roles(setup)
-    o.prepare_runtime(loading.threads)
+    prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
     with console.status("loading models"):
         models = load_proxy_models(setup)
-    session = ChatSession(models, sampling=o.sampling_config(temperature, top_k, top_p, seed),
-                          max_new_tokens=max_new_tokens, system=system)
+    session = ChatSession(
+        models,
+        sampling=o.sampling_config(temperature, top_k, top_p, seed),
+        max_new_tokens=max_new_tokens,
+        system=system,
+    )
     if interactive:
         console.print(f"[bold]proxytool chat[/] — {HELP}")
     while True:

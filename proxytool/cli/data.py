@@ -1,7 +1,6 @@
 """`proxytool data ...`: build training and evaluation data sets."""
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -9,44 +8,48 @@ DEFAULT_POLLS_CSV = Path("../shared/data/polls/538_2024_forecast_poll_list.csv")
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(name="data", help="Build training and evaluation data sets.",
-                           no_args_is_help=True)
+    data_app = typer.Typer(name="data", help="Build training and evaluation data sets.", no_args_is_help=True)
     data_app.command(
         "polls",
         help="FiveThirtyEight 2024 poll list -> train.jsonl, eval_recall.jsonl, eval_unseen.jsonl "
-             "and ATTRIBUTION.md (the data is CC BY 4.0, ABC News / FiveThirtyEight).",
+        "and ATTRIBUTION.md (the data is CC BY 4.0, ABC News / FiveThirtyEight).",
     )(polls)
     app.add_typer(data_app, name="data")
 
 
 def polls(
-    csv: Optional[Path] = typer.Option(
-        None, "--csv",
-        help=f"538 poll_list.csv. Default: {DEFAULT_POLLS_CSV} (relative to the current folder), "
-             "if that file exists.",
+    csv: Path | None = typer.Option(
+        None,
+        "--csv",
+        help=f"538 poll_list.csv. Default: {DEFAULT_POLLS_CSV} (relative to the current folder), if that file exists.",
     ),
     out: Path = typer.Option(..., "--out", help="Output folder (created if missing)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, the --limit subset and the order."),
-    limit: Optional[int] = typer.Option(
-        None, "--limit", min=1, help="Keep only this many poll questions (a seeded subset)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Keep only this many poll questions (a seeded subset)."
+    ),
     recall_fraction: float = typer.Option(
-        0.1, "--recall-fraction", help="Share of polls whose QA pairs are held out (recall eval)."),
+        0.1, "--recall-fraction", help="Share of polls whose QA pairs are held out (recall eval)."
+    ),
     unseen_fraction: float = typer.Option(
-        0.1, "--unseen-fraction", help="Share of polls held out entirely (unseen eval)."),
+        0.1, "--unseen-fraction", help="Share of polls held out entirely (unseen eval)."
+    ),
 ) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from proxytool.data.polls import build_polls_dataset
     from proxytool.errors import ProxyToolError
-    from proxytool.polls import build_polls_dataset
 
     if csv is None:
         if not DEFAULT_POLLS_CSV.is_file():
-            raise ProxyToolError(f"no --csv given and the default {DEFAULT_POLLS_CSV} does not exist "
-                                 "here; pass --csv PATH")
+            raise ProxyToolError(
+                f"no --csv given and the default {DEFAULT_POLLS_CSV} does not exist here; pass --csv PATH"
+            )
         csv = DEFAULT_POLLS_CSV
-    counts = build_polls_dataset(csv, out, seed=seed, limit=limit, recall_fraction=recall_fraction,
-                                 unseen_fraction=unseen_fraction)
+    counts = build_polls_dataset(
+        csv, out, seed=seed, limit=limit, recall_fraction=recall_fraction, unseen_fraction=unseen_fraction
+    )
     table = Table(title=f"polls data set in {out}")
     table.add_column("item")
     table.add_column("count", justify="right")

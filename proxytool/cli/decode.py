@@ -6,16 +6,22 @@ from typing import Annotated
 import typer
 
 from proxytool.cli import options as o
+from proxytool.runtime import prepare_runtime
 
 
 def register(app: typer.Typer) -> None:
     app.command("decode", help="Proxy-tuned generation over a prompts file into JSONL (resumable).")(
-        o.with_loading_options(decode))
+        o.with_loading_options(decode)
+    )
 
 
 def decode(
-    prompts: Annotated[str, typer.Option(help="JSONL with prompt or messages (+ id), a text file "
-                                              "with one prompt per line, or - for stdin.")],
+    prompts: Annotated[
+        str,
+        typer.Option(
+            help="JSONL with prompt or messages (+ id), a text file with one prompt per line, or - for stdin."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL results, one line per prompt.")],
     base: o.Base,
     expert: o.Experts = None,
@@ -31,27 +37,43 @@ def decode(
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from proxytool.decode import DecodeOptions, check_writable, decode_prompts
-    from proxytool.decoding.build import load_proxy_models, resolve_roles
+    from proxytool.data.prompts import read_prompts
+    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts
     from proxytool.errors import ProxyToolError
-    from proxytool.prompts_file import read_prompts
 
     if batch_size < 1 or max_new_tokens < 0:
         raise ProxyToolError("--batch-size must be >= 1 and --max-new-tokens >= 0")
-    options = DecodeOptions(max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            sampling=o.sampling_config(temperature, top_k, top_p, seed), stop=tuple(stop or ()))
+    options = DecodeOptions(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        sampling=o.sampling_config(temperature, top_k, top_p, seed),
+        stop=tuple(stop or ()),
+    )
     items = read_prompts(prompts)
     check_writable(output)
     setup = loading.setup(base, expert, anti_expert, alpha)
     resolve_roles(setup)  # name errors before any import-heavy work
-    o.prepare_runtime(loading.threads)
+    prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
         models = load_proxy_models(setup)
-    with Progress(TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]decode"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("decode", total=max_new_tokens * len(items), rate="")
         clock = _TokenRate()
 
@@ -59,8 +81,7 @@ def decode(
             progress.update(task, advance=n, rate=clock.update(n))
 
         done = decode_prompts(models, items, output, options, on_tokens)
-    console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, "
-                  f"{len(items) - done} already done)")
+    console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
 
 
 class _TokenRate:

@@ -18,8 +18,19 @@ def env() -> None:
     table = Table(title="proxytool environment", show_header=False)
     table.add_row("python", platform.python_version())
     table.add_row("platform", platform.platform())
-    for pkg in ("proxytool", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
-                "bitsandbytes", "gguf", "typer", "rich"):
+    for pkg in (
+        "proxytool",
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "datasets",
+        "accelerate",
+        "bitsandbytes",
+        "gguf",
+        "typer",
+        "rich",
+    ):
         try:
             table.add_row(pkg, version(pkg))
         except PackageNotFoundError:

@@ -5,8 +5,9 @@ from typing import Annotated
 
 import typer
 
-models_app = typer.Typer(help="The model registry: names, hub ids, local folders, adapters, GGUF files.",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: names, hub ids, local folders, adapters, GGUF files.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +24,7 @@ def list_models(
     from rich.console import Console
     from rich.table import Table
 
-    from proxytool.registry import all_entries, registry_file
+    from proxytool.models.registry import all_entries, registry_file
 
     table = Table(title=f"models (your entries: {registry_file()})")
     for column in ("name", "source", "format", "base", "origin"):
@@ -31,14 +32,13 @@ def list_models(
     for name, entry in sorted(all_entries().items()):
         if user_only and entry["origin"] != "user":
             continue
-        table.add_row(name, entry["source"], entry.get("prompt_format", "raw"), entry.get("base", ""),
-                      entry["origin"])
+        table.add_row(name, entry["source"], entry.get("prompt_format", "raw"), entry.get("base", ""), entry["origin"])
     Console().print(table)
 
 
 @models_app.command("show", help="How a name, path or hub id resolves.")
 def show(name: str) -> None:
-    from proxytool.registry import describe, resolve
+    from proxytool.models.registry import describe, resolve
 
     print(json.dumps(describe(resolve(name)), indent=2))
 
@@ -54,19 +54,27 @@ def add(
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
 ) -> None:
-    from proxytool.registry import add_entry, resolve
+    from proxytool.models.registry import add_entry, resolve
 
     if base is not None:
         resolve(base)
-    add_entry(name, source, prompt_format=prompt_format, base=base, dtype=dtype, quantization=quantization,
-              revision=revision, description=description)
+    add_entry(
+        name,
+        source,
+        prompt_format=prompt_format,
+        base=base,
+        dtype=dtype,
+        quantization=quantization,
+        revision=revision,
+        description=description,
+    )
     resolve(name)
     print(f"registered {name} -> {source}")
 
 
 @models_app.command("remove", help="Remove one of your entries.")
 def remove(name: str) -> None:
-    from proxytool.registry import remove_entry
+    from proxytool.models.registry import remove_entry
 
     remove_entry(name)
     print(f"removed {name}")

@@ -3,30 +3,42 @@
 import functools
 import inspect
 from dataclasses import dataclass
-
 from typing import Annotated
 
 import typer
 
 Base = Annotated[str, typer.Option("--base", "-b", help="Base model M: registry name, path, GGUF file or hub id.")]
-Experts = Annotated[list[str] | None, typer.Option(
-    "--expert", "-e", help="Expert M+ (repeatable). A proxytool checkpoint implies its anti-expert.")]
-AntiExperts = Annotated[list[str] | None, typer.Option(
-    "--anti-expert", "-a", help="Anti-expert M- for the expert in the same position (default: the expert's base).")]
-Alphas = Annotated[list[float] | None, typer.Option(
-    "--alpha", help="Steering weight: one for all experts, or one per --expert (default 1.0).")]
+Experts = Annotated[
+    list[str] | None,
+    typer.Option("--expert", "-e", help="Expert M+ (repeatable). A proxytool checkpoint implies its anti-expert."),
+]
+AntiExperts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--anti-expert", "-a", help="Anti-expert M- for the expert in the same position (default: the expert's base)."
+    ),
+]
+Alphas = Annotated[
+    list[float] | None,
+    typer.Option("--alpha", help="Steering weight: one for all experts, or one per --expert (default 1.0)."),
+]
 Dtype = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, float16, bfloat16.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")]
 QuantizeBase = Annotated[str, typer.Option(help="Load the base with bitsandbytes: none, 4bit (NF4) or 8bit.")]
-BaseFormat = Annotated[str | None, typer.Option(help="Prompt format of the base: chat or raw (default: registry hint).")]
+BaseFormat = Annotated[str | None, typer.Option(help="Prompt format of the base: chat or raw (default: registry).")]
 ExpertFormat = Annotated[str | None, typer.Option(help="Prompt format of the experts: chat or raw.")]
 AntiFormat = Annotated[str | None, typer.Option("--anti-expert-format", help="Prompt format of the anti-experts.")]
-ShareWeights = Annotated[bool | None, typer.Option(
-    "--share-weights/--no-share-weights",
-    help="Run a LoRA expert and its anti-expert on one copy of the small model (one batched forward). "
-         "Default: on for CPU, off for CUDA.")]
-Overlap = Annotated[str, typer.Option(
-    help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")]
+ShareWeights = Annotated[
+    bool | None,
+    typer.Option(
+        "--share-weights/--no-share-weights",
+        help="Run a LoRA expert and its anti-expert on one copy of the small model (one batched forward). "
+        "Default: on for CPU, off for CUDA.",
+    ),
+]
+Overlap = Annotated[
+    str, typer.Option(help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")
+]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 MaxNewTokens = Annotated[int, typer.Option(help="Most tokens to generate per prompt.")]
 Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
@@ -52,27 +64,52 @@ class LoadingOptions:
 
     def setup(self, base: str, experts=(), anti_experts=(), alphas=()):
         """The ProxySetup for these models under these options."""
-        from proxytool.decoding.build import ProxySetup
+        from proxytool.decoding.setup import ProxySetup
 
-        formats = {role: fmt for role, fmt in (("base", self.base_format), ("expert", self.expert_format),
-                                                ("anti-expert", self.anti_expert_format)) if fmt is not None}
-        return ProxySetup(base=base, experts=list(experts or []), anti_experts=list(anti_experts or []),
-                          alphas=list(alphas or []), dtype=self.dtype, device=self.device,
-                          quantize_base=self.quantize_base, formats=formats, share_weights=self.share_weights,
-                          overlap=self.overlap)
+        formats = {
+            role: fmt
+            for role, fmt in (
+                ("base", self.base_format),
+                ("expert", self.expert_format),
+                ("anti-expert", self.anti_expert_format),
+            )
+            if fmt is not None
+        }
+        return ProxySetup(
+            base=base,
+            experts=list(experts or []),
+            anti_experts=list(anti_experts or []),
+            alphas=list(alphas or []),
+            dtype=self.dtype,
+            device=self.device,
+            quantize_base=self.quantize_base,
+            formats=formats,
+            share_weights=self.share_weights,
+            overlap=self.overlap,
+        )
 
 
-_LOADING_TYPES = {"dtype": Dtype, "device": Device, "quantize_base": QuantizeBase, "base_format": BaseFormat,
-                  "expert_format": ExpertFormat, "anti_expert_format": AntiFormat, "share_weights": ShareWeights,
-                  "overlap": Overlap, "threads": Threads}
+_LOADING_TYPES = {
+    "dtype": Dtype,
+    "device": Device,
+    "quantize_base": QuantizeBase,
+    "base_format": BaseFormat,
+    "expert_format": ExpertFormat,
+    "anti_expert_format": AntiFormat,
+    "share_weights": ShareWeights,
+    "overlap": Overlap,
+    "threads": Threads,
+}
 
 
 def with_loading_options(command):
     """Give a Typer command the shared loading options; it receives them as one ``loading`` argument."""
     own = inspect.signature(command)
     defaults = LoadingOptions()
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                               default=getattr(defaults, name)) for name, kind in _LOADING_TYPES.items()]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=getattr(defaults, name))
+        for name, kind in _LOADING_TYPES.items()
+    ]
     kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "loading"]
 
     @functools.wraps(command)
@@ -82,26 +119,6 @@ def with_loading_options(command):
 
     run.__signature__ = own.replace(parameters=kept + added)
     return run
-
-
-def prepare_runtime(threads: int | None) -> None:
-    """Quiet library progress bars and warnings, set the thread count."""
-    import logging
-    import warnings
-
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    if threads is not None:
-        if threads < 1:
-            from proxytool.errors import ProxyToolError
-
-            raise ProxyToolError(f"--threads must be >= 1 (got {threads})")
-        torch.set_num_threads(threads)
 
 
 def sampling_config(temperature, top_k, top_p, seed):

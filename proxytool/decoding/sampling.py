@@ -3,7 +3,12 @@
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from proxytool.errors import ProxyToolError
 
@@ -46,8 +51,9 @@ def row_generators(config: SamplingConfig, row_seeds: list[int]) -> list[torch.G
     return [torch.Generator().manual_seed(config.seed * 1_000_003 + s) for s in row_seeds]
 
 
-def choose_next(scores: torch.Tensor, config: SamplingConfig, generators: list[torch.Generator],
-                warpers: LogitsProcessorList) -> torch.Tensor:
+def choose_next(
+    scores: torch.Tensor, config: SamplingConfig, generators: list[torch.Generator], warpers: LogitsProcessorList
+) -> torch.Tensor:
     """Pick one token per row of ``scores`` [batch, vocab]."""
     if config.greedy:
         return scores.argmax(dim=-1)

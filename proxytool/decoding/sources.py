@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from proxytool.decoding.prompts import Prompt, PromptFormat
+from proxytool.decoding.formats import Prompt, PromptFormat
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
     return ids, mask
 
 
@@ -72,8 +72,13 @@ class ModelSource:
 
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> list[torch.Tensor]:
-        kwargs = dict(input_ids=ids, attention_mask=self._mask, position_ids=positions,
-                      past_key_values=self._cache, use_cache=True)
+        kwargs = dict(
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
         if "logits_to_keep" in self._forward_args:
             kwargs["logits_to_keep"] = 1
         if any(g.adapter is not None for g in self.groups):

@@ -1,0 +1,199 @@
+"""Resolve, check and load the models of a proxy-tuning run, sharing weights wherever possible.
+
+A LoRA expert whose anti-expert is its own base model is loaded once (by default on CPU): the
+anti-expert is the PeftModel with adapters off, and both run as row groups of one batched forward.
+On CUDA the expert is merged into its own copy instead, because PEFT's mixed-adapter batch is slower
+there (docs/performance.md). Any model asked for twice (same weights, same quantization) is loaded once.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from proxytool.decoding.formats import PromptFormat
+from proxytool.decoding.generate import ExpertPair, Member, ProxyModels
+from proxytool.decoding.sources import Group, ModelSource
+from proxytool.errors import ProxyToolError
+from proxytool.models.loading import (
+    QuantArgs,
+    check_compatible,
+    load_model,
+    load_tokenizer,
+    pick_device,
+)
+from proxytool.models.registry import PROMPT_FORMATS, ModelSpec, resolve
+
+
+@dataclass
+class ProxySetup:
+    """What to load. Formats map a role ("base", "expert", "anti-expert") to "chat"/"raw"."""
+
+    base: str
+    experts: Sequence[str] = ()
+    anti_experts: Sequence[str | None] = ()
+    alphas: Sequence[float] = ()
+    dtype: str = "auto"
+    device: str = "auto"
+    quantize_base: str = "none"
+    formats: dict[str, str] = field(default_factory=dict)
+    share_weights: bool | None = None  # None: share on CPU, not on CUDA (docs/performance.md)
+    overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
+
+
+@dataclass
+class _Host:
+    """One model to load, and the adapters to put on it."""
+
+    spec: ModelSpec
+    quant: QuantArgs
+    adapters: dict[str, ModelSpec] = field(default_factory=dict)
+    groups: list[Group] = field(default_factory=list)
+    model: object = None
+    source: ModelSource | None = None
+
+
+def resolve_roles(setup: ProxySetup) -> tuple[ModelSpec, list[tuple[float, ModelSpec, ModelSpec]]]:
+    """Resolve the base and each (alpha, expert, anti-expert); an expert's recorded base is the default anti."""
+    experts = list(setup.experts)
+    alphas = _alphas(setup.alphas, len(experts))
+    antis = list(setup.anti_experts)
+    if len(antis) > len(experts):
+        raise ProxyToolError(f"{len(antis)} --anti-expert given for {len(experts)} --expert")
+    antis += [None] * (len(experts) - len(antis))
+    for role, fmt in setup.formats.items():
+        if fmt not in PROMPT_FORMATS:
+            raise ProxyToolError(f"--{role}-format must be one of {', '.join(PROMPT_FORMATS)} (got '{fmt}')")
+    base = resolve(setup.base)
+    pairs = []
+    for alpha, expert_name, anti_name in zip(alphas, experts, antis):
+        expert = resolve(expert_name)
+        if anti_name is not None:
+            anti = resolve(anti_name)
+        elif expert.base is not None:
+            anti = expert.base
+        else:
+            raise ProxyToolError(
+                f"expert '{expert_name}' does not record the model it was tuned from; pass --anti-expert"
+            )
+        pairs.append((alpha, expert, anti))
+    return base, pairs
+
+
+def _alphas(alphas: Sequence[float], n: int) -> list[float]:
+    if not alphas:
+        return [1.0] * n
+    if len(alphas) == 1:
+        return list(alphas) * n
+    if len(alphas) != n:
+        raise ProxyToolError(f"{len(alphas)} --alpha values for {n} --expert (give one, or one per expert)")
+    return list(alphas)
+
+
+def load_proxy_models(setup: ProxySetup) -> ProxyModels:
+    """Resolve names, check tokenizers (before any weights load), load each model once, wire the roles."""
+    base_spec, pair_specs = resolve_roles(setup)
+    tokenizers: dict[tuple, object] = {}
+
+    def tokenizer_of(spec: ModelSpec):
+        if spec.key not in tokenizers:
+            tokenizers[spec.key] = load_tokenizer(spec)
+        return tokenizers[spec.key]
+
+    labelled = {"base": tokenizer_of(base_spec)}
+    for i, (_, expert, anti) in enumerate(pair_specs, start=1):
+        labelled[f"expert {i} ({expert.name})"] = tokenizer_of(expert)
+        labelled[f"anti-expert {i} ({anti.name})"] = tokenizer_of(anti)
+    check_compatible(labelled)
+
+    hosts: dict[tuple, _Host] = {}
+    pad_id = labelled["base"].pad_token_id
+    share = setup.share_weights if setup.share_weights is not None else pick_device(setup.device) == "cpu"
+
+    def place(spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
+        style = setup.formats.get(role) or spec.prompt_format
+        prompt_format = PromptFormat(tokenizer_of(spec), style)
+        if spec.kind == "adapter" and share:
+            host = hosts.setdefault((spec.base.key, quant), _Host(spec.base, quant))
+            host.adapters[adapter_name] = spec
+            group = Group(adapter_name, prompt_format)
+        else:
+            host = hosts.setdefault((spec.key, quant), _Host(spec, quant))
+            group = Group(None, prompt_format)
+        return host, _add_group(host, group)
+
+    base_quant = setup.quantize_base if setup.quantize_base != "none" else base_spec.quantization
+    base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
+    pair_places = []
+    for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint
+        pair_places.append(
+            (
+                alpha,
+                place(expert, "expert", QuantArgs(expert.quantization or "none"), f"expert{i}"),
+                place(anti, "anti-expert", QuantArgs(anti.quantization or "none"), f"anti{i}"),
+            )
+        )
+
+    for host in hosts.values():
+        _load_host(host, setup, pad_id)
+
+    def member(placed) -> Member:
+        host, group = placed
+        return Member(host.source, group)
+
+    eos = set()
+    for host in hosts.values():
+        eos |= _eos_ids(host.model, tokenizer_of(host.spec))
+    models = ProxyModels(
+        base=member(base_place),
+        pairs=[ExpertPair(a, member(e), member(n)) for a, e, n in pair_places],
+        tokenizer=labelled["base"],
+        eos_ids=frozenset(eos),
+    )
+    models.lanes = _lanes(models, setup.overlap)
+    return models
+
+
+def _lanes(models: ProxyModels, overlap: str):
+    import torch
+
+    from proxytool.decoding.overlap import plan_lanes
+
+    if overlap not in ("auto", "on", "off"):
+        raise ProxyToolError(f"--overlap must be auto, on or off (got '{overlap}')")
+    base = models.base.source
+    on_cpu = base.device.type == "cpu"
+    if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
+        return None
+    return plan_lanes(base, [s for s in models.sources if s is not base], torch.get_num_threads())
+
+
+def _add_group(host: _Host, group: Group) -> int:
+    for i, existing in enumerate(host.groups):
+        if existing.adapter == group.adapter and existing.prompt_format.same_as(group.prompt_format):
+            return i
+    host.groups.append(group)
+    return len(host.groups) - 1
+
+
+def _load_host(host: _Host, setup: ProxySetup, pad_id: int) -> None:
+    """Load the host's weights, attach its adapters (shared) or merge its own adapter (unshared)."""
+    from proxytool.models.loading import attach_adapter
+
+    model = load_model(host.spec, dtype=setup.dtype, device=setup.device, quant=host.quant)
+    if host.spec.kind == "adapter":  # an expert loaded on its own: fold the adapter in for speed
+        model = model.merge_and_unload()
+    for name, adapter_spec in host.adapters.items():
+        model = attach_adapter(model, adapter_spec, name)
+    host.model = model.eval()
+    host.source = ModelSource(host.model, host.groups, pad_id=pad_id)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,68 @@
+"""Self-describing checkpoints: ``proxytool.json`` written at save time, read by the registry.
+
+Schema (all keys optional except ``base``)::
+
+    {
+      "format": 1,
+      "kind": "adapter" | "merged",          # adapter: PEFT adapter files; merged: full weights
+      "base": {"name": str, "source": str, "revision": str | null, "content_hash": str | null,
+               "prompt_format": "chat" | "raw"},   # the default anti-expert, with its own format
+      "prompt_format": "chat" | "raw",        # how this model expects prompts
+      "chat_template": str | null, "adapter_hash": str, "tokenizer_hash": str,
+      "data": {"path", "sha256", "tokens", ...}, "eval_data": {...}, "recipe": {...},
+      "config": {...}, "config_sources": {...}, "created": str, "versions": {...}, "metrics": {...},
+      "merge": {"adapter", "adapter_hash", "dtype", "base_content_hash", "versions"}   # merged only
+    }
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from proxytool.errors import ProxyToolError
+from proxytool.files.atomic import write_text
+
+METADATA_FILE = "proxytool.json"
+
+
+def read_metadata(folder: Path) -> dict | None:
+    """The checkpoint metadata of ``folder``, or None when it has none."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ProxyToolError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(meta.get("base"), dict) or "source" not in meta["base"]:
+        raise ProxyToolError(f"{path}: field 'base.source' is missing")
+    return meta
+
+
+def write_metadata(folder: Path, meta: dict) -> None:
+    """Write ``proxytool.json`` atomically."""
+    write_text(Path(folder) / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def hash_files(paths, chunk: int = 1 << 20) -> str:
+    """SHA-256 over the given files' names and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hash(folder: Path) -> str | None:
+    """Hash of a local model folder's weights and config (None for a hub id)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".gguf"} or p.name == "config.json")
+    ]
+    return hash_files(files) if files else None

@@ -1,0 +1,202 @@
+"""One model registry for every command: a name becomes a ModelSpec.
+
+Resolution order: a local path (checkpoint with proxytool.json, PEFT adapter, HF folder, GGUF file)
+-> a user entry in ``$PROXYTOOL_HOME/models.toml`` -> a built-in alias -> a hub id ``owner/name``.
+"""
+
+import difflib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import tomli_w
+from filelock import FileLock
+
+from proxytool.errors import ProxyToolError
+from proxytool.files.atomic import write_text
+from proxytool.files.paths import home
+from proxytool.models.builtins import BUILTIN_MODELS
+from proxytool.models.checkpoint import read_metadata
+
+PROMPT_FORMATS = ("chat", "raw")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+ENTRY_KEYS = {"source", "base", "revision", "dtype", "quantization", "prompt_format", "description"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to load one model.
+
+    Attributes:
+        name: what the user asked for (a registry name, a path or a hub id).
+        source: hub id, local folder, adapter folder or GGUF file.
+        kind: "hf" (weights to load as they are), "adapter" (PEFT adapter on ``base``) or "gguf".
+        base: the model this one was trained from: an adapter's base, or a merged checkpoint's origin.
+            It is the default anti-expert when this model is used as an expert.
+        prompt_format: "chat" (apply the tokenizer's chat template) or "raw".
+    """
+
+    name: str
+    source: str
+    kind: str = "hf"
+    base: "ModelSpec | None" = None
+    revision: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    prompt_format: str = "raw"
+    description: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the weights: two specs with the same key load the same model."""
+        return (self.kind, self.source, self.revision, self.base.key if self.base else None)
+
+
+def registry_file() -> Path:
+    return home() / "models.toml"
+
+
+def user_entries() -> dict[str, dict]:
+    """The user's registry entries (empty when the file does not exist)."""
+    path = registry_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProxyToolError(f"{path}: invalid TOML ({err})") from None
+    return data.get("models", {})
+
+
+def _check_entry(name: str, entry: dict, where: str) -> None:
+    unknown = set(entry) - ENTRY_KEYS
+    if unknown:
+        raise ProxyToolError(
+            f"{where}: model '{name}' has unknown key '{sorted(unknown)[0]}' (known: {', '.join(sorted(ENTRY_KEYS))})"
+        )
+    if "source" not in entry:
+        raise ProxyToolError(f"{where}: model '{name}' has no 'source'")
+    for key, allowed in (("prompt_format", PROMPT_FORMATS), ("dtype", DTYPES), ("quantization", QUANTIZATIONS)):
+        if key in entry and entry[key] not in allowed:
+            raise ProxyToolError(f"{where}: model '{name}' field '{key}' must be one of {', '.join(allowed)}")
+
+
+def add_entry(name: str, source: str, **hints) -> None:
+    """Add or replace a user entry; atomic and safe against concurrent writers."""
+    entry = {"source": str(source), **{k: v for k, v in hints.items() if v is not None}}
+    _check_entry(name, entry, "models add")
+    path = registry_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        entries = user_entries()
+        entries[name] = entry
+        write_text(path, tomli_w.dumps({"models": entries}))
+
+
+def remove_entry(name: str) -> None:
+    """Remove a user entry (built-in aliases cannot be removed)."""
+    path = registry_file()
+    with FileLock(str(path) + ".lock"):
+        entries = user_entries()
+        if name not in entries:
+            hint = " (a built-in alias cannot be removed)" if name in BUILTIN_MODELS else ""
+            raise ProxyToolError(f"no user model named '{name}' in {path}{hint}")
+        del entries[name]
+        write_text(path, tomli_w.dumps({"models": entries}))
+
+
+def all_entries() -> dict[str, dict]:
+    """Built-in and user entries; user entries win. Each carries ``origin``."""
+    merged = {name: {**e, "origin": "built-in"} for name, e in BUILTIN_MODELS.items()}
+    merged.update({name: {**e, "origin": "user"} for name, e in user_entries().items()})
+    return merged
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn a name, path or hub id into a ModelSpec, or raise a ProxyToolError that suggests names."""
+    name = str(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _from_path(name, path)
+    users = user_entries()
+    if name in users:
+        _check_entry(name, users[name], str(registry_file()))
+        return _from_entry(name, users[name])
+    if name in BUILTIN_MODELS:
+        return _from_entry(name, BUILTIN_MODELS[name])
+    if _looks_like_hub_id(name):
+        return ModelSpec(name=name, source=name)
+    raise ProxyToolError(_unknown_message(name))
+
+
+def _from_entry(name: str, entry: dict) -> ModelSpec:
+    source = entry["source"]
+    hints = {k: entry[k] for k in ("revision", "dtype", "quantization", "prompt_format", "description") if k in entry}
+    path = Path(source).expanduser()
+    spec = _from_path(name, path) if path.exists() else ModelSpec(name=name, source=source)
+    if "base" in entry:
+        hints["base"] = resolve(entry["base"])
+    return replace(spec, **hints)
+
+
+def _from_path(name: str, path: Path) -> ModelSpec:
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ProxyToolError(f"{path}: not a model folder or a .gguf file")
+        return ModelSpec(name=name, source=str(path), kind="gguf")
+    meta = read_metadata(path)
+    is_adapter = (path / "adapter_config.json").is_file()
+    if not is_adapter and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSpec(name=name, source=str(ggufs[0]), kind="gguf")
+        raise ProxyToolError(f"{path}: no config.json, adapter_config.json or single .gguf file in this folder")
+    base = None
+    if meta is not None:
+        base = _resolve_base(meta["base"]["source"], path)
+        recorded = meta["base"]
+        base = replace(
+            base,
+            revision=recorded.get("revision") or base.revision,
+            prompt_format=recorded.get("prompt_format") or base.prompt_format,
+        )
+    elif is_adapter:
+        adapter_config = json.loads((path / "adapter_config.json").read_text())
+        base_source = adapter_config.get("base_model_name_or_path")
+        if not base_source:
+            raise ProxyToolError(f"{path / 'adapter_config.json'}: field 'base_model_name_or_path' is empty")
+        base = _resolve_base(base_source, path)
+    prompt_format = (meta or {}).get("prompt_format") or (base.prompt_format if base else "raw")
+    return ModelSpec(
+        name=name, source=str(path), kind="adapter" if is_adapter else "hf", base=base, prompt_format=prompt_format
+    )
+
+
+def _resolve_base(source: str, checkpoint: Path) -> ModelSpec:
+    """Resolve a recorded base; relative paths are relative to the checkpoint folder."""
+    candidate = Path(source).expanduser()
+    if not candidate.is_absolute() and (checkpoint / candidate).exists():
+        source = str((checkpoint / candidate).resolve())
+    try:
+        return resolve(source)
+    except ProxyToolError as err:
+        raise ProxyToolError(f"{checkpoint}: its recorded base '{source}' cannot be found ({err})") from None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _unknown_message(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), list(all_entries()), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `proxytool models list`"
+    return f"unknown model '{name}': not a path, registry name or hub id (owner/name){hint}"
+
+
+def describe(spec: ModelSpec) -> dict:
+    """A JSON-friendly view of a spec (for `models show`)."""
+    return asdict(spec)

@@ -1,0 +1,21 @@
+"""Process-wide runtime settings: torch threads and the quieting of library logs and progress bars."""
+
+from proxytool.errors import ProxyToolError
+
+
+def prepare_runtime(threads: int | None) -> None:
+    """Quiet library progress bars and warnings, set the thread count."""
+    import logging
+    import warnings
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    if threads is not None:
+        if threads < 1:
+            raise ProxyToolError(f"--threads must be >= 1 (got {threads})")
+        torch.set_num_threads(threads)

@@ -1,0 +1,606 @@
+"""LoRA / QLoRA fine-tuning with TRL's SFTTrainer: the expert of a proxy-tuning pair.
+
+The output folder stands alone::
+
+    OUT/
+      adapter_model.safetensors, adapter_config.json   PEFT adapter; base_model_name_or_path = base source
+      tokenizer.json, tokenizer_config.json, ...       the tokenizer (with the chat template trained on)
+      proxytool.json                                   provenance (proxytool.models.checkpoint schema), written last
+      train_log.jsonl                                  one JSON line per logged step
+      trainer/checkpoint-N/                            resumable state (optimizer, scheduler, RNG)
+      trainer/run.json                                 the resolved config, for --resume
+
+Library code never prints: events go to the :class:`TrainProgress` object the caller passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from proxytool.errors import ProxyToolError, at
+from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
+from proxytool.training.config import TrainConfig, build_config, to_dict
+
+TRAINER_DIR = "trainer"
+RUN_FILE = "run.json"
+LOG_FILE = "train_log.jsonl"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+RESUME_MAY_CHANGE = {
+    "epochs",
+    "max_steps",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "logging_steps",
+    "threads",
+    "name",
+}
+"""Keys a resumed run may change; any other key must keep the value the run started with."""
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+VERSIONED_PACKAGES = ("proxytool", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
+
+
+class TrainProgress:
+    """Receives training events. The CLI passes a rich implementation; this base ignores them."""
+
+    def start(self, total_steps: int, first_step: int, info: dict) -> None:
+        """Training begins at ``first_step`` (> 0 when resuming) of ``total_steps``."""
+
+    def step(self, step: int, stats: dict) -> None:
+        """An optimizer step finished; ``stats`` has ``loss`` (last logged), ``tokens_per_s``, ``epoch``."""
+
+    def note(self, message: str) -> None:
+        """A one-line message for the user."""
+
+    def end(self) -> None:
+        """Training stopped (finished, interrupted or failed)."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training after a step; a resumable checkpoint was saved.
+
+    Attributes:
+        output: The run's output folder.
+        step: The last completed step.
+        checkpoint: The checkpoint folder saved at that step.
+    """
+
+    def __init__(self, output: Path, step: int, checkpoint: Path | None):
+        self.output, self.step, self.checkpoint = output, step, checkpoint
+        super().__init__(
+            f"interrupted after step {step}; checkpoint saved in {checkpoint}; "
+            f"resume with: proxytool train --resume --output {output}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        output: The adapter folder.
+        global_step: Optimizer steps done in total (resumed runs included).
+        metrics: Final metrics (also in ``proxytool.json``).
+    """
+
+    output: Path
+    global_step: int
+    metrics: dict
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def resolve_config(
+    recipe_values: dict | None = None, flags: dict | None = None, recipe_where: str = "recipe", resume: bool = False
+) -> tuple[TrainConfig, dict]:
+    """Merge defaults < recipe < flags; on resume the run's saved config replaces defaults and recipe.
+
+    Args:
+        recipe_values: Values from a recipe file (already loaded).
+        flags: Explicit command-line values (``None`` = not given).
+        recipe_where: How to name the recipe in errors (its path).
+        resume: Continue the run in the output folder: the saved config is used, and a given value
+            may differ from it only for keys in :data:`RESUME_MAY_CHANGE`.
+
+    Returns:
+        ``(config, sources)`` with the output folder filled in.
+    """
+    layers = [(recipe_where, recipe_values or {}), ("command line", flags or {})]
+    config, sources = build_config(TrainConfig, *layers)
+    config = _absolute_paths(_with_default_output(config))
+    if not resume:
+        return config, sources
+    if config.output is None:
+        raise ProxyToolError("--resume needs the run's folder: pass --output (or the recipe that set it)")
+    saved = _saved_config(Path(config.output))
+    for key, where in sources.items():
+        if where != "default" and key not in RESUME_MAY_CHANGE and key != "output":
+            if getattr(config, key) != getattr(saved, key):
+                raise ProxyToolError(
+                    f"{where}: key '{key}' cannot change when resuming (the run started with "
+                    f"{getattr(saved, key)!r}, got {getattr(config, key)!r})"
+                )
+    changes = {k: getattr(config, k) for k, w in sources.items() if w != "default" and k in RESUME_MAY_CHANGE}
+    merged = replace(saved, output=config.output, **changes)
+    return merged, {k: (w if k in changes else "resumed run") for k, w in sources.items()}
+
+
+def _with_default_output(config: TrainConfig) -> TrainConfig:
+    if config.output is not None:
+        return config
+    if config.name:
+        stem = config.name
+    elif config.model and config.data:
+        stem = f"{Path(config.model).name}-{Path(config.data).stem}"
+    else:
+        return config
+    return replace(config, output=str(Path("runs") / stem))
+
+
+def _absolute_paths(config: TrainConfig) -> TrainConfig:
+    """Record file paths absolutely, so a resumed run or a later reader finds them from any folder."""
+    paths = {
+        key: str(Path(getattr(config, key)).expanduser().resolve())
+        for key in ("data", "eval_data", "output")
+        if getattr(config, key) is not None
+    }
+    if config.model is not None and Path(config.model).expanduser().exists():
+        paths["model"] = str(Path(config.model).expanduser().resolve())
+    return replace(config, **paths)
+
+
+def _saved_config(output: Path) -> TrainConfig:
+    path = output / TRAINER_DIR / RUN_FILE
+    if not path.is_file():
+        raise ProxyToolError(
+            f"{at(output)}: nothing to resume (no {TRAINER_DIR}/{RUN_FILE}); start a new run without --resume"
+        )
+    saved = json.loads(path.read_text())
+    config, _ = build_config(TrainConfig, (str(path), saved["config"]))
+    return config
+
+
+def check_config(config: TrainConfig) -> None:
+    """Checks that need no model: required keys, scheduler name, QLoRA's CUDA requirement."""
+    for key in ("model", "data"):
+        if getattr(config, key) is None:
+            raise ProxyToolError(f"no {key} given: pass --{key} or use a recipe that sets '{key}'")
+    from transformers.trainer_utils import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    if config.lr_scheduler not in names:
+        raise ProxyToolError(f"key 'lr_scheduler' must be one of {', '.join(names)} (got '{config.lr_scheduler}')")
+    if config.qlora:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ProxyToolError(
+                "--qlora trains on a 4-bit base with bitsandbytes and needs a CUDA GPU, and none is "
+                "available; drop --qlora to train LoRA on the full-precision base"
+            )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: TrainProgress | None = None,
+    recipe=None,
+    sources: dict | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``config.model`` and write a standalone adapter folder.
+
+    The data is fully validated and tokenized before any model weights load. Ctrl-C stops after the
+    current step, saves a resumable checkpoint and raises :class:`TrainingInterrupted`.
+
+    Args:
+        config: The resolved config (see :func:`resolve_config`).
+        resume: Continue from the last checkpoint in ``<output>/trainer``.
+        progress: Receives progress events (default: none).
+        recipe: The :class:`~proxytool.training.recipes.Recipe` used, recorded in ``proxytool.json``.
+        sources: Where each config value came from, recorded in ``proxytool.json``.
+
+    Returns:
+        The output folder, step count and final metrics.
+
+    Raises:
+        ProxyToolError: Bad config, data, model or output folder.
+        TrainingInterrupted: Ctrl-C; the checkpoint can be resumed.
+    """
+    from proxytool.data.training import read_data
+    from proxytool.models.registry import resolve
+
+    progress = progress or TrainProgress()
+    config = _with_default_output(config)
+    check_config(config)
+    output = Path(config.output)
+    _check_output(output, resume)
+    data = read_data(config.data)
+    eval_data = read_data(config.eval_data) if config.eval_data else None
+    if resume:
+        _check_same_run(output, data.sha256)
+    spec = resolve(config.model)
+    if spec.kind == "adapter":
+        raise ProxyToolError(
+            f"'{config.model}' is a LoRA adapter; merge it first (`proxytool merge {config.model}`) "
+            "and train on the merged folder"
+        )
+    _quiet_libraries()
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    with warnings.catch_warnings():
+        # transformers 5 renamed gradient checkpointing; TRL and PEFT still read the old name.
+        warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
+        run = _prepare(config, spec, data, eval_data, progress)
+        if not resume:
+            _write_run_file(output, config, data.sha256)
+        train_output = _fit(run, output, resume, progress)
+        return _finish(run, output, train_output, recipe, sources)
+
+
+def _check_output(output: Path, resume: bool) -> None:
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        trainer_dir = output / TRAINER_DIR
+        if not trainer_dir.is_dir() or get_last_checkpoint(str(trainer_dir)) is None:
+            raise ProxyToolError(
+                f"{at(output)}: nothing to resume (no checkpoint in {trainer_dir}); start a new run without --resume"
+            )
+        return
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ProxyToolError(
+            f"{at(output)}: already exists and is not empty; pass --resume to continue its run "
+            "or choose another --output"
+        )
+
+
+def _check_same_run(output: Path, data_sha256: str) -> None:
+    saved = json.loads((output / TRAINER_DIR / RUN_FILE).read_text())
+    if saved.get("data_sha256") != data_sha256:
+        raise ProxyToolError(
+            f"{saved['config']['data']}: the data changed since the run in {output} started; "
+            "resuming would mix two data sets (start a new run instead)"
+        )
+
+
+def _write_run_file(output: Path, config: TrainConfig, data_sha256: str) -> None:
+    from proxytool.files.atomic import write_text
+
+    record = {"config": to_dict(config), "data_sha256": data_sha256}
+    write_text(output / TRAINER_DIR / RUN_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _quiet_libraries() -> None:
+    """transformers' and datasets' own progress bars would fight the caller's progress display."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+@dataclass
+class _Run:
+    """Everything built before training starts."""
+
+    config: TrainConfig
+    spec: object
+    data: object
+    eval_data: object
+    tokenizer: object
+    trainer: object
+    chat_template: str | None
+    stats: dict
+
+
+def _prepare(config: TrainConfig, spec, data, eval_data, progress: TrainProgress) -> _Run:
+    from proxytool.data.training import ensure_chat_template, token_stats, tokenize
+    from proxytool.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(spec)
+    chat_template = None
+    if data.prompt_format == "chat" or (eval_data and eval_data.prompt_format == "chat"):
+        chat_template = "default" if ensure_chat_template(tokenizer) else "tokenizer"
+    rows = tokenize(data, tokenizer)
+    eval_rows = tokenize(eval_data, tokenizer) if eval_data else None
+    stats = token_stats(rows, config.max_seq_len)
+    if chat_template == "default":
+        progress.note(
+            "the tokenizer has no chat template: using proxytool's default (User:/Assistant:), saved with the adapter"
+        )
+    if stats["truncated"]:
+        progress.note(
+            f"{stats['truncated']} of {stats['examples']} examples are longer than max_seq_len="
+            f"{config.max_seq_len} tokens and will be cut"
+        )
+    model = _load_base(spec, config)
+    trainer = _make_trainer(config, model, tokenizer, rows, eval_rows)
+    return _Run(config, spec, data, eval_data, tokenizer, trainer, chat_template, stats)
+
+
+def _load_base(spec, config: TrainConfig):
+    from proxytool.models.loading import QuantArgs, load_model, pick_device
+
+    if config.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = load_model(spec, device="cuda", quant=QuantArgs("4bit"))
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    return load_model(spec, dtype="auto", device=pick_device())
+
+
+def _make_trainer(config: TrainConfig, model, tokenizer, rows: list[dict], eval_rows: list[dict] | None):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    targets = config.target_modules
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return SFTTrainer(
+            model=model,
+            args=_sft_config(config, eval_rows is not None),
+            train_dataset=Dataset.from_list(rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+    except ValueError as err:  # PEFT: target modules not found, and the like
+        raise ProxyToolError(f"cannot set up training: {str(err).splitlines()[0]}") from None
+
+
+def _sft_config(config: TrainConfig, has_eval: bool):
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return SFTConfig(
+        output_dir=str(Path(config.output) / TRAINER_DIR),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=config.max_seq_len,
+        packing=config.packing,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5's name for it
+        # TRL's defaults are GPU-minded (bf16 on, checkpointing on): fp32 on CPU, bf16/fp16 autocast on GPU.
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        use_cpu=not cuda,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps or config.save_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+    )
+
+
+def _fit(run: _Run, output: Path, resume: bool, progress: TrainProgress):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    callback = _run_callback(output / LOG_FILE, progress, run.stats)
+    run.trainer.remove_callback(PrinterCallback)  # it prints every log dict; progress shows them instead
+    run.trainer.remove_callback(ProgressCallback)
+    run.trainer.add_callback(callback)
+    try:
+        with _stop_on_ctrl_c(callback, progress):
+            result = run.trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        progress.end()
+    state = run.trainer.state
+    if callback.stop_requested and state.global_step < state.max_steps:  # Ctrl-C on the last step: done anyway
+        step = state.global_step
+        checkpoint = output / TRAINER_DIR / f"checkpoint-{step}"
+        raise TrainingInterrupted(output, step, checkpoint if checkpoint.is_dir() else None)
+    return result
+
+
+def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
+    """A TrainerCallback that drives ``progress``, appends ``train_log.jsonl`` and stops on request."""
+    from transformers import TrainerCallback
+
+    class RunCallback(TrainerCallback):
+        def __init__(self):
+            self.stop_requested = False
+            self.stats: dict = {}
+            self._start = time.monotonic()
+            self._tokens_at_start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._start, self._tokens_at_start = time.monotonic(), state.num_input_tokens_seen
+            progress.start(state.max_steps, state.global_step, dict(data_stats))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            elapsed = max(time.monotonic() - self._start, 1e-9)
+            self.stats.update(
+                epoch=state.epoch,
+                elapsed_s=round(elapsed, 3),
+                tokens_per_s=(state.num_input_tokens_seen - self._tokens_at_start) / elapsed,
+            )
+            progress.step(state.global_step, dict(self.stats))
+            if self.stop_requested:  # checked after progress.step, which may be where Ctrl-C lands
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" in logs:
+                self.stats["loss"] = logs["loss"]
+                progress.step(state.global_step, dict(self.stats))
+            record = {
+                "step": state.global_step,
+                **logs,
+                "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return RunCallback()
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(callback, progress: TrainProgress):
+    """First Ctrl-C: finish the step, save, stop. Second: stop now (KeyboardInterrupt), unsaved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if callback.stop_requested:
+            raise KeyboardInterrupt
+        callback.stop_requested = True
+        progress.note("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit unsaved)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _finish(run: _Run, output: Path, train_output, recipe, sources: dict | None) -> TrainResult:
+    config, trainer = run.config, run.trainer
+    metrics = _final_metrics(trainer, train_output, run.eval_data is not None)
+    _save_adapter(trainer.model, run.spec, output)
+    run.tokenizer.save_pretrained(output)
+    meta = _metadata(run, output, metrics, recipe, sources)
+    write_metadata(output, meta)  # last: its presence marks a complete checkpoint
+    if config.name:
+        from proxytool.models.registry import add_entry
+
+        add_entry(config.name, str(output.resolve()))
+    return TrainResult(output=output, global_step=trainer.state.global_step, metrics=metrics)
+
+
+def _final_metrics(trainer, train_output, has_eval: bool) -> dict:
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    metrics = {
+        "global_step": trainer.state.global_step,
+        "train_loss": train_output.training_loss,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "train_runtime_s": train_output.metrics.get("train_runtime"),
+    }
+    if has_eval:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    return metrics
+
+
+def _save_adapter(model, spec, output: Path) -> None:
+    """Save the adapter with the base recorded as its resolvable source (not a converted cache folder)."""
+    for peft_config in model.peft_config.values():
+        peft_config.base_model_name_or_path = spec.source
+        peft_config.revision = spec.revision
+    card = output / "README.md"
+    had_card = card.exists()
+    model.save_pretrained(output)
+    if not had_card:
+        card.unlink(missing_ok=True)  # PEFT's boilerplate model card; proxytool.json is the record
+
+
+def base_record(spec) -> dict:
+    """The ``base`` entry of ``proxytool.json`` for a model spec (its resolvable source and a content hash)."""
+    source = Path(spec.source)
+    digest = hash_files([source]) if source.is_file() else content_hash(source)
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "revision": spec.revision,
+        "content_hash": digest,
+        "prompt_format": spec.prompt_format,
+    }
+
+
+def _metadata(run: _Run, output: Path, metrics: dict, recipe, sources: dict | None) -> dict:
+    tokenizer_files = [output / f for f in TOKENIZER_FILES if (output / f).is_file()]
+    data = {**run.data.describe(), **{"tokens": run.stats}}
+    return {
+        "format": 1,
+        "kind": "adapter",
+        "base": base_record(run.spec),
+        "prompt_format": run.data.prompt_format,
+        "chat_template": run.chat_template,
+        "tokenizer_hash": hash_files(tokenizer_files) if tokenizer_files else None,
+        "adapter_hash": hash_files([output / f for f in ADAPTER_FILES]),
+        "data": data,
+        "eval_data": run.eval_data.describe() if run.eval_data else None,
+        "recipe": _recipe_record(recipe),
+        "config": to_dict(run.config),
+        "config_sources": sources,
+        "versions": package_versions(),
+        "metrics": metrics,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _recipe_record(recipe) -> dict | None:
+    if recipe is None:
+        return None
+    return {
+        "name": recipe.name,
+        "path": str(Path(recipe.path).resolve()),
+        "sha256": hash_files([recipe.path]),
+        "values": recipe.values,
+    }
+
+
+def package_versions() -> dict:
+    """Versions of the packages that shape a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,64 @@
+"""The benchmark runs end to end on tiny models (a smoke run: figures are not asserted)."""
+
+import json
+
+from cli_runner import run_cli
+from tiny import save_adapter
+
+
+def test_bench_reports_every_mode_and_the_ratios(tiny_models, tmp_path):
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=1)
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(
+        "bench",
+        "--base",
+        tiny_models["base"],
+        "--expert",
+        adapter,
+        "--batch-sizes",
+        "1,2",
+        "--modes",
+        "base,proxy,naive",
+        "--new-tokens",
+        "4",
+        "--prompt-tokens",
+        "8",
+        "--repeats",
+        "1",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--quantize-base",
+        "none",
+        "--share-weights",
+        "--overlap",
+        "on",
+        "--threads",
+        "1",
+        "--output",
+        out,
+    )
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert {(r["mode"], r["batch"]) for r in report["results"]} == {
+        (m, b) for m in ("base", "proxy", "naive") for b in (1, 2)
+    }
+    assert all(r["tokens_per_s"] > 0 and r["peak_rss_gb"] > 0 for r in report["results"])
+    assert {"proxy_vs_base", "proxy_vs_naive"} <= set(report["ratios"][0])
+    assert "proxy/base" in stdout
+
+
+def test_bench_rejects_bad_modes(tiny_models):
+    code, _, err = run_cli(
+        "bench",
+        "--base",
+        tiny_models["base"],
+        "--expert",
+        tiny_models["expert"],
+        "--anti-expert",
+        tiny_models["anti"],
+        "--modes",
+        "fast",
+    )
+    assert code == 2 and "--modes" in err
