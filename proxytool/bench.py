@@ -150,14 +150,13 @@ class _Proxy(_Runner):
         from proxytool.decoding.setup import load_proxy_models
 
         self.models = load_proxy_models(config.setup(pairs))
-        self.models.eos_ids = frozenset()  # fixed-length runs
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
 
     def decode(self, prompts, n):
         from proxytool.decoding.generate import generate
 
-        for _ in generate(self.models, prompts, max_new_tokens=n):
+        for _ in generate(self.models, prompts, max_new_tokens=n, ignore_eos=True):  # fixed-length runs
             self._mark_first()
 
 

@@ -6,11 +6,12 @@ On CUDA the expert is merged into its own copy instead, because PEFT's mixed-ada
 there (docs/performance.md). Any model asked for twice (same weights, same quantization) is loaded once.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proxytool.decoding.formats import PromptFormat
-from proxytool.decoding.generate import ExpertPair, Member, ProxyModels
+from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sources import Group, ModelSource
 from proxytool.errors import ProxyToolError
 from proxytool.models.loading import (
@@ -144,12 +145,11 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
         eos |= _eos_ids(host.model, tokenizer_of(host.spec))
     models = ProxyModels(
         base=member(base_place),
-        pairs=[ExpertPair(a, member(e), member(n)) for a, e, n in pair_places],
+        pairs=tuple(ExpertPair(a, member(e), member(n)) for a, e, n in pair_places),
         tokenizer=labelled["base"],
         eos_ids=frozenset(eos),
     )
-    models.lanes = _lanes(models, setup.overlap)
-    return models
+    return dataclasses.replace(models, lanes=_lanes(models, setup.overlap))
 
 
 def _lanes(models: ProxyModels, overlap: str):

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from proxytool.decoding.generate import ExpertPair, ProxyModels, complete, step_scores
+from proxytool.decoding import scoring
+from proxytool.decoding.generate import ProxyModels, complete
 from proxytool.decoding.setup import ProxySetup, load_proxy_models, resolve_roles
 from proxytool.errors import ProxyToolError
 from proxytool.evaluation import metrics
@@ -190,16 +191,12 @@ def derived_systems(proxy: ProxyModels) -> dict[str, ProxyModels]:
     """
     if len(proxy.pairs) != 1:
         raise ProxyToolError(f"eval takes exactly one expert (got {len(proxy.pairs)})")
-    return {
-        BASE: replace(proxy, base=proxy.base, pairs=[]),
-        EXPERT: replace(proxy, base=proxy.pairs[0].expert, pairs=[]),
-    }
+    return {BASE: proxy.with_base(proxy.base), EXPERT: proxy.with_base(proxy.pairs[0].expert)}
 
 
 def with_alpha(proxy: ProxyModels, alpha: float) -> ProxyModels:
     """The same loaded models steering with ``alpha`` (a copy: ``proxy`` is left as it was)."""
-    pairs = [ExpertPair(alpha, p.expert, p.anti_expert) for p in proxy.pairs]
-    return replace(proxy, pairs=pairs)
+    return proxy.with_alphas([alpha] * len(proxy.pairs))
 
 
 def engine_system(models: ProxyModels, max_new_tokens: int | None = None) -> SystemFn:
@@ -265,40 +262,8 @@ def choice_logprobs(
 def continuation_logprobs(
     models: ProxyModels, prompts: Sequence[str], continuations: Sequence[Sequence[int]]
 ) -> list[float]:
-    """Teacher-forced ``sum_t log_softmax(scores_t)[token_t]`` for each (prompt, continuation) row.
-
-    ``scores_t`` is exactly what :func:`proxytool.decoding.generate.generate` samples from at that
-    step (the proxy formula over the shared vocabulary; one model's logits when there are no pairs),
-    computed with the same per-model KV caches: the prompts are prefilled, then the continuation
-    tokens are appended one step at a time. Rows whose continuation has ended are fed padding whose
-    logits are never read (causal attention keeps it from touching the rows' earlier scores).
-
-    Args:
-        models: The system.
-        prompts: One prompt per row.
-        continuations: One list of token ids per row (each non-empty).
-
-    Returns:
-        One log-likelihood per row.
-    """
-    longest = max(len(c) for c in continuations)
-    pad = models.tokenizer.pad_token_id if models.tokenizer.pad_token_id is not None else 0
-    totals = [0.0] * len(continuations)
-    try:
-        logits = {id(s): s.prefill(list(prompts)) for s in models.sources}
-        for t in range(longest):
-            logp = torch.log_softmax(step_scores(models, logits), dim=-1)
-            tokens = torch.tensor([c[t] if t < len(c) else pad for c in continuations], dtype=torch.long)
-            picked = logp.gather(-1, tokens.to(logp.device).unsqueeze(-1)).squeeze(-1).tolist()
-            for i, cont in enumerate(continuations):
-                if t < len(cont):
-                    totals[i] += picked[i]
-            if t + 1 < longest:
-                logits = {id(s): s.step(tokens) for s in models.sources}
-    finally:
-        for source in models.sources:
-            source.release()
-    return totals
+    """Teacher-forced log-likelihood of each (prompt, continuation) row under the system's distribution."""
+    return [sum(row) for row in scoring.continuation_logprobs(models, prompts, continuations)]
 
 
 # --------------------------------------------------------------------------- evaluation
