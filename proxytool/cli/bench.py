@@ -9,7 +9,9 @@ from proxytool.cli import options as o
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Time base alone vs proxy-tuned vs a naive three-model decoder.")(bench)
+    app.command("bench", help="Time base alone vs proxy-tuned vs a naive three-model decoder.")(
+        o.with_loading_options(bench)
+    )
 
 
 def bench(
@@ -21,13 +23,8 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
-    dtype: o.Dtype = "auto",
-    device: o.Device = "auto",
-    quantize_base: o.QuantizeBase = "none",
-    share_weights: o.ShareWeights = None,
-    overlap: o.Overlap = "auto",
-    threads: o.Threads = None,
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
+    loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     import json
 
@@ -35,7 +32,7 @@ def bench(
     from rich.table import Table
 
     from proxytool.bench import MODES, BenchConfig, ratios, run
-    from proxytool.decoding.setup import ProxySetup, resolve_roles
+    from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.files.atomic import write_text
 
@@ -48,22 +45,15 @@ def bench(
         raise ProxyToolError(
             f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
         )
-    resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
+    resolve_roles(setup)
     config = BenchConfig(
-        base=base,
-        expert=expert,
-        anti_expert=anti_expert,
+        setup=setup,
         batch_sizes=sizes,
         modes=chosen,
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         repeats=repeats,
-        dtype=dtype,
-        device=device,
-        quantize_base=quantize_base,
-        share_weights=share_weights,
-        overlap=overlap,
-        threads=threads,
     )
     console = Console()
     with console.status("benchmarking") as status:
@@ -91,5 +81,5 @@ def bench(
         console.print(f"batch {row['batch']}: " + ", ".join(parts))
     if output is not None:
         write_text(
-            output, json.dumps({"config": config.__dict__, "results": results, "ratios": summary}, indent=2) + "\n"
+            output, json.dumps({"config": config.to_json(), "results": results, "ratios": summary}, indent=2) + "\n"
         )

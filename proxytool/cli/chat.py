@@ -33,7 +33,7 @@ def chat(
     from proxytool.decoding.chat import ChatSession
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
-    setup = loading.setup(base, expert, anti_expert, alpha)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     resolve_roles(setup)
     prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()

@@ -60,7 +60,7 @@ def decode(
     )
     items = read_prompts(prompts)
     check_writable(output)
-    setup = loading.setup(base, expert, anti_expert, alpha)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     resolve_roles(setup)  # name errors before any import-heavy work
     prepare_runtime(loading.threads)
     console = Console(stderr=True)

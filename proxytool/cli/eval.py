@@ -63,7 +63,7 @@ def eval_command(
     )
 
     alphas = parse_alphas(alpha)
-    setup = loading.setup(base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
         task=task,
         setup=setup,

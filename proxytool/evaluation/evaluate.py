@@ -496,17 +496,9 @@ def _proxy_systems(proxy: ProxyModels, alphas: list[float]) -> dict[str, ProxyMo
 
 
 def direct_setup(config: EvalConfig) -> ProxySetup:
-    """How the direct model loads: alone, the base's dtype/device/quantization, the expert's format."""
-    s = config.setup
-    formats = {"base": s.formats["expert"]} if "expert" in s.formats else {}
-    return ProxySetup(
-        base=config.direct,
-        dtype=s.dtype,
-        device=s.device,
-        quantize_base=s.quantize_base,
-        formats=formats,
-        share_weights=s.share_weights,
-    )
+    """How the direct model loads: alone, with the run's loading options and the expert's prompt format."""
+    loading = config.setup.loading
+    return ProxySetup(base=config.direct, loading=replace(loading, base_format=loading.expert_format))
 
 
 def _describe(spec: ModelSpec) -> dict:
@@ -519,7 +511,8 @@ def _meta(prep: Prepared, started: str) -> dict:
     import proxytool
 
     c, task = prep.config, prep.task
-    device = pick_device(c.setup.device)
+    loading = c.setup.loading
+    device = pick_device(loading.device)
     return {
         "task_info": {
             "name": task.name,
@@ -537,13 +530,10 @@ def _meta(prep: Prepared, started: str) -> dict:
         "settings": {
             "decoding": "greedy",
             "batch_size": c.batch_size,
-            "dtype": c.setup.dtype,
-            "device": c.setup.device,
+            **loading.to_json(),
+            "formats": loading.formats,
             "resolved_device": device,
-            "resolved_dtype": str(pick_dtype(c.setup.dtype, device)).removeprefix("torch."),
-            "quantize_base": c.setup.quantize_base,
-            "formats": dict(c.setup.formats),
-            "share_weights": c.setup.share_weights,
+            "resolved_dtype": str(pick_dtype(loading.dtype, device)).removeprefix("torch."),
         },
         "command": c.command,
         "started_at": started,
