@@ -434,29 +434,15 @@ def prepare(config: EvalConfig) -> Prepared:
     return Prepared(config, task, output, models)
 
 
-def run_eval(
-    config: EvalConfig, on_progress: ProgressFn | None = None, on_status: Callable[[str], None] | None = None
-) -> tuple[Report, Path]:
-    """Load the models once, run every system, write the report files.
-
-    Base alone, expert alone and the proxy at each alpha share one set of loaded models; the direct
-    model (if any) is loaded after those are released, so peak memory is the larger of the two.
-
-    Args:
-        config: What to run.
-        on_progress: Per-system progress callback.
-        on_status: Called with a short message before each slow phase (loading models).
-
-    Returns:
-        The report and the folder it was written to.
-    """
-    return run_prepared(prepare(config), on_progress, on_status)
-
-
 def run_prepared(
     prep: Prepared, on_progress: ProgressFn | None = None, on_status: Callable[[str], None] | None = None
 ) -> tuple[Report, Path]:
-    """:func:`run_eval` after :func:`prepare` (so callers can report input errors before any display)."""
+    """Load the models once, run every system, write the report files; returns the report and its folder.
+
+    ``prep`` comes from :func:`prepare`, so input errors are reported before anything loads. Base
+    alone, expert alone and the proxy at each alpha share one set of loaded models; the direct model
+    (if any) is loaded after those are released, so peak memory is the larger of the two.
+    """
     config, status = prep.config, on_status or (lambda _: None)
     task, started = prep.task, datetime.now().astimezone().isoformat(timespec="seconds")
     status("loading base, expert and anti-expert")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxytool.data.jsonl import read_jsonl  # noqa: F401  (part of this module's API)
+from proxytool.data.jsonl import read_jsonl
 from proxytool.errors import ProxyToolError, at
 from proxytool.evaluation import metrics
 

@@ -5,13 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from cli_runner import run_cli
 from engine_helpers import proxy_setup
 from reference import load
 
-from proxytool import cli
-from proxytool.cli import eval as eval_cli
 from proxytool.decoding.generate import complete
 from proxytool.decoding.setup import load_proxy_models
 from proxytool.evaluation.evaluate import (
@@ -39,16 +36,6 @@ REPORT_KEYS = {
     "started_at",
     "versions",
 }
-
-
-@pytest.fixture(autouse=True)
-def eval_registered(monkeypatch):
-    """Run through the real entry point (one-line errors, exit 2) with `eval` registered."""
-    if not any(c.name == "eval" for c in cli.app_.registered_commands):
-        app = typer.Typer(pretty_exceptions_enable=False)
-        app.callback()(cli._main)
-        eval_cli.register(app)
-        monkeypatch.setattr(cli, "app_", app)
 
 
 def write_jsonl(path: Path, records) -> Path:
