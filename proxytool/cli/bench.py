@@ -31,7 +31,7 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from proxytool.bench import MODES, BenchConfig, ratios, run
+    from proxytool.decoding.bench import MODES, BenchConfig, ratios, run
     from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.files.atomic import write_text

@@ -61,7 +61,7 @@ def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
 
 def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
     payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch})
-    proc = subprocess.run([sys.executable, "-m", "proxytool.bench", payload], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "proxytool.decoding.bench", payload], capture_output=True, text=True)
     if proc.returncode != 0:
         from proxytool.errors import ProxyToolError
 
