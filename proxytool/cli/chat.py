@@ -34,12 +34,12 @@ def chat(
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
-    resolve_roles(setup)
+    resolved = resolve_roles(setup)
     prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(setup)
+        models = load_proxy_models(resolved)
     session = ChatSession(
         models,
         sampling=o.sampling_config(temperature, top_k, top_p, seed),

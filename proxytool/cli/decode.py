@@ -61,11 +61,11 @@ def decode(
     items = read_prompts(prompts)
     check_writable(output)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
-    resolve_roles(setup)  # name errors before any import-heavy work
+    resolved = resolve_roles(setup)  # name errors before any import-heavy work
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(setup)
+        models = load_proxy_models(resolved)
     with Progress(
         TextColumn("[bold]decode"),
         BarColumn(),

@@ -23,7 +23,7 @@ from proxytool.models.loading import (
 )
 from proxytool.models.registry import ModelSpec, resolve
 
-__all__ = ["LoadingOptions", "ProxySetup", "load_proxy_models", "resolve_roles"]
+__all__ = ["LoadingOptions", "ProxySetup", "ResolvedSetup", "load_proxy_models", "resolve_roles"]
 
 
 @dataclass
@@ -38,14 +38,22 @@ class _Host:
     source: ModelSource | None = None
 
 
-def resolve_roles(setup: ProxySetup) -> tuple[ModelSpec, list[tuple[float, ModelSpec, ModelSpec]]]:
+@dataclass(frozen=True)
+class ResolvedSetup:
+    """A validated setup with every name resolved (nothing loaded yet)."""
+
+    setup: ProxySetup
+    base: ModelSpec
+    pairs: tuple[tuple[float, ModelSpec, ModelSpec], ...]  # (alpha, expert, anti-expert)
+
+
+def resolve_roles(setup: ProxySetup) -> ResolvedSetup:
     """Validate, then resolve the base and each (alpha, expert, anti-expert); nothing loads.
 
     An expert's recorded base is its default anti-expert.
     """
     setup.validate()
     antis = list(setup.anti_experts) + [None] * (len(setup.experts) - len(setup.anti_experts))
-    base = resolve(setup.base)
     pairs = []
     for alpha, expert_name, anti_name in zip(setup.pair_alphas(), setup.experts, antis):
         expert = resolve(expert_name)
@@ -58,12 +66,16 @@ def resolve_roles(setup: ProxySetup) -> tuple[ModelSpec, list[tuple[float, Model
                 f"expert '{expert_name}' does not record the model it was tuned from; pass --anti-expert"
             )
         pairs.append((alpha, expert, anti))
-    return base, pairs
+    return ResolvedSetup(setup, resolve(setup.base), tuple(pairs))
 
 
-def load_proxy_models(setup: ProxySetup) -> ProxyModels:
-    """Resolve names, check tokenizers (before any weights load), load each model once, wire the roles."""
-    base_spec, pair_specs = resolve_roles(setup)
+def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
+    """Check tokenizers (before any weights load), load each model once, wire the roles.
+
+    Takes a setup (validated and resolved here) or what :func:`resolve_roles` returned for it.
+    """
+    resolved = setup if isinstance(setup, ResolvedSetup) else resolve_roles(setup)
+    base_spec, pair_specs, setup = resolved.base, resolved.pairs, resolved.setup
     options = setup.loading
     tokenizers: dict[tuple, object] = {}
 

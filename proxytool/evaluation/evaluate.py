@@ -29,7 +29,7 @@ import torch
 
 from proxytool.decoding import scoring
 from proxytool.decoding.generate import ProxyModels, complete
-from proxytool.decoding.setup import ProxySetup, load_proxy_models, resolve_roles
+from proxytool.decoding.setup import ProxySetup, ResolvedSetup, load_proxy_models, resolve_roles
 from proxytool.errors import ProxyToolError
 from proxytool.evaluation import metrics
 from proxytool.evaluation.tasks import Example, Task, load_task
@@ -406,6 +406,7 @@ class Prepared:
     task: Task
     output: Path
     models: dict
+    resolved: ResolvedSetup
 
 
 def prepare(config: EvalConfig) -> Prepared:
@@ -421,8 +422,9 @@ def prepare(config: EvalConfig) -> Prepared:
     task = load_task(config.task, limit=config.limit, data_dir=config.data_dir, few_shot=config.few_shot)
     if not task.examples:
         raise ProxyToolError(f"task {task.name}: no examples to evaluate (--limit {config.limit})")
-    base, [(_, expert, anti)] = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))
-    models = {BASE: base, EXPERT: expert, "anti_expert": anti}
+    resolved = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))
+    [(_, expert, anti)] = resolved.pairs
+    models = {BASE: resolved.base, EXPERT: expert, "anti_expert": anti}
     if config.direct is not None:
         models[DIRECT] = resolve(config.direct)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -431,7 +433,7 @@ def prepare(config: EvalConfig) -> Prepared:
         (output / "outputs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ProxyToolError(f"--output {output}: cannot create the folder ({err.strerror or err})") from None
-    return Prepared(config, task, output, models)
+    return Prepared(config, task, output, models, resolved)
 
 
 def run_prepared(
@@ -446,10 +448,9 @@ def run_prepared(
     config, status = prep.config, on_status or (lambda _: None)
     task, started = prep.task, datetime.now().astimezone().isoformat(timespec="seconds")
     status("loading base, expert and anti-expert")
-    setup = replace(config.setup, alphas=[config.alphas[0]])
     report = evaluate(
         task,
-        _proxy_systems(load_proxy_models(setup), config.alphas),
+        _proxy_systems(load_proxy_models(prep.resolved), config.alphas),
         batch_size=config.batch_size,
         max_new_tokens=config.max_new_tokens,
         on_progress=on_progress,
