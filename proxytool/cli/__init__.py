@@ -58,7 +58,7 @@ def app() -> None:
     except ProxyToolError as err:
         if _debugging():
             raise
-        _fail(f"error: {err}", EXIT_BAD_INPUT)
+        _fail(f"error: {err}", getattr(err, "exit_code", EXIT_BAD_INPUT))
     except NoArgsIsHelpError as err:
         err.show()
         sys.exit(EXIT_BAD_INPUT)
