@@ -61,11 +61,12 @@ def add(
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
 ) -> None:
+    from proxytool.models.builtins import BUILTIN_MODELS
     from proxytool.models.registry import add_entry, resolve
 
     if base is not None:
         resolve(base)
-    add_entry(
+    previous = add_entry(
         name,
         source,
         prompt_format=prompt_format,
@@ -75,8 +76,12 @@ def add(
         revision=revision,
         description=description,
     )
-    resolve(name)
-    print(f"registered {name} -> {source}")
+    if previous is not None:
+        print(f"replaced {name} (was -> {previous['source']}) -> {source}")
+    elif name in BUILTIN_MODELS:
+        print(f"registered {name} -> {source} (overrides the built-in alias)")
+    else:
+        print(f"registered {name} -> {source}")
 
 
 @models_app.command("remove", help="Remove one of your entries.")
