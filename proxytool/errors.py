@@ -2,7 +2,12 @@
 
 
 class ProxyToolError(Exception):
-    """A problem the user can fix (bad input, missing model, bad flag value)."""
+    """A problem the user can fix (bad input, missing model, bad flag value).
+
+    ``exit_code`` is 2 (bad input); a subclass for a run that failed on valid input uses 1.
+    """
+
+    exit_code = 2
 
 
 def at(path, line: int | None = None, field: str | None = None) -> str:

@@ -24,13 +24,16 @@ def bench(
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
+    from proxytool.cli import validate as v
+    from proxytool.cli.output import console as make_console
+    from proxytool.cli.output import print_json
     from proxytool.decoding.bench import MODES, BenchConfig, ratios, run
     from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError
@@ -45,6 +48,10 @@ def bench(
         raise ProxyToolError(
             f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
         )
+    v.at_least("--prompt-tokens", prompt_tokens, 1, 1_000_000)
+    v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
+    if output is not None and output.is_dir():
+        raise ProxyToolError(f"--output {output}: is a folder; give a file name")
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
     resolve_roles(setup)
     config = BenchConfig(
@@ -55,11 +62,19 @@ def bench(
         new_tokens=new_tokens,
         repeats=repeats,
     )
-    console = Console()
-    with console.status("benchmarking") as status:
+    v.device_available(loading.device)
+    with make_console(stderr=True).status("benchmarking") as status:
         results = run(
             config, on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s")
         )
+    summary = ratios(results)
+    document = {"config": config.to_json(), "results": results, "ratios": summary}
+    if output is not None:
+        write_text(output, json.dumps(document, indent=2) + "\n")
+    if json_output:
+        print_json(document)
+        return
+    console = make_console()
     table = Table(title=f"decoding: {new_tokens} new tokens, {prompt_tokens}-token prompts")
     for column in ("batch", "mode", "tok/s", "ms/step", "TTFT s", "peak RSS GB", "CUDA peak GB"):
         table.add_column(column, justify="right")
@@ -75,11 +90,6 @@ def bench(
             cuda,
         )
     console.print(table)
-    summary = ratios(results)
     for row in summary:
         parts = [f"{k.replace('_vs_', '/')} = {v:.2f}x" for k, v in row.items() if k != "batch"]
         console.print(f"batch {row['batch']}: " + ", ".join(parts))
-    if output is not None:
-        write_text(
-            output, json.dumps({"config": config.to_json(), "results": results, "ratios": summary}, indent=2) + "\n"
-        )

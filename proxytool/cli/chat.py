@@ -1,5 +1,6 @@
 """`proxytool chat`: streaming proxy-tuned chat; scriptable when stdin is not a terminal."""
 
+import math
 import sys
 from typing import Annotated
 
@@ -30,11 +31,16 @@ def chat(
 ) -> None:
     from rich.console import Console
 
+    from proxytool.cli import validate as v
     from proxytool.decoding.chat import ChatSession
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
+    v.generation(max_new_tokens, None)
+    v.sampling(temperature, top_k, top_p, seed)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     resolved = resolve_roles(setup)
+    v.device_available(loading.device)
+    fit = v.PromptFit(v.model_roles(resolved), loading.formats)
     prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
@@ -52,7 +58,7 @@ def chat(
         line = _read(console, interactive)
         if line is None or line.strip() == "/exit":
             break
-        if not _command(line.strip(), session, console):
+        if not _command(line.strip(), session, console) and _fits(fit, session, line, max_new_tokens, console):
             _answer(session, line, interactive)
 
 
@@ -60,10 +66,44 @@ def _read(console, interactive: bool) -> str | None:
     try:
         if interactive:
             return console.input("[bold green]you>[/] ")
-        line = sys.stdin.readline()
-        return line.rstrip("\n") if line else None
+        return _read_script_line()
     except (EOFError, KeyboardInterrupt):
         return None
+
+
+MAX_LINE = 4 * 2**20
+_lines_read = [0]
+
+
+def _read_script_line() -> str | None:
+    """One line of a scripted chat (stdin not a terminal): bounded, and UTF-8 or a one-line error."""
+    from proxytool.errors import ProxyToolError
+
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    line = stream.readline(MAX_LINE + 1)
+    _lines_read[0] += 1
+    if not line:
+        return None
+    if len(line) > MAX_LINE:
+        raise ProxyToolError(f"<stdin>:{_lines_read[0]}: line longer than {MAX_LINE // 2**20} MiB")
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProxyToolError(f"<stdin>:{_lines_read[0]}: not UTF-8 text") from None
+    return line.rstrip("\n")
+
+
+def _fits(fit, session, line: str, max_new_tokens: int, console) -> bool:
+    """A message that would overflow a model's context is refused (the chat goes on)."""
+    from proxytool.errors import ProxyToolError
+
+    try:
+        fit.check("this message", session.messages(line), max_new_tokens)
+    except ProxyToolError as err:
+        console.print(f"({err}; /reset forgets the conversation)", markup=False, highlight=False)
+        return False
+    return True
 
 
 def _command(line: str, session, console) -> bool:
@@ -76,10 +116,13 @@ def _command(line: str, session, console) -> bool:
         console.print("(conversation reset)")
     elif name == "/alpha":
         try:
-            session.set_alpha(float(arg))
-            console.print(f"(alpha = {float(arg)})")
+            value = float(arg)
+            if not math.isfinite(value) or not session.models.pairs:
+                raise ValueError
+            session.set_alpha(value)
+            console.print(f"(alpha = {value})")
         except ValueError:
-            console.print(f"(/alpha needs a number, got '{arg}')")
+            console.print(f"(/alpha needs a finite number and an --expert, got '{arg}')", markup=False)
     else:
         console.print(f"(unknown command {name}; {HELP})")
     return True

@@ -1,5 +1,6 @@
 """`proxytool decode`: proxy-tuned generation over a prompt file."""
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,23 +46,32 @@ def decode(
         TimeElapsedColumn,
     )
 
+    from proxytool.cli import validate as v
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
-    from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts
-    from proxytool.errors import ProxyToolError
+    from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume
 
-    if batch_size < 1 or max_new_tokens < 0:
-        raise ProxyToolError("--batch-size must be >= 1 and --max-new-tokens >= 0")
+    v.generation(max_new_tokens, batch_size, stop)
+    v.sampling(temperature, top_k, top_p, seed)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    setup.validate()
+    v.not_the_input(output, [prompts])
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         sampling=o.sampling_config(temperature, top_k, top_p, seed),
         stop=tuple(stop or ()),
     )
-    items = read_prompts(prompts)
     check_writable(output)
-    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    items = read_prompts(prompts)
     resolved = resolve_roles(setup)  # name errors before any import-heavy work
+    run = fingerprint(items, options, _models_record(resolved))
+    state = plan_resume(output, items, run)  # a file proxytool did not write, or other settings: refuse now
+    if state == "done":
+        print(f"{output} is already complete (0 decoded now, {len(items)} already done)", file=sys.stderr)
+        return
+    v.device_available(loading.device)
+    v.prompt_lengths(v.model_roles(resolved), items, max_new_tokens, loading.formats, prompts)
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
@@ -80,8 +90,25 @@ def decode(
         def on_tokens(n: int) -> None:
             progress.update(task, advance=n, rate=clock.update(n))
 
-        done = decode_prompts(models, items, output, options, on_tokens)
+        done = decode_prompts(models, items, output, options, on_tokens, run=run)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
+
+
+def _models_record(resolved) -> dict:
+    """The models and loading settings that shape the output (for the resume fingerprint)."""
+
+    def ident(spec) -> str:
+        parts = [spec.kind, spec.source] + ([spec.revision] if spec.revision else [])
+        return ":".join(parts) + (f" on {ident(spec.base)}" if spec.base is not None else "")
+
+    loading = resolved.setup.loading
+    return {
+        "base": ident(resolved.base),
+        "pairs": [{"alpha": alpha, "expert": ident(e), "anti_expert": ident(a)} for alpha, e, a in resolved.pairs],
+        "formats": dict(sorted(loading.formats.items())),
+        "dtype": loading.dtype,
+        "quantize_base": loading.quantize_base,
+    }
 
 
 class _TokenRate:

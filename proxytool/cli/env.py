@@ -1,5 +1,7 @@
 """`proxytool env`: versions and devices, for bug reports."""
 
+from typing import Annotated
+
 import typer
 
 
@@ -7,15 +9,24 @@ def register(app: typer.Typer) -> None:
     app.command("env", help="Print package versions and available devices.")(env)
 
 
-def env() -> None:
+def env(
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,
+) -> None:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="proxytool environment", show_header=False)
+    from proxytool.cli.output import console, print_json
+
+    rows = {}
+
+    class _Rows:  # collects the rows for --json and the table alike
+        def add_row(self, key, value):
+            rows[key] = value
+
+    table = _Rows()
     table.add_row("python", platform.python_version())
     table.add_row("platform", platform.platform())
     for pkg in (
@@ -43,4 +54,10 @@ def env() -> None:
     else:
         table.add_row("cuda", "not available")
     table.add_row("mps", str(torch.backends.mps.is_available()))
-    Console().print(table)
+    if json_output:
+        print_json(rows)
+        return
+    shown = Table(title="proxytool environment", show_header=False)
+    for key, value in rows.items():
+        shown.add_row(key, value)
+    console().print(shown)

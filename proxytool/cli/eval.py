@@ -46,6 +46,14 @@ def eval_command(
     batch_size: Annotated[
         int, typer.Option(help="Examples decoded together (choice tasks: all their choices in one batch).")
     ] = 8,
+    allow_code_execution: Annotated[
+        bool,
+        typer.Option(
+            "--allow-code-execution",
+            help="Let humaneval run model-written code (sandboxed as far as the OS allows; see docs/eval.md).",
+        ),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     import shlex
@@ -53,6 +61,7 @@ def eval_command(
 
     from rich.console import Console
 
+    from proxytool.cli import validate as v
     from proxytool.evaluation.evaluate import (
         EvalConfig,
         models_note,
@@ -62,6 +71,11 @@ def eval_command(
         target_note,
     )
 
+    loading.validate()
+    v.names("--expert", [expert])
+    v.names("--anti-expert", [anti_expert] if anti_expert is not None else [])
+    v.at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
+    v.at_least("--batch-size", batch_size, 1, 100_000)
     alphas = parse_alphas(alpha)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
@@ -76,12 +90,19 @@ def eval_command(
         batch_size=batch_size,
         output=output,
         command=shlex.join(["proxytool", *sys.argv[1:]]),
+        allow_code_execution=allow_code_execution,
     )
     prepared = prepare(config)  # input errors surface before the progress display starts
+    v.device_available(loading.device)
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with _ProgressBars(console) as bars:
         report, folder = run_prepared(prepared, on_progress=bars.update, on_status=bars.status)
+    if json_output:
+        import json
+
+        print(json.dumps({**report.to_json(), "folder": str(folder)}, ensure_ascii=False))
+        return
     out = Console()
     out.print(_table(report))
     out.print(models_note(report), highlight=False)

@@ -10,6 +10,9 @@ models_app = typer.Typer(
 )
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
+
+
 def register(app: typer.Typer) -> None:
     from proxytool.cli import packs
 
@@ -20,27 +23,31 @@ def register(app: typer.Typer) -> None:
 @models_app.command("list", help="Built-in aliases and your own entries.")
 def list_models(
     user_only: Annotated[bool, typer.Option("--user", help="Only your entries.")] = False,
+    json_output: JsonOpt = False,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from proxytool.cli.output import console, print_json
     from proxytool.models.registry import all_entries, registry_file
+
+    entries = {name: e for name, e in sorted(all_entries().items()) if not user_only or e["origin"] == "user"}
+    if json_output:
+        print_json({"registry": str(registry_file()), "models": entries})
+        return
 
     table = Table(title=f"models (your entries: {registry_file()})")
     for column in ("name", "source", "format", "base", "origin"):
         table.add_column(column)
-    for name, entry in sorted(all_entries().items()):
-        if user_only and entry["origin"] != "user":
-            continue
+    for name, entry in entries.items():
         table.add_row(name, entry["source"], entry.get("prompt_format", "raw"), entry.get("base", ""), entry["origin"])
-    Console().print(table)
+    console().print(table)
 
 
 @models_app.command("show", help="How a name, path or hub id resolves.")
-def show(name: str) -> None:
+def show(name: str, json_output: JsonOpt = False) -> None:
     from proxytool.models.registry import describe, resolve
 
-    print(json.dumps(describe(resolve(name)), indent=2))
+    print(json.dumps(describe(resolve(name)), indent=None if json_output else 2))
 
 
 @models_app.command("add", help="Register a name for a path or hub id.")
@@ -54,11 +61,12 @@ def add(
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
 ) -> None:
+    from proxytool.models.builtins import BUILTIN_MODELS
     from proxytool.models.registry import add_entry, resolve
 
     if base is not None:
         resolve(base)
-    add_entry(
+    previous = add_entry(
         name,
         source,
         prompt_format=prompt_format,
@@ -68,8 +76,12 @@ def add(
         revision=revision,
         description=description,
     )
-    resolve(name)
-    print(f"registered {name} -> {source}")
+    if previous is not None:
+        print(f"replaced {name} (was -> {previous['source']}) -> {source}")
+    elif name in BUILTIN_MODELS:
+        print(f"registered {name} -> {source} (overrides the built-in alias)")
+    else:
+        print(f"registered {name} -> {source}")
 
 
 @models_app.command("remove", help="Remove one of your entries.")

@@ -41,6 +41,12 @@ Overlap = Annotated[
     str, typer.Option(help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")
 ]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
+TrustPickle = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle", help="Allow pickled .bin weights (they can run code when loaded); default: safetensors only."
+    ),
+]
 MaxNewTokens = Annotated[int, typer.Option(help="Most tokens to generate per prompt.")]
 Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
 TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (1 = off).")]
@@ -70,6 +76,7 @@ _LOADING_TYPES = {
     "share_weights": ShareWeights,
     "overlap": Overlap,
     "threads": Threads,
+    "trust_pickle": TrustPickle,
 }
 
 

@@ -108,13 +108,18 @@ def train_command(
     resume: ResumeOpt = False,
     qlora: QloraOpt = None,
     threads: ThreadsOpt = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="Allow pickled .bin base weights (they can run code when loaded).")
+    ] = False,
 ) -> None:
     from rich.console import Console
 
+    from proxytool.models.loading import set_trust_pickle
     from proxytool.training.recipes import load_recipe
     from proxytool.training.train import TrainingInterrupted, resolve_config, train
 
     _quiet()
+    set_trust_pickle(trust_pickle)
     flags = {
         "data": data,
         "model": model,

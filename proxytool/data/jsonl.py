@@ -16,6 +16,8 @@ def parse_line(line: str | bytes, path, number: int) -> dict:
         raise ProxyToolError(f"{at(path, number)}: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ProxyToolError(f"{at(path, number)}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise ProxyToolError(f"{at(path, number)}: JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise ProxyToolError(f"{at(path, number)}: expected a JSON object, got {type(record).__name__}")
     return record

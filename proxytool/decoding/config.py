@@ -15,6 +15,7 @@ from proxytool.models.registry import DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 ROLES = ("base", "expert", "anti-expert")
 OVERLAP_MODES = ("auto", "on", "off")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_THREADS = 4096
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class LoadingOptions:
     share_weights: bool | None = None  # None: share on CPU, not on CUDA (docs/performance.md)
     overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
     threads: int | None = None
+    trust_pickle: bool = False  # allow pickled .bin weights (safetensors only otherwise)
 
     @property
     def formats(self) -> dict[str, str]:
@@ -39,15 +41,15 @@ class LoadingOptions:
 
     def validate(self) -> None:
         """Every option checked at once, before anything loads."""
-        _one_of("--dtype", self.dtype, DTYPES)
+        _one_of("--dtype", self.dtype, (*DTYPES, "fp32", "fp16", "bf16"))
         _one_of("--quantize-base", self.quantize_base, QUANTIZATIONS)
         _one_of("--overlap", self.overlap, OVERLAP_MODES)
         for role, fmt in self.formats.items():
             _one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
         if not _DEVICE.match(self.device):
             raise ProxyToolError(f"--device must be auto, cpu, mps, cuda or cuda:N (got '{self.device}')")
-        if self.threads is not None and self.threads < 1:
-            raise ProxyToolError(f"--threads must be >= 1 (got {self.threads})")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ProxyToolError(f"--threads must be between 1 and {MAX_THREADS} (got {self.threads})")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,10 +70,11 @@ class ProxySetup:
         self.loading.validate()
         if not self.base or not str(self.base).strip():
             raise ProxyToolError("--base: empty model name")
-        if any(not str(e).strip() for e in self.experts):
-            raise ProxyToolError("--expert: empty model name")
+        for flag, names in (("--expert", self.experts), ("--anti-expert", self.anti_experts)):
+            if any(name is not None and not str(name).strip() for name in names):
+                raise ProxyToolError(f"{flag} must not be empty")
         if self.alphas and not self.experts:
-            raise ProxyToolError("--alpha given without --expert (there is nothing to steer with)")
+            raise ProxyToolError("--alpha needs an --expert to steer with (got --alpha without --expert)")
         if len(self.anti_experts) > len(self.experts):
             raise ProxyToolError(f"{len(self.anti_experts)} --anti-expert given for {len(self.experts)} --expert")
         for alpha in self.alphas:

@@ -161,7 +161,9 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     """Load the host's weights, attach its adapters (shared) or merge its own adapter (unshared)."""
     from proxytool.models.loading import attach_adapter
 
-    model = load_model(host.spec, dtype=options.dtype, device=options.device, quant=host.quant)
+    model = load_model(
+        host.spec, dtype=options.dtype, device=options.device, quant=host.quant, trust_pickle=options.trust_pickle
+    )
     if host.spec.kind == "adapter":  # an expert loaded on its own: fold the adapter in for speed
         model = model.merge_and_unload()
     for name, adapter_spec in host.adapters.items():

@@ -383,6 +383,8 @@ class EvalConfig:
         batch_size: Examples per batch.
         output: Output folder (default ``runs/eval/<task>-<timestamp>``).
         command: The command line, recorded in report.md.
+        allow_code_execution: Let code-running tasks (humaneval) execute model-written code in
+            :mod:`proxytool.evaluation.sandbox`; off by default (the lm-eval convention).
     """
 
     task: str
@@ -396,6 +398,7 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     output: Path | None = None
     command: str = ""
+    allow_code_execution: bool = False
 
 
 @dataclass
@@ -409,6 +412,9 @@ class Prepared:
     resolved: ResolvedSetup
 
 
+CODE_TASKS = ("humaneval",)
+
+
 def prepare(config: EvalConfig) -> Prepared:
     """Check everything that can fail before a model loads: task, data, alphas, names, output folder."""
     if not config.alphas:
@@ -419,7 +425,16 @@ def prepare(config: EvalConfig) -> Prepared:
         raise ProxyToolError(f"--max-new-tokens must be >= 0 (got {config.max_new_tokens})")
     if len(config.setup.experts) != 1:
         raise ProxyToolError(f"eval takes exactly one --expert (got {len(config.setup.experts)})")
+    if config.limit is not None and config.limit < 1:
+        raise ProxyToolError(f"--limit must be >= 1 (got {config.limit})")
+    if config.few_shot is not None and config.few_shot < 0:
+        raise ProxyToolError(f"--few-shot must be >= 0 (got {config.few_shot})")
     task = load_task(config.task, limit=config.limit, data_dir=config.data_dir, few_shot=config.few_shot)
+    if task.name in CODE_TASKS and not config.allow_code_execution:
+        raise ProxyToolError(
+            f"task {task.name} runs model-written code on this machine; pass --allow-code-execution to allow it "
+            "(see docs/eval.md for what the sandbox does and does not protect)"
+        )
     if not task.examples:
         raise ProxyToolError(f"task {task.name}: no examples to evaluate (--limit {config.limit})")
     resolved = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))

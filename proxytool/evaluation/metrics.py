@@ -6,18 +6,10 @@ no state). Scores are floats in ``[0, 1]`` so that a task's mean score is its ac
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import re
-import secrets
-import signal
 import string
-import subprocess
-import sys
-import tempfile
 import unicodedata
-from pathlib import Path
 
 # A number: optional sign, digits with optional thousands commas, optional decimals. The look-behind
 # keeps "x2" and "v1.5" from counting and stops "16-3" from reading as 16 and -3 (a minus right after
@@ -325,65 +317,6 @@ def gsm8k_score(completion: str, reference_answer: str) -> float:
 
 # --------------------------------------------------------------------------- HumanEval
 
-# Runs before the candidate code in the child process. It is a guard against accidents (a model that
-# writes a network call, a fork bomb or ``exit(0)``), not a security sandbox.
-_GUARD = r"""
-import os, socket, _socket, subprocess, sys
-
-def _refuse(*args, **kwargs):
-    raise OSError("disabled while evaluating generated code")
-
-class _NoSocket(socket.socket):
-    def __init__(self, *args, **kwargs):
-        _refuse()
-
-class _NoRawSocket(_socket.socket):
-    def __init__(self, *args, **kwargs):
-        _refuse()
-
-socket.socket = socket.SocketType = _NoSocket
-_socket.socket = _socket.SocketType = _NoRawSocket
-for _mod in (socket, _socket):
-    for _name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo",
-                  "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
-        if hasattr(_mod, _name):
-            setattr(_mod, _name, _refuse)
-for _name in ("system", "popen", "fork", "forkpty", "kill", "killpg", "execv", "execve", "execvp",
-              "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnvp",
-              "spawnvpe", "posix_spawn", "posix_spawnp"):
-    if hasattr(os, _name):
-        setattr(os, _name, _refuse)
-subprocess.Popen = _refuse
-subprocess.run = subprocess.call = subprocess.check_call = subprocess.check_output = _refuse
-
-_marker, _program = sys.argv[1], sys.argv[2]
-with open(_program, encoding="utf-8") as _f:
-    _code = compile(_f.read(), _program, "exec")
-_done = open(_marker, "w", encoding="utf-8")  # opened before the candidate can tamper with open()
-_nonce = os.environ.pop("PROXYTOOL_NONCE")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-_done.write(_nonce)
-_done.close()
-"""
-
-
-def _limit_resources(max_memory_mb: int, cpu_seconds: int) -> None:
-    """preexec_fn: cap address space, CPU time, file size and core dumps of the child (Linux)."""
-    import resource
-
-    mem = max_memory_mb * 1024 * 1024
-    for limit, value in (
-        (resource.RLIMIT_AS, mem),
-        (resource.RLIMIT_DATA, mem),
-        (resource.RLIMIT_CPU, cpu_seconds),
-        (resource.RLIMIT_FSIZE, 16 * 1024 * 1024),
-        (resource.RLIMIT_CORE, 0),
-    ):
-        try:
-            resource.setrlimit(limit, (value, value))
-        except (ValueError, OSError):  # the hard limit is lower already, or the platform lacks it
-            pass
-
 
 def humaneval_program(prompt: str, completion: str, test: str, entry_point: str) -> str:
     """The program :func:`run_humaneval` executes: prompt + completion + test + ``check(entry_point)``.
@@ -414,62 +347,17 @@ def run_humaneval_detailed(
         ``(passed, reason)``; reason is ``"passed"``, ``"timed out"`` or the last line of the
         child's stderr (e.g. ``"AssertionError"``).
     """
-    program = humaneval_program(prompt, completion, test, entry_point)
-    with tempfile.TemporaryDirectory(prefix="proxytool-humaneval-") as tmp:
-        tmpdir = Path(tmp)
-        (tmpdir / "program.py").write_text(program, encoding="utf-8")
-        marker = tmpdir / "passed"
-        nonce = secrets.token_hex(16)
-        env = {
-            "PATH": os.defpath,
-            "HOME": tmp,
-            "TMPDIR": tmp,
-            "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "PROXYTOOL_NONCE": nonce,
-        }
-        preexec = None
-        if sys.platform.startswith("linux"):
-            preexec = functools.partial(_limit_resources, max_memory_mb, max(1, math.ceil(timeout) + 1))
-        with open(tmpdir / "stdout", "wb") as out, open(tmpdir / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _GUARD, str(marker), str(tmpdir / "program.py")],
-                cwd=tmp,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                preexec_fn=preexec,
-                start_new_session=True,
-            )
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                # Kill the whole session (the child leads it) while it is still unreaped, so the
-                # group id cannot belong to anyone else.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    proc.kill()
-                proc.wait()
-                return False, "timed out"
-        passed = proc.returncode == 0 and marker.exists() and marker.read_text(errors="replace") == nonce
-        if passed:
-            return True, "passed"
-        lines = (tmpdir / "stderr").read_text(errors="replace").strip().splitlines()
-        return False, (lines[-1] if lines else f"exit code {proc.returncode}")
+    from proxytool.evaluation.sandbox import run_python
+
+    return run_python(humaneval_program(prompt, completion, test, entry_point), timeout, max_memory_mb)
 
 
 def run_humaneval(prompt: str, completion: str, test: str, entry_point: str, timeout: float = 5.0) -> bool:
     """Run a HumanEval completion against the task's tests in a guarded subprocess.
 
-    The program ``prompt + completion + test + check(entry_point)`` runs under
-    ``sys.executable -I`` in a fresh temporary directory with a minimal environment. Before the
-    candidate code runs, sockets, DNS look-ups and process creation are replaced by functions that
-    raise; on Linux the child's address space (1 GiB), CPU time, file size and core dumps are capped
-    with ``resource.setrlimit``. A program passes only if it exits 0 *and* reaches the end of the
-    program (``exit(0)`` in generated code does not pass). This guards against accidents, not
-    against deliberately hostile code.
+    The program ``prompt + completion + test + check(entry_point)`` runs in
+    :func:`proxytool.evaluation.sandbox.run_python` (namespaces where the OS offers them, resource
+    limits, a private temp HOME; see that module for what it does and does not protect against).
 
     Args:
         prompt: The HumanEval prompt (signature and docstring).

@@ -1,5 +1,6 @@
 """The one place models and tokenizers are loaded: device, dtype, bitsandbytes, tokenizer checks."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,8 +134,12 @@ def load_model(
     device: str = "auto",
     quant: QuantArgs = QuantArgs(),
     adapter_name: str = "expert",
+    trust_pickle: bool = False,
 ):
     """Load ``spec`` for inference (eval mode). An adapter spec loads its base plus the adapter.
+
+    Weights load from safetensors only, unless ``trust_pickle`` (or PROXYTOOL_TRUST_PICKLE=1, or
+    :func:`set_trust_pickle` for the whole process) allows pickled ``.bin`` files.
 
     Returns:
         The model; a ``peft.PeftModel`` for adapters, with the adapter under ``adapter_name``.
@@ -149,8 +154,10 @@ def load_model(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device}
     target = spec.base if spec.kind == "adapter" else spec
+    folder = weights_folder(target)
+    kwargs["use_safetensors"] = None if trust_pickle or trusts_pickle() else _require_safetensors(target, folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(weights_folder(target), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except ProxyToolError:
         raise
     except Exception as err:
@@ -160,6 +167,29 @@ def load_model(
     if spec.kind == "adapter":
         model = attach_adapter(model, spec, adapter_name)
     return model.eval()
+
+
+_TRUST_PICKLE = [False]
+
+
+def set_trust_pickle(trust: bool) -> None:
+    """Allow pickled ``.bin`` weights for this process (``--trust-pickle``); safetensors only otherwise."""
+    _TRUST_PICKLE[0] = bool(trust)
+
+
+def trusts_pickle() -> bool:
+    return _TRUST_PICKLE[0] or os.environ.get("PROXYTOOL_TRUST_PICKLE", "") not in ("", "0")
+
+
+def _require_safetensors(spec: ModelSpec, folder: str) -> bool:
+    """Weights load from safetensors only: a pickled ``.bin`` file can run code when it is loaded."""
+    path = Path(folder)
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        raise ProxyToolError(
+            f"model '{spec.name}' at {path} has only pickled .bin weights, which can run code when loaded; "
+            "convert them to safetensors, or pass --trust-pickle if you trust their origin"
+        )
+    return True
 
 
 def attach_adapter(model, spec: ModelSpec, adapter_name: str):

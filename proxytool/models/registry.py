@@ -22,6 +22,7 @@ from proxytool.models.checkpoint import read_metadata
 PROMPT_FORMATS = ("chat", "raw")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZATIONS = ("none", "4bit", "8bit")
+MAX_REGISTRY_BYTES = 16 * 2**20
 ENTRY_KEYS = {"source", "base", "revision", "dtype", "quantization", "prompt_format", "description"}
 
 
@@ -61,13 +62,32 @@ def registry_file() -> Path:
 def user_entries() -> dict[str, dict]:
     """The user's registry entries (empty when the file does not exist)."""
     path = registry_file()
-    if not path.is_file():
+    if not path.exists():
         return {}
+    if not path.is_file():
+        raise ProxyToolError(f"{path}: is not a file (the model registry); move it away")
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()[: MAX_REGISTRY_BYTES + 1]
+    except OSError as err:
+        raise ProxyToolError(f"{path}: cannot read ({err.strerror or err})") from None
+    if len(raw) > MAX_REGISTRY_BYTES:
+        raise ProxyToolError(f"{path}: larger than {MAX_REGISTRY_BYTES // 2**20} MiB; not a model registry")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ProxyToolError(f"{path}:{line}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as err:
         raise ProxyToolError(f"{path}: invalid TOML ({err})") from None
-    return data.get("models", {})
+    except RecursionError:
+        raise ProxyToolError(f"{path}: nested too deeply") from None
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ProxyToolError(f"{path}: key 'models' must be a table of entries ([models.NAME])")
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise ProxyToolError(f"{path}: key 'models.{name}' must be a table (source = ..., ...)")
+    return models
 
 
 def _check_entry(name: str, entry: dict, where: str) -> None:
@@ -78,26 +98,60 @@ def _check_entry(name: str, entry: dict, where: str) -> None:
         )
     if "source" not in entry:
         raise ProxyToolError(f"{where}: model '{name}' has no 'source'")
+    for key, value in entry.items():
+        if not isinstance(value, str):
+            raise ProxyToolError(
+                f"{where}: model '{name}' field '{key}' must be a string (got {type(value).__name__} {value!r})"
+            )
+    if not entry["source"].strip():
+        raise ProxyToolError(f"{where}: model '{name}' field 'source' is empty")
     for key, allowed in (("prompt_format", PROMPT_FORMATS), ("dtype", DTYPES), ("quantization", QUANTIZATIONS)):
         if key in entry and entry[key] not in allowed:
             raise ProxyToolError(f"{where}: model '{name}' field '{key}' must be one of {', '.join(allowed)}")
 
 
-def add_entry(name: str, source: str, **hints) -> None:
-    """Add or replace a user entry; atomic and safe against concurrent writers."""
+def check_name(name: str) -> None:
+    """A registry name: non-empty, no spaces or slashes (``owner/name`` is how hub ids are written)."""
+    if not name or not name.strip():
+        raise ProxyToolError("models add: the name is empty")
+    if name != name.strip() or any(c.isspace() for c in name):
+        raise ProxyToolError(f"models add: name '{name}' contains whitespace")
+    if "/" in name or "\\" in name:
+        raise ProxyToolError(
+            f"models add: name '{name}' contains a slash and would shadow a hub id or path (owner/name); "
+            "pick a name without '/'"
+        )
+    if name.startswith((".", "~", "-")):
+        raise ProxyToolError(f"models add: name '{name}' must not start with '.', '~' or '-'")
+
+
+def add_entry(name: str, source: str, **hints) -> dict | None:
+    """Add or replace a user entry; atomic and safe against concurrent writers.
+
+    The entry is checked (keys, values, and that it resolves) before anything is written.
+
+    Returns:
+        The entry it replaced, or None.
+    """
+    check_name(name)
     entry = {"source": str(source), **{k: v for k, v in hints.items() if v is not None}}
     _check_entry(name, entry, "models add")
+    _from_entry(name, entry)  # the source and base resolve (a path exists, a name is known)
     path = registry_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         entries = user_entries()
+        previous = entries.get(name)
         entries[name] = entry
         write_text(path, tomli_w.dumps({"models": entries}))
+    return previous
 
 
 def remove_entry(name: str) -> None:
     """Remove a user entry (built-in aliases cannot be removed)."""
     path = registry_file()
+    if not path.exists():
+        raise ProxyToolError(f"no user model named '{name}' ({path} does not exist)")
     with FileLock(str(path) + ".lock"):
         entries = user_entries()
         if name not in entries:
@@ -110,13 +164,31 @@ def remove_entry(name: str) -> None:
 def all_entries() -> dict[str, dict]:
     """Built-in and user entries; user entries win. Each carries ``origin``."""
     merged = {name: {**e, "origin": "built-in"} for name, e in BUILTIN_MODELS.items()}
-    merged.update({name: {**e, "origin": "user"} for name, e in user_entries().items()})
+    users = user_entries()
+    for name, entry in users.items():
+        _check_entry(name, entry, str(registry_file()))
+    merged.update({name: {**e, "origin": "user"} for name, e in users.items()})
     return merged
 
 
 def resolve(name: str) -> ModelSpec:
     """Turn a name, path or hub id into a ModelSpec, or raise a ProxyToolError that suggests names."""
     name = str(name)
+    if not name.strip():
+        raise ProxyToolError("empty model name")
+    if name in _resolving:
+        raise ProxyToolError(f"{registry_file()}: model '{name}' is its own base (a 'base' cycle)")
+    _resolving.append(name)
+    try:
+        return _resolve(name)
+    finally:
+        _resolving.remove(name)
+
+
+_resolving: list[str] = []  # names being resolved, to catch base cycles
+
+
+def _resolve(name: str) -> ModelSpec:
     path = Path(name).expanduser()
     if path.exists():
         return _from_path(name, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -162,12 +163,13 @@ def _convert(value, kind) -> tuple[bool, object]:
         return isinstance(value, int) and not isinstance(value, bool), value
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
+            return math.isfinite(value), float(value)
         if isinstance(value, str):
             try:
-                return True, float(value)
+                converted = float(value)
             except ValueError:
                 return False, None
+            return math.isfinite(converted), converted
         return False, None
     if kind is str:
         return isinstance(value, (str, Path)), str(value)
@@ -183,7 +185,7 @@ def _convert(value, kind) -> tuple[bool, object]:
 def _type_name(kind) -> str:
     if typing.get_origin(kind) is list:
         return "a list of strings"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[kind]
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}[kind]
 
 
 # Names other tools (TRL, transformers, PEFT, litgpt) use for our keys: suggested on an unknown key.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import signal
 import threading
 import time
@@ -25,13 +26,13 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from proxytool.errors import ProxyToolError, at
+from proxytool.errors import ProxyToolError
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
+from proxytool.training import checkpoints
+from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
 from proxytool.training.config import TrainConfig, build_config, to_dict
 
-TRAINER_DIR = "trainer"
-RUN_FILE = "run.json"
-LOG_FILE = "train_log.jsonl"
+__all__ = ["LOG_FILE", "RUN_FILE", "TRAINER_DIR", "TrainingInterrupted", "TrainingDiverged", "resolve_config", "train"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 RESUME_MAY_CHANGE = {
     "epochs",
@@ -71,6 +72,20 @@ class TrainProgress:
 
     def end(self) -> None:
         """Training stopped (finished, interrupted or failed)."""
+
+
+class TrainingDiverged(ProxyToolError):
+    """The loss (or the gradient norm, or a weight) became NaN or infinite: nothing is saved or registered."""
+
+    exit_code = 1
+
+    def __init__(self, output: Path, step: int | None, what: str, value: float):
+        self.output, self.step = output, step
+        when = f" at step {step}" if step is not None else ""
+        super().__init__(
+            f"training diverged: {what} became {value}{when}; nothing was saved as an adapter or registered "
+            f"(lower --lr, check the data, then start again: rm -r {output})"
+        )
 
 
 class TrainingInterrupted(Exception):
@@ -169,12 +184,7 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
 
 def _saved_config(output: Path) -> TrainConfig:
     path = output / TRAINER_DIR / RUN_FILE
-    if not path.is_file():
-        raise ProxyToolError(
-            f"{at(output)}: nothing to resume (no {TRAINER_DIR}/{RUN_FILE}); start a new run without --resume"
-        )
-    saved = json.loads(path.read_text())
-    config, _ = build_config(TrainConfig, (str(path), saved["config"]))
+    config, _ = build_config(TrainConfig, (str(path), checkpoints.read_run_file(output)["config"]))
     return config
 
 
@@ -235,11 +245,12 @@ def train(
     config = _with_default_output(config)
     check_config(config)
     output = Path(config.output)
-    _check_output(output, resume)
+    checkpoints.check_output(output, resume)
     data = read_data(config.data)
     eval_data = read_data(config.eval_data) if config.eval_data else None
     if resume:
-        _check_same_run(output, data.sha256)
+        checkpoints.check_same_run(output, data.sha256)
+        checkpoints.set_aside_incomplete(output / TRAINER_DIR)
     spec = resolve(config.model)
     if spec.kind == "adapter":
         raise ProxyToolError(
@@ -256,42 +267,9 @@ def train(
         warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
         run = _prepare(config, spec, data, eval_data, progress)
         if not resume:
-            _write_run_file(output, config, data.sha256)
+            checkpoints.write_run_file(output, to_dict(config), data.sha256)
         train_output = _fit(run, output, resume, progress)
         return _finish(run, output, train_output, recipe, sources)
-
-
-def _check_output(output: Path, resume: bool) -> None:
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        trainer_dir = output / TRAINER_DIR
-        if not trainer_dir.is_dir() or get_last_checkpoint(str(trainer_dir)) is None:
-            raise ProxyToolError(
-                f"{at(output)}: nothing to resume (no checkpoint in {trainer_dir}); start a new run without --resume"
-            )
-        return
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ProxyToolError(
-            f"{at(output)}: already exists and is not empty; pass --resume to continue its run "
-            "or choose another --output"
-        )
-
-
-def _check_same_run(output: Path, data_sha256: str) -> None:
-    saved = json.loads((output / TRAINER_DIR / RUN_FILE).read_text())
-    if saved.get("data_sha256") != data_sha256:
-        raise ProxyToolError(
-            f"{saved['config']['data']}: the data changed since the run in {output} started; "
-            "resuming would mix two data sets (start a new run instead)"
-        )
-
-
-def _write_run_file(output: Path, config: TrainConfig, data_sha256: str) -> None:
-    from proxytool.files.atomic import write_text
-
-    record = {"config": to_dict(config), "data_sha256": data_sha256}
-    write_text(output / TRAINER_DIR / RUN_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def _quiet_libraries() -> None:
@@ -426,12 +404,16 @@ def _fit(run: _Run, output: Path, resume: bool, progress: TrainProgress):
     run.trainer.remove_callback(PrinterCallback)  # it prints every log dict; progress shows them instead
     run.trainer.remove_callback(ProgressCallback)
     run.trainer.add_callback(callback)
+    guard = checkpoints.SaveGuard(run.trainer)
+    start = checkpoints.last_complete(output / TRAINER_DIR) if resume else None
     try:
-        with _stop_on_ctrl_c(callback, progress):
-            result = run.trainer.train(resume_from_checkpoint=True if resume else None)
+        with _stop_on_ctrl_c(callback, progress, guard):
+            result = run.trainer.train(resume_from_checkpoint=str(start) if start else None)
     finally:
         progress.end()
     state = run.trainer.state
+    if callback.diverged is not None:
+        raise TrainingDiverged(output, *callback.diverged)
     if callback.stop_requested and state.global_step < state.max_steps:  # Ctrl-C on the last step: done anyway
         step = state.global_step
         checkpoint = output / TRAINER_DIR / f"checkpoint-{step}"
@@ -446,6 +428,7 @@ def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
     class RunCallback(TrainerCallback):
         def __init__(self):
             self.stop_requested = False
+            self.diverged: tuple | None = None  # (step, "loss"/"grad_norm", value) once one is not finite
             self.stats: dict = {}
             self._start = time.monotonic()
             self._tokens_at_start = 0
@@ -468,6 +451,12 @@ def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
+            for key in ("loss", "grad_norm"):
+                value = logs.get(key)
+                if isinstance(value, float) and not math.isfinite(value) and self.diverged is None:
+                    self.diverged = (state.global_step, key, value)
+                    control.should_training_stop = True
+                    control.should_save = False
             if "loss" in logs:
                 self.stats["loss"] = logs["loss"]
                 progress.step(state.global_step, dict(self.stats))
@@ -484,14 +473,22 @@ def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c(callback, progress: TrainProgress):
-    """First Ctrl-C: finish the step, save, stop. Second: stop now (KeyboardInterrupt), unsaved."""
+def _stop_on_ctrl_c(callback, progress: TrainProgress, guard=None):
+    """First Ctrl-C: finish the step, save, stop. Second: stop now (KeyboardInterrupt), unsaved.
+
+    A second Ctrl-C during a checkpoint save waits until the save is complete, so it cannot leave
+    a half-written checkpoint behind.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         if callback.stop_requested:
+            if guard is not None and guard.saving:
+                guard.interrupt_pending = True
+                progress.note("Ctrl-C: quitting once the checkpoint being saved is complete")
+                return
             raise KeyboardInterrupt
         callback.stop_requested = True
         progress.note("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit unsaved)")
@@ -508,6 +505,7 @@ def _stop_on_ctrl_c(callback, progress: TrainProgress):
 
 def _finish(run: _Run, output: Path, train_output, recipe, sources: dict | None) -> TrainResult:
     config, trainer = run.config, run.trainer
+    _check_finite_weights(trainer.model, output)
     metrics = _final_metrics(trainer, train_output, run.eval_data is not None)
     _save_adapter(trainer.model, run.spec, output)
     run.tokenizer.save_pretrained(output)
@@ -518,6 +516,15 @@ def _finish(run: _Run, output: Path, train_output, recipe, sources: dict | None)
 
         add_entry(config.name, str(output.resolve()))
     return TrainResult(output=output, global_step=trainer.state.global_step, metrics=metrics)
+
+
+def _check_finite_weights(model, output: Path) -> None:
+    """Never write or register an adapter with NaN/inf weights (a diverged run the logs missed)."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and not torch.isfinite(param).all():
+            raise TrainingDiverged(output, None, f"weight {name}", float("nan"))
 
 
 def _final_metrics(trainer, train_output, has_eval: bool) -> dict:

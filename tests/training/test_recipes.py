@@ -81,7 +81,7 @@ def test_precedence_default_recipe_flag(tmp_path):
         ("batch_size: four\n", "key 'batch_size' must be an integer (got str 'four')"),
         ("batch_size: 2.5\n", "key 'batch_size' must be an integer (got float 2.5)"),
         ("packing: 1\n", "key 'packing' must be true/false (got int 1)"),
-        ("lr: fast\n", "key 'lr' must be a number (got str 'fast')"),
+        ("lr: fast\n", "key 'lr' must be a finite number (got str 'fast')"),
         ("target_modules: [1, 2]\n", "key 'target_modules' must be a list of strings"),
         ("max_steps: -1\n", "key 'max_steps' must be >= 0 (got -1)"),
         ("lora_dropout: 1.5\n", "key 'lora_dropout' must be < 1"),
