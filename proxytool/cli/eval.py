@@ -6,11 +6,11 @@ from typing import Annotated
 import typer
 
 from proxytool.cli import options as o
+from proxytool.evaluation.tasks import REGISTRY as TASK_REGISTRY
 from proxytool.runtime import prepare_runtime
 
-TASK_HELP = (
-    "polls-recall, polls-unseen, gsm8k, truthfulqa-mc, humaneval, or a JSONL file with question and "
-    "answer (+ choices and correct for multiple choice)."
+TASK_HELP = ", ".join(f"{name} ({spec.help})" for name, spec in TASK_REGISTRY.items()) + (
+    ", or a JSONL file with question and answer (+ choices and correct for multiple choice)."
 )
 
 

@@ -139,17 +139,8 @@ def proxy_name(alpha: float, sweep: bool) -> str:
 
 
 def metric_name(task: Task) -> str:
-    """The task's headline metric, in words."""
-    names = {
-        "gsm8k": "accuracy (final number)",
-        "humaneval": "pass@1 (greedy)",
-        "truthfulqa-mc": "MC1 accuracy (log-likelihood)",
-        "polls-recall": "accuracy (exact / numeric)",
-        "polls-unseen": "accuracy (exact / numeric)",
-    }
-    if task.name in names:
-        return names[task.name]
-    return "choice accuracy (log-likelihood)" if task.kind == "choice" else "accuracy (exact / numeric)"
+    """What the task's score means (the task says)."""
+    return task.metric
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -354,12 +345,8 @@ def score_example(task: Task, example: Example, output) -> dict:
 
 
 def aggregate(task: Task, scores: list[float]) -> float:
-    """The task's score from per-example scores: the mean (HumanEval: mean greedy pass@1)."""
-    if not scores:
-        return 0.0
-    if task.name == "humaneval":  # one greedy sample per problem: pass@1 = c
-        scores = [metrics.pass_at_k(1, int(s >= 1.0), 1) for s in scores]
-    return sum(scores) / len(scores)
+    """The task's score from per-example scores (the task's own aggregation: mean, pass@1, ...)."""
+    return task.aggregate(scores)
 
 
 # --------------------------------------------------------------------------- the whole run
