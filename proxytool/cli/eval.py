@@ -62,14 +62,8 @@ def eval_command(
     from rich.console import Console
 
     from proxytool.cli import validate as v
-    from proxytool.evaluation.evaluate import (
-        EvalConfig,
-        models_note,
-        parse_alphas,
-        prepare,
-        run_prepared,
-        target_note,
-    )
+    from proxytool.evaluation.evaluate import EvalConfig, parse_alphas, prepare, run_prepared
+    from proxytool.evaluation.report import models_note, target_note
 
     loading.validate()
     v.names("--expert", [expert])
@@ -113,7 +107,7 @@ def eval_command(
 def _table(report):
     from rich.table import Table
 
-    from proxytool.evaluation.evaluate import table_rows
+    from proxytool.evaluation.report import table_rows
 
     headers, rows = table_rows(report)
     table = Table(title=f"{report.task}: {report.metric}")

@@ -69,6 +69,7 @@ class Task:
         scorer: ``(example, completion) -> score``; used by :meth:`score`.
         metric: What the task's score means (report headers).
         aggregator: Per-example scores -> the task's score (default: the mean).
+        runs_code: Scoring executes model-written code, so eval asks for --allow-code-execution.
     """
 
     name: str
@@ -79,6 +80,7 @@ class Task:
     source: str = ""
     scorer: Callable[[Example, str], float] = field(default=score_qa, repr=False, compare=False)
     metric: str = "accuracy (exact / numeric)"
+    runs_code: bool = False  # scoring executes model-written code (needs --allow-code-execution)
     aggregator: Callable[[list[float]], float] = field(default=mean, repr=False, compare=False)
 
     def score(self, example: Example, completion: str) -> float:

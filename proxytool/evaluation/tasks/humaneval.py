@@ -73,4 +73,5 @@ def load_humaneval(data_dir: Path | None, few_shot: int | None) -> Task:
         scorer=_score_humaneval,
         metric="pass@1 (greedy)",
         aggregator=_pass_at_1,
+        runs_code=True,
     )
