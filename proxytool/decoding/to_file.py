@@ -21,7 +21,7 @@ from pathlib import Path
 from proxytool.data.prompts import PromptItem
 from proxytool.decoding.generate import ProxyModels, completion_of, generate
 from proxytool.decoding.sampling import SamplingConfig
-from proxytool.errors import ProxyToolError
+from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.files.atomic import write_text
 
 META_KIND = "proxytool decode output"
@@ -215,7 +215,7 @@ def _append(fd: int, data: bytes, part: Path) -> None:
             os.ftruncate(fd, start)
         except OSError:
             pass
-        raise ProxyToolError(
+        raise RunFailed(
             f"{part}: cannot write ({err.strerror or err}); the lines written so far are kept: free space and rerun "
             "the same command to resume"
         ) from None

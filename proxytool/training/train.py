@@ -74,10 +74,8 @@ class TrainProgress:
         """Training stopped (finished, interrupted or failed)."""
 
 
-class TrainingDiverged(ProxyToolError):
+class TrainingDiverged(RunFailed):
     """The loss (or the gradient norm, or a weight) became NaN or infinite: nothing is saved or registered."""
-
-    exit_code = 1
 
     def __init__(self, output: Path, step: int | None, what: str, value: float):
         self.output, self.step = output, step
