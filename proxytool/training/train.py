@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from proxytool.errors import ProxyToolError
+from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
