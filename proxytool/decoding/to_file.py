@@ -58,10 +58,12 @@ def fingerprint(items: list[PromptItem], options: DecodeOptions, models: dict | 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     diffs = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += _differences(a, b, f"{prefix}{key}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b:
+            diffs += _differences(dict(enumerate(a)), dict(enumerate(b)), f"{prefix}{key}.")
         elif a != b:
             if key == "prompts_sha256":
                 diffs.append("the prompts")

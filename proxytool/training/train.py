@@ -82,7 +82,7 @@ class TrainingDiverged(RunFailed):
         when = f" at step {step}" if step is not None else ""
         super().__init__(
             f"training diverged: {what} became {value}{when}; nothing was saved as an adapter or registered "
-            f"(lower --lr, check the data, then start again: rm -r {output})"
+            "(lower --lr or check the data, then start again)"
         )
 
 
