@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from proxytool.cli import options as o
+from proxytool.cli.output import console as stdout_console
 from proxytool.runtime import prepare_runtime
 
 TASK_HELP = (
@@ -103,7 +104,7 @@ def eval_command(
 
         print(json.dumps({**report.to_json(), "folder": str(folder)}, ensure_ascii=False))
         return
-    out = Console()
+    out = stdout_console()
     out.print(_table(report))
     out.print(models_note(report), highlight=False)
     out.print(target_note(report), highlight=False)

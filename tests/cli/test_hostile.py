@@ -96,6 +96,9 @@ CASES = [
     ("base-unknown", decode()[:-1] + ["no-such-model"], {}, 2, "unknown model 'no-such-model'", None),
     ("base-text-file", decode()[:-1] + ["{T}/p.jsonl"], {}, 2, "not a model folder", None),
     ("base-empty-folder", decode()[:-1] + ["{T}/empty"], {"empty/": None}, 2, "no config.json", None),
+    ("base-non-utf8-arg", decode()[:-1] + ["\udcff"], {}, 2, "unknown model '\\udcff'", None),
+    ("stop-non-utf8-arg", decode("--stop", "a\udcff"), {}, 2, "--stop: not valid UTF-8", None),
+    ("chat-system-non-utf8", ["chat", "--base", "{B}", "--system", "\udcff"], {}, 2, "--system: not valid UTF-8", ""),
     # ---- decode: prompts files
     (
         "prompts-missing",
