@@ -117,6 +117,8 @@ def plan_resume(output: Path, items: list[PromptItem], run: dict) -> str:
                     "choose another --output or move it away"
                 )
         return "new"
+    if not part.exists() and not output.exists():
+        return "new"  # a meta file left alone (its output was deleted): proxytool's own, replaced
     diffs = _differences(meta["fingerprint"], run)
     if diffs:
         what = part if part.exists() else output
@@ -126,11 +128,9 @@ def plan_resume(output: Path, items: list[PromptItem], run: dict) -> str:
         )
     if part.exists():
         return "resume"
-    if output.exists():
-        if meta.get("output_sha256") != _sha256(output):
-            raise ProxyToolError(f"{output}: changed since proxytool wrote it; choose another --output or move it away")
-        return "done"
-    return "new"
+    if meta.get("output_sha256") != _sha256(output):
+        raise ProxyToolError(f"{output}: changed since proxytool wrote it; choose another --output or move it away")
+    return "done"
 
 
 def completed_ids(output: Path, items: list[PromptItem]) -> set[str]:

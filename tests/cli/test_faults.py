@@ -96,6 +96,24 @@ def test_a_finished_output_is_kept_only_for_the_same_settings(tiny_models, promp
     assert code == 2 and "changed since proxytool wrote it" in one_line(err) and out.read_bytes() == edited
 
 
+def test_pickled_weights_need_trust_pickle(tiny_models, prompts, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_models["base"], folder)
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    args = ["decode", "--prompts", prompts, "--base", folder, "--max-new-tokens", "2", "--threads", "1"]
+    code, _, err = run_cli(*args, "--output", tmp_path / "a.jsonl")
+    assert code == 2 and "pickled .bin weights" in one_line(err) and not (tmp_path / "a.jsonl.part").exists()
+    code, _, err = run_cli(*args, "--output", tmp_path / "b.jsonl", "--trust-pickle")
+    assert code == 0, err
+
+
 def test_ctrl_c_during_decode_exits_130_and_the_part_resumes(tiny_models, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": str(i), "prompt": f"Poll {i}"} for i in range(60)])
     out = tmp_path / "out.jsonl"
