@@ -221,6 +221,8 @@ def _from_entry(name: str, entry: dict) -> ModelSpec:
 
 def _from_path(name: str, path: Path) -> ModelSpec:
     path = path.resolve()
+    if not path.is_file() and not path.is_dir():
+        raise ProxyToolError(f"{path}: not a model folder or a .gguf file")
     if path.is_file():
         if path.suffix != ".gguf":
             raise ProxyToolError(f"{path}: not a model folder or a .gguf file")

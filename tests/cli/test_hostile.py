@@ -95,6 +95,7 @@ CASES = [
     ("base-empty", ["decode", "--prompts", "{T}/p.jsonl", "-o", "{T}/out.jsonl", "--base", ""], {}, 2, "empty", None),
     ("base-unknown", decode()[:-1] + ["no-such-model"], {}, 2, "unknown model 'no-such-model'", None),
     ("base-text-file", decode()[:-1] + ["{T}/p.jsonl"], {}, 2, "not a model folder", None),
+    ("base-is-a-device", decode()[:-1] + ["/dev/zero"], {}, 2, "/dev/zero: not a model folder", None),
     ("base-empty-folder", decode()[:-1] + ["{T}/empty"], {"empty/": None}, 2, "no config.json", None),
     ("base-non-utf8-arg", decode()[:-1] + ["\udcff"], {}, 2, "unknown model '\\udcff'", None),
     ("stop-non-utf8-arg", decode("--stop", "a\udcff"), {}, 2, "--stop: not valid UTF-8", None),
@@ -312,6 +313,14 @@ CASES = [
     ),
     ("train-output-is-file", train(), {**DATA, "run": b"x"}, 2, "is a file", None),
     ("train-output-not-empty", train(), {**DATA, "run/keep.txt": b"mine"}, 2, "already exists and is not empty", None),
+    (
+        "train-output-under-a-file",
+        ["train", "--model", "{B}", "--data", "{T}/d.jsonl", "--output", "{T}/d.jsonl/run"],
+        DATA,
+        2,
+        "is not a writable folder",
+        None,
+    ),
     ("train-resume-nothing", train("--resume"), DATA, 2, "nothing to resume", None),
     (
         "train-resume-no-complete-checkpoint",
