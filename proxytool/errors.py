@@ -10,6 +10,12 @@ class ProxyToolError(Exception):
     exit_code = 2
 
 
+class RunFailed(ProxyToolError):
+    """A run that failed on valid input (disk full, training diverged): exit code 1, not 2."""
+
+    exit_code = 1
+
+
 def at(path, line: int | None = None, field: str | None = None) -> str:
     """Format a location as ``file:line: field`` for error messages."""
     where = str(path)

@@ -7,11 +7,13 @@ from contextlib import redirect_stderr, redirect_stdout
 from proxytool.cli import app
 
 
-def run_cli(*args, stdin: str | None = None) -> tuple[int, str, str]:
+def run_cli(*args, stdin: str | bytes | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     argv, old_stdin = sys.argv, sys.stdin
     sys.argv = ["proxytool", *map(str, args)]
-    if stdin is not None:
+    if isinstance(stdin, bytes):
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    elif stdin is not None:
         sys.stdin = io.StringIO(stdin)
     code = 0
     try:

@@ -104,8 +104,9 @@ def _one_line(message: str) -> str:
 
 
 def _fail(message: str, code: int) -> None:
+    """Print one line on stderr, whatever it holds (a lone surrogate from a non-UTF-8 argument is escaped)."""
     try:
-        print(message, file=sys.stderr)
+        print(message.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
     except (BrokenPipeError, ValueError):
         pass
     sys.exit(code)

@@ -36,6 +36,7 @@ def chat(
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
     v.generation(max_new_tokens, None)
+    v.text("--system", system)
     v.sampling(temperature, top_k, top_p, seed)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     resolved = resolve_roles(setup)

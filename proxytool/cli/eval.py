@@ -6,6 +6,8 @@ from typing import Annotated
 import typer
 
 from proxytool.cli import options as o
+from proxytool.cli.output import console as stdout_console
+from proxytool.errors import ProxyToolError
 from proxytool.evaluation.tasks import REGISTRY as TASK_REGISTRY
 from proxytool.runtime import prepare_runtime
 
@@ -86,8 +88,17 @@ def eval_command(
         command=shlex.join(["proxytool", *sys.argv[1:]]),
         allow_code_execution=allow_code_execution,
     )
-    prepared = prepare(config)  # input errors surface before the progress display starts
     v.device_available(loading.device)
+    existed = output is not None and Path(output).exists()
+    prepared = prepare(config)  # input errors surface before the progress display starts
+    try:
+        _check_prompt_lengths(prepared, loading.formats)
+    except ProxyToolError:
+        if not existed:  # leave no empty output folder behind
+            import shutil
+
+            shutil.rmtree(prepared.output, ignore_errors=True)
+        raise
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with _ProgressBars(console) as bars:
@@ -97,11 +108,32 @@ def eval_command(
 
         print(json.dumps({**report.to_json(), "folder": str(folder)}, ensure_ascii=False))
         return
-    out = Console()
+    out = stdout_console()
     out.print(_table(report))
     out.print(models_note(report), highlight=False)
     out.print(target_note(report), highlight=False)
     console.print(f"wrote {folder}/report.json, report.md and outputs/")
+
+
+def _check_prompt_lengths(prepared, formats: dict) -> None:
+    """Each example (with its longest choice, or plus the generation budget) fits every model's context."""
+    from proxytool.cli import validate as v
+
+    task, config = prepared.task, prepared.config
+    labels = {
+        "base": ("the base", "base"),
+        "expert": ("the expert", "expert"),
+        "direct": ("the direct model", "expert"),
+    }
+    labels["anti_expert"] = ("the anti-expert", "anti-expert")
+    roles = [(labels[k][0], spec, labels[k][1]) for k, spec in prepared.models.items() if k in labels]
+    fit = v.PromptFit(roles, formats)
+    budget = task.max_new_tokens if config.max_new_tokens is None else config.max_new_tokens
+    for example in task.examples:
+        longest = max(example.choices or [""], key=len)
+        fit.check(
+            f"task {task.name}: example '{example.id}'", example.prompt + longest, budget if not example.choices else 0
+        )
 
 
 def _table(report):

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from proxytool.cli.output import console as stdout_console
 from proxytool.training.config import TrainConfig
 
 _D = TrainConfig()  # help texts quote the dataclass defaults, the single source of them
@@ -151,7 +152,7 @@ def train_command(
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
-    _print_result(Console(), result, config)
+    _print_result(stdout_console(), result, config)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -245,18 +246,16 @@ def merge_command(
     ] = None,
     dtype: Annotated[str, typer.Option(help="auto (the base's saved dtype), float32, float16 or bfloat16.")] = "auto",
 ) -> None:
-    from rich.console import Console
 
     from proxytool.training.merge import merge
 
     _quiet()
     result = merge(checkpoint, output, dtype=dtype)
     verb = "already up to date" if result.skipped else "written"
-    Console().print(f"merged model ({result.dtype}) {verb}: {result.output}")
+    stdout_console().print(f"merged model ({result.dtype}) {verb}: {result.output}")
 
 
 def recipes_list() -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from proxytool.training.recipes import list_recipes, recipes_dir
@@ -268,11 +267,10 @@ def recipes_list() -> None:
         table.add_row(
             recipe.name, str(recipe.values.get("model", "")), str(recipe.values.get("data", "")), recipe.description
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or YAML path.")]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from proxytool.training.config import TrainConfig, build_config
@@ -280,7 +278,7 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or YAML p
 
     recipe = load_recipe(name)
     config, sources = build_config(TrainConfig, ("recipe", recipe.values))
-    console = Console()
+    console = stdout_console()
     console.print(f"[bold]{recipe.name}[/bold]  ({recipe.path})\n{recipe.description}")
     if recipe.needs:
         console.print(f"needs: {recipe.needs}")

@@ -73,6 +73,16 @@ def names(flag: str, values: Sequence[str] | None) -> None:
             raise ProxyToolError(f"{flag} must not be empty")
 
 
+def text(flag: str, value: str | None) -> None:
+    """A text flag must be valid Unicode (a non-UTF-8 byte on the command line arrives as a lone surrogate)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ProxyToolError(f"{flag}: not valid UTF-8 text (character {err.start + 1})") from None
+
+
 def sampling(temperature: float, top_k: int, top_p: float, seed: int) -> None:
     finite("--temperature", temperature, 0)
     at_least("--top-k", top_k, 0)
@@ -84,6 +94,7 @@ def generation(max_new_tokens: int | None, batch_size: int | None, stop: Sequenc
     at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
     at_least("--batch-size", batch_size, 1, 100_000)
     for s in stop or ():
+        text("--stop", s)
         if s == "":
             raise ProxyToolError("--stop must not be empty (an empty stop string would end every completion at once)")
 

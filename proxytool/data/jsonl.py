@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +30,15 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     Raises:
         ProxyToolError: On unreadable files, invalid JSON or a line that is not a JSON object.
     """
+    from proxytool.files.reading import read_bytes
+
     path = Path(path)
-    try:
-        with (
-            gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
-        ) as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    yield number, parse_line(line, path, number)
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
-        raise ProxyToolError(f"{at(path)}: cannot read ({err.__class__.__name__}: {err})") from None
-    except OSError as err:
-        raise ProxyToolError(f"{at(path)}: cannot read ({err.strerror or err})") from None
+    raw = read_bytes(path, "JSONL")
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:
+            raise ProxyToolError(f"{at(path)}: cannot read ({err.__class__.__name__}: {err})") from None
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        if line.strip():
+            yield number, parse_line(line, path, number)

@@ -122,10 +122,10 @@ def read_data(path: str | Path) -> DataFile:
     Raises:
         ProxyToolError: The first problem found, as ``file:line: field 'x': what is wrong``.
     """
+    from proxytool.files.reading import read_bytes
+
     path = Path(path)
-    if not path.is_file():
-        raise ProxyToolError(f"{at(path)}: no such data file")
-    raw = path.read_bytes()
+    raw = read_bytes(path, "data")
     examples = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(raw.split(b"\n"), start=1):

@@ -48,8 +48,10 @@ class LoadingOptions:
             _one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
         if not _DEVICE.match(self.device):
             raise ProxyToolError(f"--device must be auto, cpu, mps, cuda or cuda:N (got '{self.device}')")
-        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
-            raise ProxyToolError(f"--threads must be between 1 and {MAX_THREADS} (got {self.threads})")
+        if self.threads is not None and self.threads < 1:
+            raise ProxyToolError(f"--threads must be >= 1 (got {self.threads})")
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ProxyToolError(f"--threads must be <= {MAX_THREADS} (got {self.threads})")
 
     def to_json(self) -> dict:
         return asdict(self)

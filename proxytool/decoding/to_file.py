@@ -21,7 +21,7 @@ from pathlib import Path
 from proxytool.data.prompts import PromptItem
 from proxytool.decoding.generate import ProxyModels, completion_of, generate
 from proxytool.decoding.sampling import SamplingConfig
-from proxytool.errors import ProxyToolError
+from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.files.atomic import write_text
 
 META_KIND = "proxytool decode output"
@@ -58,10 +58,12 @@ def fingerprint(items: list[PromptItem], options: DecodeOptions, models: dict | 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     diffs = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += _differences(a, b, f"{prefix}{key}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b:
+            diffs += _differences(dict(enumerate(a)), dict(enumerate(b)), f"{prefix}{key}.")
         elif a != b:
             if key == "prompts_sha256":
                 diffs.append("the prompts")
@@ -115,6 +117,8 @@ def plan_resume(output: Path, items: list[PromptItem], run: dict) -> str:
                     "choose another --output or move it away"
                 )
         return "new"
+    if not part.exists() and not output.exists():
+        return "new"  # a meta file left alone (its output was deleted): proxytool's own, replaced
     diffs = _differences(meta["fingerprint"], run)
     if diffs:
         what = part if part.exists() else output
@@ -124,11 +128,9 @@ def plan_resume(output: Path, items: list[PromptItem], run: dict) -> str:
         )
     if part.exists():
         return "resume"
-    if output.exists():
-        if meta.get("output_sha256") != _sha256(output):
-            raise ProxyToolError(f"{output}: changed since proxytool wrote it; choose another --output or move it away")
-        return "done"
-    return "new"
+    if meta.get("output_sha256") != _sha256(output):
+        raise ProxyToolError(f"{output}: changed since proxytool wrote it; choose another --output or move it away")
+    return "done"
 
 
 def completed_ids(output: Path, items: list[PromptItem]) -> set[str]:
@@ -215,7 +217,7 @@ def _append(fd: int, data: bytes, part: Path) -> None:
             os.ftruncate(fd, start)
         except OSError:
             pass
-        raise ProxyToolError(
+        raise RunFailed(
             f"{part}: cannot write ({err.strerror or err}); the lines written so far are kept: free space and rerun "
             "the same command to resume"
         ) from None

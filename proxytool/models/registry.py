@@ -136,7 +136,10 @@ def add_entry(name: str, source: str, **hints) -> dict | None:
     check_name(name)
     entry = {"source": str(source), **{k: v for k, v in hints.items() if v is not None}}
     _check_entry(name, entry, "models add")
-    _from_entry(name, entry)  # the source and base resolve (a path exists, a name is known)
+    source_path = Path(entry["source"]).expanduser()
+    if not source_path.exists() and not _looks_like_hub_id(entry["source"]):
+        raise ProxyToolError(f"models add: source '{source}' is not an existing path nor a hub id (owner/name)")
+    _from_entry(name, entry)  # the source and base resolve (a model folder, adapter or GGUF; a known base)
     path = registry_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
@@ -152,6 +155,9 @@ def remove_entry(name: str) -> None:
     path = registry_file()
     if not path.exists():
         raise ProxyToolError(f"no user model named '{name}' ({path} does not exist)")
+    if name not in user_entries():  # checked before taking the lock, which leaves a .lock file behind
+        hint = " (a built-in alias cannot be removed)" if name in BUILTIN_MODELS else ""
+        raise ProxyToolError(f"no user model named '{name}' in {path}{hint}")
     with FileLock(str(path) + ".lock"):
         entries = user_entries()
         if name not in entries:
@@ -215,6 +221,8 @@ def _from_entry(name: str, entry: dict) -> ModelSpec:
 
 def _from_path(name: str, path: Path) -> ModelSpec:
     path = path.resolve()
+    if not path.is_file() and not path.is_dir():
+        raise ProxyToolError(f"{path}: not a model folder or a .gguf file")
     if path.is_file():
         if path.suffix != ".gguf":
             raise ProxyToolError(f"{path}: not a model folder or a .gguf file")

@@ -11,6 +11,7 @@ simply be started again.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -67,6 +68,13 @@ def check_output(output: Path, resume: bool) -> None:
     """The output folder suits the run: something to resume, or empty (or a run that never saved)."""
     if output.exists() and not output.is_dir():
         raise ProxyToolError(f"{at(output)}: is a file; --output must be a folder")
+    ancestor = output
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ProxyToolError(
+            f"{at(output)}: cannot create the output folder here ({ancestor} is not a writable folder)"
+        )
     trainer_dir = output / TRAINER_DIR
     if resume:
         if last_complete(trainer_dir) is None:

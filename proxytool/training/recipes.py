@@ -81,9 +81,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         The recipe.
     """
     path = find_recipe(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    from proxytool.files.reading import decode_utf8, read_bytes
+
+    text = decode_utf8(read_bytes(path, "recipe", 16 * 2**20), path)
     try:
         values = yaml.safe_load(text)
+    except RecursionError:
+        raise ProxyToolError(f"{at(path)}: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from proxytool.errors import ProxyToolError
+from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
@@ -74,17 +74,15 @@ class TrainProgress:
         """Training stopped (finished, interrupted or failed)."""
 
 
-class TrainingDiverged(ProxyToolError):
+class TrainingDiverged(RunFailed):
     """The loss (or the gradient norm, or a weight) became NaN or infinite: nothing is saved or registered."""
-
-    exit_code = 1
 
     def __init__(self, output: Path, step: int | None, what: str, value: float):
         self.output, self.step = output, step
         when = f" at step {step}" if step is not None else ""
         super().__init__(
             f"training diverged: {what} became {value}{when}; nothing was saved as an adapter or registered "
-            f"(lower --lr, check the data, then start again: rm -r {output})"
+            "(lower --lr or check the data, then start again)"
         )
 
 
