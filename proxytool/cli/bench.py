@@ -17,7 +17,9 @@ def bench(
     expert: Annotated[str, typer.Option("--expert", "-e", help="The expert (a LoRA adapter shares its base).")],
     anti_expert: Annotated[str | None, typer.Option("--anti-expert", "-a", help="Default: the expert's base.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
-    modes: Annotated[str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base.")] = "base,proxy,naive",
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base, speculative.")
+    ] = "base,proxy,naive",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
@@ -27,6 +29,8 @@ def bench(
     share_weights: o.ShareWeights = None,
     overlap: o.Overlap = "auto",
     threads: o.Threads = None,
+    speculative: Annotated[int, typer.Option(help="Draft tokens per round in the speculative mode.")] = 4,
+    draft: o.Draft = "expert",
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
 ) -> None:
     import json
@@ -48,6 +52,12 @@ def bench(
         raise ProxyToolError(
             f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
         )
+    if "speculative" in chosen:
+        from proxytool.decoding.speculative import check_speculative
+
+        if speculative < 1:
+            raise ProxyToolError(f"--speculative must be >= 1 for the speculative mode (got {speculative})")
+        check_speculative(speculative, draft, has_expert=True)
     resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
     config = BenchConfig(
         base=base,
@@ -64,6 +74,8 @@ def bench(
         share_weights=share_weights,
         overlap=overlap,
         threads=threads,
+        speculative=speculative,
+        draft=draft,
     )
     console = Console()
     with console.status("benchmarking") as status:
@@ -77,7 +89,7 @@ def bench(
         cuda = "-" if r["cuda_max_allocated_gb"] is None else f"{r['cuda_max_allocated_gb']:.2f}"
         table.add_row(
             str(r["batch"]),
-            r["mode"],
+            r["mode"] if "speculative" not in r else f"spec k={r['speculative']}",
             f"{r['tokens_per_s']:.1f}",
             f"{r['ms_per_step']:.1f}",
             f"{r['ttft_s']:.3f}",
@@ -85,6 +97,12 @@ def bench(
             cuda,
         )
     console.print(table)
+    for r in results:
+        if "speculative" in r:
+            console.print(
+                f"batch {r['batch']}: speculative k={r['speculative']} ({r['draft']} drafts) kept "
+                f"{r['accepted_per_round']:.2f} drafts per round over {r['rounds']} rounds"
+            )
     summary = ratios(results)
     for row in summary:
         parts = [f"{k.replace('_vs_', '/')} = {v:.2f}x" for k, v in row.items() if k != "batch"]

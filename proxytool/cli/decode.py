@@ -34,6 +34,8 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
+    speculative: o.Speculative = 0,
+    draft: o.Draft = "expert",
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -47,16 +49,20 @@ def decode(
 
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.speculative import check_speculative
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts
     from proxytool.errors import ProxyToolError
 
     if batch_size < 1 or max_new_tokens < 0:
         raise ProxyToolError("--batch-size must be >= 1 and --max-new-tokens >= 0")
+    check_speculative(speculative, draft, has_expert=bool(expert))
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         sampling=o.sampling_config(temperature, top_k, top_p, seed),
         stop=tuple(stop or ()),
+        speculative=speculative,
+        draft=draft,
     )
     items = read_prompts(prompts)
     check_writable(output)

@@ -56,10 +56,7 @@ def speculative_generate(
 
     if k < 1:
         raise ProxyToolError(f"--speculative must be >= 1 to speculate (got {k}; 0 decodes plainly)")
-    if not models.pairs:
-        raise ProxyToolError("--speculative needs an expert to draft with (no --expert given)")
-    if draft not in DRAFTERS:
-        raise ProxyToolError(f"--draft must be one of {', '.join(DRAFTERS)} (got '{draft}')")
+    check_speculative(k, draft, has_expert=bool(models.pairs))
     rows = [Row() for _ in prompts]
     if max_new_tokens <= 0:
         for row in rows:
@@ -106,6 +103,16 @@ def speculative_generate(
                 if over:
                     return
             pending = tokens[:, kept - 1]
+
+
+def check_speculative(k: int, draft: str, has_expert: bool) -> None:
+    """The speculative options' errors, before any model loads."""
+    if k < 0:
+        raise ProxyToolError(f"--speculative must be >= 0 (got {k})")
+    if draft not in DRAFTERS:
+        raise ProxyToolError(f"--draft must be one of {', '.join(DRAFTERS)} (got '{draft}')")
+    if k > 0 and not has_expert:
+        raise ProxyToolError("--speculative needs an expert to draft with (no --expert given)")
 
 
 class _Drafter:
