@@ -19,10 +19,14 @@ def bench(
     expert: Annotated[str, typer.Option("--expert", "-e", help="The expert (a LoRA adapter shares its base).")],
     anti_expert: Annotated[str | None, typer.Option("--anti-expert", "-a", help="Default: the expert's base.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
-    modes: Annotated[str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base.")] = "base,proxy,naive",
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base, speculative.")
+    ] = "base,proxy,naive",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
+    speculative: Annotated[int, typer.Option(help="Draft tokens per round in the speculative mode.")] = 4,
+    draft: o.Draft = "expert",
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,
     loading: o.LoadingOptions = o.LoadingOptions(),
@@ -52,6 +56,12 @@ def bench(
     v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
     if output is not None and output.is_dir():
         raise ProxyToolError(f"--output {output}: is a folder; give a file name")
+    if "speculative" in chosen:
+        from proxytool.decoding.speculative import check_speculative
+
+        if speculative < 1:
+            raise ProxyToolError(f"--speculative must be >= 1 for the speculative mode (got {speculative})")
+        check_speculative(speculative, draft, has_expert=True)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
     resolve_roles(setup)
     config = BenchConfig(
@@ -61,6 +71,8 @@ def bench(
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         repeats=repeats,
+        speculative=speculative,
+        draft=draft,
     )
     v.device_available(loading.device)
     with make_console(stderr=True).status("benchmarking") as status:
@@ -82,7 +94,7 @@ def bench(
         cuda = "-" if r["cuda_max_allocated_gb"] is None else f"{r['cuda_max_allocated_gb']:.2f}"
         table.add_row(
             str(r["batch"]),
-            r["mode"],
+            r["mode"] if "speculative" not in r else f"spec k={r['speculative']}",
             f"{r['tokens_per_s']:.1f}",
             f"{r['ms_per_step']:.1f}",
             f"{r['ttft_s']:.3f}",
@@ -90,6 +102,12 @@ def bench(
             cuda,
         )
     console.print(table)
+    for r in results:
+        if "speculative" in r:
+            console.print(
+                f"batch {r['batch']}: speculative k={r['speculative']} ({r['draft']} drafts) kept "
+                f"{r['accepted_per_round']:.2f} drafts per round over {r['rounds']} rounds"
+            )
     for row in summary:
         parts = [f"{k.replace('_vs_', '/')} = {v:.2f}x" for k, v in row.items() if k != "batch"]
         console.print(f"batch {row['batch']}: " + ", ".join(parts))

@@ -35,6 +35,8 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
+    speculative: o.Speculative = 0,
+    draft: o.Draft = "expert",
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -49,18 +51,22 @@ def decode(
     from proxytool.cli import validate as v
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.speculative import check_speculative
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume
 
     v.generation(max_new_tokens, batch_size, stop)
     v.sampling(temperature, top_k, top_p, seed)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     setup.validate()
+    check_speculative(speculative, draft, has_expert=bool(expert))
     v.not_the_input(output, [prompts])
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         sampling=o.sampling_config(temperature, top_k, top_p, seed),
         stop=tuple(stop or ()),
+        speculative=speculative,
+        draft=draft,
     )
     check_writable(output)
     items = read_prompts(prompts)

@@ -53,6 +53,14 @@ TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (1 = off).
 TopK = Annotated[int, typer.Option(help="Keep the k best tokens (0 = off).")]
 Seed = Annotated[int, typer.Option(help="Sampling seed (each prompt gets its own stream).")]
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
+Speculative = Annotated[
+    int,
+    typer.Option(
+        help="Speculative proxy decoding: the expert drafts K tokens, base and pair verify them in one "
+        "forward (0 = off). Greedy output is unchanged; sampling keeps the same distribution."
+    ),
+]
+Draft = Annotated[str, typer.Option(help="What drafts with --speculative: expert or small-proxy.")]
 
 
 def proxy_setup(loading: LoadingOptions, base: str, experts=(), anti_experts=(), alphas=()) -> ProxySetup:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 
-MODES = ("base", "proxy", "naive", "engine-base")  # engine-base: proxytool's loop on the base alone
+MODES = ("base", "proxy", "naive", "engine-base", "speculative")
+# engine-base: proxytool's loop on the base alone; speculative: proxy with --speculative K drafting
 
 
 @dataclass
@@ -26,6 +27,8 @@ class BenchConfig:
     prompt_tokens: int = 42
     new_tokens: int = 32
     repeats: int = 2
+    speculative: int = 4  # draft tokens per round in the speculative mode
+    draft: str = "expert"
 
     def setup_for(self, pairs: bool = True, **loading) -> ProxySetup:
         """The setup of one mode: ``pairs=False`` is the base alone; ``loading`` overrides options."""
@@ -77,7 +80,13 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     from proxytool.runtime import prepare_runtime
 
     prepare_runtime(config.setup.loading.threads)
-    runners = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive, "engine-base": lambda c: _Proxy(c, pairs=False)}
+    runners = {
+        "base": _BaseAlone,
+        "proxy": _Proxy,
+        "naive": _Naive,
+        "engine-base": lambda c: _Proxy(c, pairs=False),
+        "speculative": _Speculative,
+    }
     runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
     runner.decode(prompts, 2)  # warm-up
@@ -85,7 +94,8 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)), key=lambda t: t[1])
     ttft, total = timings[len(timings) // 2]
     decode_time = max(total - ttft, 1e-9)
-    return {
+    extra = runner.extra() if hasattr(runner, "extra") else {}
+    return extra | {
         "mode": mode,
         "batch": batch,
         "new_tokens": config.new_tokens,
@@ -158,6 +168,34 @@ class _Proxy(_Runner):
 
         for _ in generate(self.models, prompts, max_new_tokens=n, ignore_eos=True):  # fixed-length runs
             self._mark_first()
+
+
+class _Speculative(_Proxy):
+    """proxytool's engine drafting ``config.speculative`` tokens per round with the expert."""
+
+    def __init__(self, config: BenchConfig):
+        super().__init__(config)
+        self.k, self.draft, self.stats = config.speculative, config.draft, {}
+
+    def decode(self, prompts, n):
+        from proxytool.decoding.speculative import speculative_generate
+
+        self.stats = {}
+        rows = speculative_generate(
+            self.models, prompts, k=self.k, max_new_tokens=n, ignore_eos=True, draft=self.draft, stats=self.stats
+        )
+        for _ in rows:
+            self._mark_first()
+
+    def extra(self) -> dict:
+        """Acceptance of the last timed run: draft tokens kept per round (a round also adds one of its own)."""
+        rounds = max(self.stats.get("rounds", 0), 1)
+        return {
+            "speculative": self.k,
+            "draft": self.draft,
+            "rounds": self.stats.get("rounds", 0),
+            "accepted_per_round": self.stats.get("accepted", 0) / rounds,
+        }
 
 
 class _BaseAlone(_Runner):
@@ -285,6 +323,9 @@ def ratios(results: list[dict]) -> list[dict]:
             row["proxy_vs_base"] = by_mode["proxy"]["tokens_per_s"] / by_mode["base"]["tokens_per_s"]
         if "proxy" in by_mode and "naive" in by_mode:
             row["proxy_vs_naive"] = by_mode["proxy"]["tokens_per_s"] / by_mode["naive"]["tokens_per_s"]
+        for other in ("base", "proxy"):
+            if "speculative" in by_mode and other in by_mode:
+                row[f"speculative_vs_{other}"] = by_mode["speculative"]["tokens_per_s"] / by_mode[other]["tokens_per_s"]
         rows.append(row)
     return rows
 

@@ -39,6 +39,8 @@ def generate(
     alphas: Sequence[float] | None = None,
     ignore_eos: bool = False,
     observe: StepObserver | None = None,
+    speculative: int = 0,
+    draft: str = "expert",
 ) -> Iterator[list[Row]]:
     """Decode ``prompts`` as one left-padded batch; yields the rows after every step.
 
@@ -48,7 +50,30 @@ def generate(
         alphas: this call's steering weights, one per pair (default: the models' own).
         ignore_eos: run every row for ``max_new_tokens`` (benchmarks).
         observe: called after each choice with the stepper, the scores and the chosen tokens.
+        speculative: draft this many tokens per round with the small models and verify them in one
+            forward (proxytool/decoding/speculative.py); 0 decodes step by step. Greedy output is
+            token-identical; sampling draws from the same distribution (not the same random stream).
+        draft: what drafts when speculating: ``expert`` or ``small-proxy``.
     """
+    if speculative:
+        from proxytool.decoding.speculative import speculative_generate
+        from proxytool.errors import ProxyToolError
+
+        if observe is not None:
+            raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
+        yield from speculative_generate(
+            models,
+            prompts,
+            k=speculative,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            stop=stop,
+            row_seeds=row_seeds,
+            alphas=alphas,
+            ignore_eos=ignore_eos,
+            draft=draft,
+        )
+        return
     rows = [Row() for _ in prompts]
     if max_new_tokens <= 0:
         for row in rows:

@@ -53,6 +53,16 @@ class Stepper:
         """Append one token per prompt; returns the next scores [prompts, vocab]."""
         return self.extend(tokens.unsqueeze(-1))[:, -1]
 
+    def extend_each(self, tokens: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
+        """Append different tokens to different sources: ``{id(source): [prompts, k]}`` (speculative drafting).
+
+        Returns each run source's logits per group [prompts, k, vocab] and leaves :meth:`scores` alone;
+        sources not named are not run. The caller brings every source back to one length (``extend_each``
+        or ``truncate``) before the next :meth:`extend`.
+        """
+        wanted = [s for s in self.models.sources if id(s) in tokens]
+        return self._each_source(lambda s: s.extend(self._states[id(s)], tokens[id(s)]), wanted)
+
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
         for source in self.models.sources:
@@ -60,11 +70,16 @@ class Stepper:
 
     def scores(self) -> torch.Tensor:
         """The combined scores of the last prefill / extend: ``base + Σ α (expert − anti)``, fp32."""
-        steers = [
-            Steer(alpha, self.logits_of(p.expert), self.logits_of(p.anti_expert))
-            for alpha, p in zip(self.alphas, self.models.pairs)
-        ]
-        return proxy_scores(self.logits_of(self.models.base), steers, vocab_size=len(self.models.tokenizer))
+        return self.combine(self._logits)
+
+    def combine(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+        """The proxy formula over logits per group by ``id(source)`` (as :meth:`extend_each` returns them)."""
+
+        def of(member: Member) -> torch.Tensor:
+            return logits[id(member.source)][member.group]
+
+        steers = [Steer(alpha, of(p.expert), of(p.anti_expert)) for alpha, p in zip(self.alphas, self.models.pairs)]
+        return proxy_scores(of(self.models.base), steers, vocab_size=len(self.models.tokenizer))
 
     def logits_of(self, member: Member) -> torch.Tensor:
         """One role's raw logits from the last prefill / extend."""
@@ -85,11 +100,12 @@ class Stepper:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _each_source(self, fn) -> dict[int, list[torch.Tensor]]:
+    def _each_source(self, fn, sources: list[ModelSource] | None = None) -> dict[int, list[torch.Tensor]]:
+        sources = self.models.sources if sources is None else sources
         lanes = self.models.lanes
         if lanes is None:
-            return {id(s): fn(s) for s in self.models.sources}
-        return lanes.map(fn, self.models.sources)
+            return {id(s): fn(s) for s in sources}
+        return lanes.map(fn, sources)
 
 
 def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:

@@ -33,6 +33,8 @@ class DecodeOptions:
     batch_size: int = 1
     sampling: SamplingConfig = SamplingConfig()
     stop: tuple[str, ...] = ()
+    speculative: int = 0  # draft tokens per round (proxytool/decoding/speculative.py); 0 = step by step
+    draft: str = "expert"
 
 
 def part_path(output: Path) -> Path:
@@ -234,6 +236,8 @@ def _decode_batch(
         sampling=options.sampling,
         stop=options.stop,
         row_seeds=[item.index for item in batch],
+        speculative=options.speculative,
+        draft=options.draft,
     ):
         total = sum(len(r.token_ids) for r in rows)
         on_tokens(total - previous)

@@ -1,0 +1,50 @@
+"""`--speculative` on decode and bench: same output as plain decoding; the bench reports acceptance."""
+
+import json
+
+from cli_runner import run_cli
+from engine_helpers import random_prompts
+from tiny import save_adapter
+
+
+def _decode(tiny_models, tmp_path, name, *extra):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(random_prompts(5, seed=31)) + "\n")
+    out = tmp_path / f"{name}.jsonl"
+    args = ["--base", tiny_models["base"], "--expert", tiny_models["expert"], "--anti-expert", tiny_models["base"]]
+    code, _, err = run_cli(
+        "decode", "--prompts", prompts, "--output", out, *args, "--alpha", "0.8", "--max-new-tokens", "8",
+        "--batch-size", "2", "--threads", "1", "--dtype", "float32", "--device", "cpu", *extra,
+    )  # fmt: skip
+    return code, out, err
+
+
+def test_decode_speculative_writes_what_plain_decoding_writes(tiny_models, tmp_path):
+    code, plain, err = _decode(tiny_models, tmp_path, "plain")
+    assert code == 0, err
+    code, fast, err = _decode(tiny_models, tmp_path, "fast", "--speculative", "3", "--draft", "small-proxy")
+    assert code == 0, err
+    assert fast.read_text() == plain.read_text()
+
+
+def test_decode_speculative_errors(tiny_models, tmp_path):
+    code, _, err = _decode(tiny_models, tmp_path, "bad", "--speculative", "2", "--draft", "oracle")
+    assert code != 0 and "--draft must be one of expert, small-proxy" in err
+    code, _, err = _decode(tiny_models, tmp_path, "neg", "--speculative", "-1")
+    assert code != 0 and "--speculative must be >= 0" in err
+
+
+def test_bench_speculative_mode_reports_acceptance(tiny_models, tmp_path):
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=1)
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(
+        "bench", "--base", tiny_models["base"], "--expert", adapter, "--batch-sizes", "1", "--modes",
+        "proxy,speculative", "--speculative", "3", "--draft", "expert", "--new-tokens", "6", "--prompt-tokens", "8",
+        "--repeats", "1", "--dtype", "float32", "--device", "cpu", "--threads", "1", "--output", out,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    spec = next(r for r in report["results"] if r["mode"] == "speculative")
+    assert spec["speculative"] == 3 and spec["rounds"] >= 1 and 0 <= spec["accepted_per_round"] <= 3
+    assert "speculative_vs_proxy" in report["ratios"][0]
+    assert "speculative k=3 (expert drafts) kept" in stdout and "speculative/proxy" in stdout
