@@ -14,6 +14,7 @@ from proxytool.errors import ProxyToolError
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
 MAX_SEED = 2**63 - 1
+MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
 
 
 def finite(flag: str, value: float | None, low: float | None = None, high: float | None = None, *, open_low=False):
@@ -93,7 +94,7 @@ def sampling(temperature: float, top_k: int, top_p: float, seed: int) -> None:
 def alphas(values: Sequence[float] | None, experts: Sequence[str] | None, flag: str = "--alpha") -> None:
     """Each alpha finite; an alpha with no expert would be silently ignored, so it is an error."""
     for value in values or ():
-        finite(flag, value)
+        finite(flag, value, -MAX_ALPHA, MAX_ALPHA)
     if values and not experts:
         raise ProxyToolError(f"{flag} needs an --expert to steer with (got {flag} without --expert)")
 

@@ -64,6 +64,7 @@ CASES = [
     ("alpha-nan", proxy("--alpha", "nan"), {}, 2, "--alpha must be a finite number", None),
     ("alpha-inf", proxy("--alpha", "inf"), {}, 2, "--alpha must be a finite number", None),
     ("alpha-minus-inf", proxy("--alpha", "-inf"), {}, 2, "--alpha must be a finite number", None),
+    ("alpha-absurd", proxy("--alpha", "1e308"), {}, 2, "--alpha must be <= 1000", None),
     ("alpha-without-expert", decode("--alpha", "0.5"), {}, 2, "--alpha needs an --expert", None),
     ("alpha-count", proxy("--alpha", "1", "--alpha", "2", "--alpha", "3"), {}, 2, "--alpha", None),
     ("temperature-nan", decode("--temperature", "nan"), {}, 2, "--temperature must be a finite", None),
