@@ -50,3 +50,16 @@ def reference_greedy(base, pairs, prompt, max_new_tokens, tokenizer, styles=None
 
 def tokenizer_of(path):
     return AutoTokenizer.from_pretrained(path)
+
+
+@torch.no_grad()
+def reference_scores(base, pairs, ids, tokenizer):
+    """Proxy scores at every position of one token sequence, every model on the whole sequence."""
+    logits = [base(torch.tensor([ids])).logits[0]]
+    for _, expert, anti in pairs:
+        logits += [expert(torch.tensor([ids])).logits[0], anti(torch.tensor([ids])).logits[0]]
+    width = min([t.shape[-1] for t in logits] + [len(tokenizer)])
+    scores = logits[0][:, :width].clone()
+    for i, (alpha, _, _) in enumerate(pairs):
+        scores += alpha * (logits[1 + 2 * i][:, :width] - logits[2 + 2 * i][:, :width])
+    return scores

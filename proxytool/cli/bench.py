@@ -9,7 +9,9 @@ from proxytool.cli import options as o
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Time base alone vs proxy-tuned vs a naive three-model decoder.")(bench)
+    app.command("bench", help="Time base alone vs proxy-tuned vs a naive three-model decoder.")(
+        o.with_loading_options(bench)
+    )
 
 
 def bench(
@@ -21,24 +23,19 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
-    dtype: o.Dtype = "auto",
-    device: o.Device = "auto",
-    quantize_base: o.QuantizeBase = "none",
-    share_weights: o.ShareWeights = None,
-    overlap: o.Overlap = "auto",
-    threads: o.Threads = None,
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,
+    loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     import json
 
     from rich.table import Table
 
-    from proxytool.bench import MODES, BenchConfig, ratios, run
     from proxytool.cli import validate as v
     from proxytool.cli.output import console as make_console
     from proxytool.cli.output import print_json
-    from proxytool.decoding.setup import ProxySetup, resolve_roles
+    from proxytool.decoding.bench import MODES, BenchConfig, ratios, run
+    from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.files.atomic import write_text
 
@@ -51,37 +48,27 @@ def bench(
         raise ProxyToolError(
             f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
         )
-    v.loading(
-        o.LoadingOptions(dtype=dtype, device=device, quantize_base=quantize_base, overlap=overlap, threads=threads)
-    )
     v.at_least("--prompt-tokens", prompt_tokens, 1, 1_000_000)
     v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
     if output is not None and output.is_dir():
         raise ProxyToolError(f"--output {output}: is a folder; give a file name")
-    resolve_roles(ProxySetup(base=base, experts=[expert], anti_experts=[anti_expert] if anti_expert else []))
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
+    resolve_roles(setup)
     config = BenchConfig(
-        base=base,
-        expert=expert,
-        anti_expert=anti_expert,
+        setup=setup,
         batch_sizes=sizes,
         modes=chosen,
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         repeats=repeats,
-        dtype=dtype,
-        device=device,
-        quantize_base=quantize_base,
-        share_weights=share_weights,
-        overlap=overlap,
-        threads=threads,
     )
-    v.device_available(device)
+    v.device_available(loading.device)
     with make_console(stderr=True).status("benchmarking") as status:
         results = run(
             config, on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s")
         )
     summary = ratios(results)
-    document = {"config": config.__dict__, "results": results, "ratios": summary}
+    document = {"config": config.to_json(), "results": results, "ratios": summary}
     if output is not None:
         write_text(output, json.dumps(document, indent=2) + "\n")
     if json_output:

@@ -38,19 +38,15 @@ def chat(
     v.generation(max_new_tokens, None)
     v.text("--system", system)
     v.sampling(temperature, top_k, top_p, seed)
-    v.alphas(alpha, expert)
-    v.names("--expert", expert)
-    v.names("--anti-expert", anti_expert)
-    v.loading(loading)
-    setup = loading.setup(base, expert, anti_expert, alpha)
-    base_spec, pairs = resolve_roles(setup)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    resolved = resolve_roles(setup)
     v.device_available(loading.device)
-    fit = v.PromptFit(v.model_roles(base_spec, pairs), setup.formats)
+    fit = v.PromptFit(v.model_roles(resolved), loading.formats)
     prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(setup)
+        models = load_proxy_models(resolved)
     session = ChatSession(
         models,
         sampling=o.sampling_config(temperature, top_k, top_p, seed),

@@ -53,10 +53,8 @@ def decode(
 
     v.generation(max_new_tokens, batch_size, stop)
     v.sampling(temperature, top_k, top_p, seed)
-    v.alphas(alpha, expert)
-    v.names("--expert", expert)
-    v.names("--anti-expert", anti_expert)
-    v.loading(loading)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    setup.validate()
     v.not_the_input(output, [prompts])
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
@@ -66,19 +64,18 @@ def decode(
     )
     check_writable(output)
     items = read_prompts(prompts)
-    setup = loading.setup(base, expert, anti_expert, alpha)
-    base_spec, pairs = resolve_roles(setup)  # name errors before any import-heavy work
-    run = fingerprint(items, options, _models_record(setup, base_spec, pairs))
+    resolved = resolve_roles(setup)  # name errors before any import-heavy work
+    run = fingerprint(items, options, _models_record(resolved))
     state = plan_resume(output, items, run)  # a file proxytool did not write, or other settings: refuse now
     if state == "done":
         print(f"{output} is already complete (0 decoded now, {len(items)} already done)", file=sys.stderr)
         return
     v.device_available(loading.device)
-    v.prompt_lengths(v.model_roles(base_spec, pairs), items, max_new_tokens, setup.formats, prompts)
+    v.prompt_lengths(v.model_roles(resolved), items, max_new_tokens, loading.formats, prompts)
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(setup)
+        models = load_proxy_models(resolved)
     with Progress(
         TextColumn("[bold]decode"),
         BarColumn(),
@@ -97,19 +94,20 @@ def decode(
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
 
 
-def _models_record(setup, base_spec, pairs) -> dict:
+def _models_record(resolved) -> dict:
     """The models and loading settings that shape the output (for the resume fingerprint)."""
 
     def ident(spec) -> str:
         parts = [spec.kind, spec.source] + ([spec.revision] if spec.revision else [])
         return ":".join(parts) + (f" on {ident(spec.base)}" if spec.base is not None else "")
 
+    loading = resolved.setup.loading
     return {
-        "base": ident(base_spec),
-        "pairs": [{"alpha": alpha, "expert": ident(e), "anti_expert": ident(a)} for alpha, e, a in pairs],
-        "formats": dict(sorted(setup.formats.items())),
-        "dtype": setup.dtype,
-        "quantize_base": setup.quantize_base,
+        "base": ident(resolved.base),
+        "pairs": [{"alpha": alpha, "expert": ident(e), "anti_expert": ident(a)} for alpha, e, a in resolved.pairs],
+        "formats": dict(sorted(loading.formats.items())),
+        "dtype": loading.dtype,
+        "quantize_base": loading.quantize_base,
     }
 
 

@@ -8,11 +8,11 @@ import typer
 from proxytool.cli import options as o
 from proxytool.cli.output import console as stdout_console
 from proxytool.errors import ProxyToolError
+from proxytool.evaluation.tasks import REGISTRY as TASK_REGISTRY
 from proxytool.runtime import prepare_runtime
 
-TASK_HELP = (
-    "polls-recall, polls-unseen, gsm8k, truthfulqa-mc, humaneval, or a JSONL file with question and "
-    "answer (+ choices and correct for multiple choice)."
+TASK_HELP = ", ".join(f"{name} ({spec.help})" for name, spec in TASK_REGISTRY.items()) + (
+    ", or a JSONL file with question and answer (+ choices and correct for multiple choice)."
 )
 
 
@@ -64,23 +64,18 @@ def eval_command(
     from rich.console import Console
 
     from proxytool.cli import validate as v
-    from proxytool.evaluation.evaluate import (
-        EvalConfig,
-        models_note,
-        parse_alphas,
-        prepare,
-        run_prepared,
-        target_note,
-    )
+    from proxytool.evaluation.evaluate import EvalConfig, parse_alphas, prepare, run_prepared
+    from proxytool.evaluation.report import models_note, target_note
 
-    v.loading(loading)
+    loading.validate()
     v.names("--expert", [expert])
     v.names("--anti-expert", [anti_expert] if anti_expert is not None else [])
     v.at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
     v.at_least("--batch-size", batch_size, 1, 100_000)
     alphas = parse_alphas(alpha)
-    v.alphas(alphas, [expert])
-    setup = loading.setup(base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
+    for value in alphas:
+        v.finite("--alpha", value, -v.MAX_ALPHA, v.MAX_ALPHA)
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
         task=task,
         setup=setup,
@@ -99,7 +94,7 @@ def eval_command(
     existed = output is not None and Path(output).exists()
     prepared = prepare(config)  # input errors surface before the progress display starts
     try:
-        _check_prompt_lengths(prepared, setup.formats)
+        _check_prompt_lengths(prepared, loading.formats)
     except ProxyToolError:
         if not existed:  # leave no empty output folder behind
             import shutil
@@ -146,7 +141,7 @@ def _check_prompt_lengths(prepared, formats: dict) -> None:
 def _table(report):
     from rich.table import Table
 
-    from proxytool.evaluation.evaluate import table_rows
+    from proxytool.evaluation.report import table_rows
 
     headers, rows = table_rows(report)
     table = Table(title=f"{report.task}: {report.metric}")

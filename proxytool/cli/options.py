@@ -2,10 +2,11 @@
 
 import functools
 import inspect
-from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+
+from proxytool.decoding.config import LoadingOptions, ProxySetup
 
 Base = Annotated[str, typer.Option("--base", "-b", help="Base model M: registry name, path, GGUF file or hub id.")]
 Experts = Annotated[
@@ -54,49 +55,15 @@ Seed = Annotated[int, typer.Option(help="Sampling seed (each prompt gets its own
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
 
 
-@dataclass(frozen=True)
-class LoadingOptions:
-    """How the models of a decoding command are loaded and run (the options decode, chat and eval share)."""
-
-    dtype: str = "auto"
-    device: str = "auto"
-    quantize_base: str = "none"
-    base_format: str | None = None
-    expert_format: str | None = None
-    anti_expert_format: str | None = None
-    share_weights: bool | None = None
-    overlap: str = "auto"
-    threads: int | None = None
-    trust_pickle: bool = False
-
-    def setup(self, base: str, experts=(), anti_experts=(), alphas=()):
-        """The ProxySetup for these models under these options."""
-        from proxytool.decoding.setup import ProxySetup
-        from proxytool.models.loading import set_trust_pickle
-
-        set_trust_pickle(self.trust_pickle)
-
-        formats = {
-            role: fmt
-            for role, fmt in (
-                ("base", self.base_format),
-                ("expert", self.expert_format),
-                ("anti-expert", self.anti_expert_format),
-            )
-            if fmt is not None
-        }
-        return ProxySetup(
-            base=base,
-            experts=list(experts or []),
-            anti_experts=list(anti_experts or []),
-            alphas=list(alphas or []),
-            dtype=self.dtype,
-            device=self.device,
-            quantize_base=self.quantize_base,
-            formats=formats,
-            share_weights=self.share_weights,
-            overlap=self.overlap,
-        )
+def proxy_setup(loading: LoadingOptions, base: str, experts=(), anti_experts=(), alphas=()) -> ProxySetup:
+    """The run's ProxySetup from a command's role options (None = not given) and its loading options."""
+    return ProxySetup(
+        base=base,
+        experts=list(experts or []),
+        anti_experts=list(anti_experts or []),
+        alphas=list(alphas or []),
+        loading=loading,
+    )
 
 
 _LOADING_TYPES = {

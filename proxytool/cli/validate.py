@@ -9,12 +9,12 @@ import math
 import re
 from collections.abc import Sequence
 
+from proxytool.decoding.config import MAX_ALPHA  # noqa: F401  (chat's /alpha checks against it)
 from proxytool.errors import ProxyToolError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
 MAX_SEED = 2**63 - 1
-MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
 
 
 def finite(flag: str, value: float | None, low: float | None = None, high: float | None = None, *, open_low=False):
@@ -91,14 +91,6 @@ def sampling(temperature: float, top_k: int, top_p: float, seed: int) -> None:
     at_least("--seed", seed, 0, MAX_SEED)
 
 
-def alphas(values: Sequence[float] | None, experts: Sequence[str] | None, flag: str = "--alpha") -> None:
-    """Each alpha finite; an alpha with no expert would be silently ignored, so it is an error."""
-    for value in values or ():
-        finite(flag, value, -MAX_ALPHA, MAX_ALPHA)
-    if values and not experts:
-        raise ProxyToolError(f"{flag} needs an --expert to steer with (got {flag} without --expert)")
-
-
 def generation(max_new_tokens: int | None, batch_size: int | None, stop: Sequence[str] | None = None) -> None:
     at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
     at_least("--batch-size", batch_size, 1, 100_000)
@@ -106,20 +98,6 @@ def generation(max_new_tokens: int | None, batch_size: int | None, stop: Sequenc
         text("--stop", s)
         if s == "":
             raise ProxyToolError("--stop must not be empty (an empty stop string would end every completion at once)")
-
-
-def loading(options) -> None:
-    """The shared loading options (:class:`proxytool.cli.options.LoadingOptions`)."""
-    from proxytool.models.registry import DTYPES, PROMPT_FORMATS, QUANTIZATIONS
-
-    one_of("--dtype", options.dtype, (*DTYPES, "fp32", "fp16", "bf16"))
-    device(options.device)
-    one_of("--quantize-base", options.quantize_base, QUANTIZATIONS)
-    one_of("--base-format", options.base_format, PROMPT_FORMATS)
-    one_of("--expert-format", options.expert_format, PROMPT_FORMATS)
-    one_of("--anti-expert-format", options.anti_expert_format, PROMPT_FORMATS)
-    one_of("--overlap", options.overlap, ("auto", "on", "off"))
-    at_least("--threads", options.threads, 1, MAX_THREADS)
 
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
@@ -191,10 +169,10 @@ def prompt_lengths(roles, items, max_new_tokens: int, formats: dict[str, str], w
         fit.check(f"{where}: prompt '{item.id}'", item.prompt, max_new_tokens)
 
 
-def model_roles(base_spec, pairs) -> list[tuple]:
-    """(label, spec, role) for the base and each (alpha, expert, anti-expert) from ``resolve_roles``."""
-    roles = [("the base", base_spec, "base")]
-    for i, (_, expert, anti) in enumerate(pairs, start=1):
+def model_roles(resolved) -> list[tuple]:
+    """(label, spec, role) for the base and each expert and anti-expert of a ``ResolvedSetup``."""
+    roles = [("the base", resolved.base, "base")]
+    for i, (_, expert, anti) in enumerate(resolved.pairs, start=1):
         roles += [
             (f"expert {i} ({expert.name})", expert, "expert"),
             (f"anti-expert {i} ({anti.name})", anti, "anti-expert"),

@@ -19,13 +19,14 @@ class ChatSession:
     stop: tuple[str, ...] = (f"\n{RAW_USER}",)  # raw-prompted models would write the user's next turn
     history: list[dict] = field(default_factory=list)
     turn: int = 0
+    alphas: tuple[float, ...] | None = None  # this conversation's steering weights (default: the models')
 
     def reset(self) -> None:
         self.history.clear()
 
     def set_alpha(self, alpha: float) -> None:
-        for pair in self.models.pairs:
-            pair.alpha = alpha
+        """Steer every pair with ``alpha`` from the next reply on (the loaded models are not touched)."""
+        self.alphas = (alpha,) * len(self.models.pairs)
 
     def messages(self, user_message: str) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -42,6 +43,7 @@ class ChatSession:
             sampling=self.sampling,
             stop=self.stop,
             row_seeds=[self.turn],
+            alphas=self.alphas,
         ):
             text = _settled(completion_of(rows[0], self.models.tokenizer).text, self.stop)
             if text.startswith(shown) and len(text) > len(shown):

@@ -2,7 +2,15 @@
 
 from dataclasses import dataclass
 
-Prompt = str | list[dict]  # raw text, or chat messages [{"role": ..., "content": ...}]
+
+@dataclass(frozen=True)
+class TokenPrompt:
+    """A prompt given as token ids: every role sees exactly these ids (no template, no tokenization)."""
+
+    ids: tuple[int, ...]
+
+
+Prompt = str | list[dict] | TokenPrompt  # raw text, chat messages [{"role": ..., "content": ...}], or ids
 
 
 def as_messages(prompt: Prompt) -> list[dict]:
@@ -40,6 +48,8 @@ class PromptFormat:
         return self.tokenizer is other.tokenizer and self.style == other.style
 
     def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, TokenPrompt):
+            return list(prompt.ids)
         if self.style == "chat":
             text = self.tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -6,11 +6,12 @@ On CUDA the expert is merged into its own copy instead, because PEFT's mixed-ada
 there (docs/performance.md). Any model asked for twice (same weights, same quantization) is loaded once.
 """
 
-from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 
+from proxytool.decoding.config import LoadingOptions, ProxySetup
 from proxytool.decoding.formats import PromptFormat
-from proxytool.decoding.generate import ExpertPair, Member, ProxyModels
+from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sources import Group, ModelSource
 from proxytool.errors import ProxyToolError
 from proxytool.models.loading import (
@@ -20,23 +21,9 @@ from proxytool.models.loading import (
     load_tokenizer,
     pick_device,
 )
-from proxytool.models.registry import PROMPT_FORMATS, ModelSpec, resolve
+from proxytool.models.registry import ModelSpec, resolve
 
-
-@dataclass
-class ProxySetup:
-    """What to load. Formats map a role ("base", "expert", "anti-expert") to "chat"/"raw"."""
-
-    base: str
-    experts: Sequence[str] = ()
-    anti_experts: Sequence[str | None] = ()
-    alphas: Sequence[float] = ()
-    dtype: str = "auto"
-    device: str = "auto"
-    quantize_base: str = "none"
-    formats: dict[str, str] = field(default_factory=dict)
-    share_weights: bool | None = None  # None: share on CPU, not on CUDA (docs/performance.md)
-    overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
+__all__ = ["LoadingOptions", "ProxySetup", "ResolvedSetup", "load_proxy_models", "resolve_roles"]
 
 
 @dataclass
@@ -51,20 +38,24 @@ class _Host:
     source: ModelSource | None = None
 
 
-def resolve_roles(setup: ProxySetup) -> tuple[ModelSpec, list[tuple[float, ModelSpec, ModelSpec]]]:
-    """Resolve the base and each (alpha, expert, anti-expert); an expert's recorded base is the default anti."""
-    experts = list(setup.experts)
-    alphas = _alphas(setup.alphas, len(experts))
-    antis = list(setup.anti_experts)
-    if len(antis) > len(experts):
-        raise ProxyToolError(f"{len(antis)} --anti-expert given for {len(experts)} --expert")
-    antis += [None] * (len(experts) - len(antis))
-    for role, fmt in setup.formats.items():
-        if fmt not in PROMPT_FORMATS:
-            raise ProxyToolError(f"--{role}-format must be one of {', '.join(PROMPT_FORMATS)} (got '{fmt}')")
-    base = resolve(setup.base)
+@dataclass(frozen=True)
+class ResolvedSetup:
+    """A validated setup with every name resolved (nothing loaded yet)."""
+
+    setup: ProxySetup
+    base: ModelSpec
+    pairs: tuple[tuple[float, ModelSpec, ModelSpec], ...]  # (alpha, expert, anti-expert)
+
+
+def resolve_roles(setup: ProxySetup) -> ResolvedSetup:
+    """Validate, then resolve the base and each (alpha, expert, anti-expert); nothing loads.
+
+    An expert's recorded base is its default anti-expert.
+    """
+    setup.validate()
+    antis = list(setup.anti_experts) + [None] * (len(setup.experts) - len(setup.anti_experts))
     pairs = []
-    for alpha, expert_name, anti_name in zip(alphas, experts, antis):
+    for alpha, expert_name, anti_name in zip(setup.pair_alphas(), setup.experts, antis):
         expert = resolve(expert_name)
         if anti_name is not None:
             anti = resolve(anti_name)
@@ -75,22 +66,17 @@ def resolve_roles(setup: ProxySetup) -> tuple[ModelSpec, list[tuple[float, Model
                 f"expert '{expert_name}' does not record the model it was tuned from; pass --anti-expert"
             )
         pairs.append((alpha, expert, anti))
-    return base, pairs
+    return ResolvedSetup(setup, resolve(setup.base), tuple(pairs))
 
 
-def _alphas(alphas: Sequence[float], n: int) -> list[float]:
-    if not alphas:
-        return [1.0] * n
-    if len(alphas) == 1:
-        return list(alphas) * n
-    if len(alphas) != n:
-        raise ProxyToolError(f"{len(alphas)} --alpha values for {n} --expert (give one, or one per expert)")
-    return list(alphas)
+def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
+    """Check tokenizers (before any weights load), load each model once, wire the roles.
 
-
-def load_proxy_models(setup: ProxySetup) -> ProxyModels:
-    """Resolve names, check tokenizers (before any weights load), load each model once, wire the roles."""
-    base_spec, pair_specs = resolve_roles(setup)
+    Takes a setup (validated and resolved here) or what :func:`resolve_roles` returned for it.
+    """
+    resolved = setup if isinstance(setup, ResolvedSetup) else resolve_roles(setup)
+    base_spec, pair_specs, setup = resolved.base, resolved.pairs, resolved.setup
+    options = setup.loading
     tokenizers: dict[tuple, object] = {}
 
     def tokenizer_of(spec: ModelSpec):
@@ -106,10 +92,10 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
 
     hosts: dict[tuple, _Host] = {}
     pad_id = labelled["base"].pad_token_id
-    share = setup.share_weights if setup.share_weights is not None else pick_device(setup.device) == "cpu"
+    share = options.share_weights if options.share_weights is not None else pick_device(options.device) == "cpu"
 
     def place(spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
-        style = setup.formats.get(role) or spec.prompt_format
+        style = options.formats.get(role) or spec.prompt_format
         prompt_format = PromptFormat(tokenizer_of(spec), style)
         if spec.kind == "adapter" and share:
             host = hosts.setdefault((spec.base.key, quant), _Host(spec.base, quant))
@@ -120,7 +106,7 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
             group = Group(None, prompt_format)
         return host, _add_group(host, group)
 
-    base_quant = setup.quantize_base if setup.quantize_base != "none" else base_spec.quantization
+    base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
     base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
     pair_places = []
     for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint
@@ -133,7 +119,7 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
         )
 
     for host in hosts.values():
-        _load_host(host, setup, pad_id)
+        _load_host(host, options, pad_id)
 
     def member(placed) -> Member:
         host, group = placed
@@ -144,12 +130,11 @@ def load_proxy_models(setup: ProxySetup) -> ProxyModels:
         eos |= _eos_ids(host.model, tokenizer_of(host.spec))
     models = ProxyModels(
         base=member(base_place),
-        pairs=[ExpertPair(a, member(e), member(n)) for a, e, n in pair_places],
+        pairs=tuple(ExpertPair(a, member(e), member(n)) for a, e, n in pair_places),
         tokenizer=labelled["base"],
         eos_ids=frozenset(eos),
     )
-    models.lanes = _lanes(models, setup.overlap)
-    return models
+    return dataclasses.replace(models, lanes=_lanes(models, options.overlap))
 
 
 def _lanes(models: ProxyModels, overlap: str):
@@ -157,8 +142,6 @@ def _lanes(models: ProxyModels, overlap: str):
 
     from proxytool.decoding.overlap import plan_lanes
 
-    if overlap not in ("auto", "on", "off"):
-        raise ProxyToolError(f"--overlap must be auto, on or off (got '{overlap}')")
     base = models.base.source
     on_cpu = base.device.type == "cpu"
     if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
@@ -174,11 +157,13 @@ def _add_group(host: _Host, group: Group) -> int:
     return len(host.groups) - 1
 
 
-def _load_host(host: _Host, setup: ProxySetup, pad_id: int) -> None:
+def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     """Load the host's weights, attach its adapters (shared) or merge its own adapter (unshared)."""
     from proxytool.models.loading import attach_adapter
 
-    model = load_model(host.spec, dtype=setup.dtype, device=setup.device, quant=host.quant)
+    model = load_model(
+        host.spec, dtype=options.dtype, device=options.device, quant=host.quant, trust_pickle=options.trust_pickle
+    )
     if host.spec.kind == "adapter":  # an expert loaded on its own: fold the adapter in for speed
         model = model.merge_and_unload()
     for name, adapter_spec in host.adapters.items():

@@ -1,8 +1,12 @@
-"""Logit sources: one loaded model, its own KV cache, one or more row groups per forward.
+"""Logit sources: one loaded model run as one or more row groups per forward.
 
 A group is a way of running the model: ``None`` for the plain model, or a PEFT adapter name
 (``"__base__"`` runs a PeftModel with its adapters off). Groups of one model run in a single batched
 forward, so a LoRA expert and its anti-expert read the small model's weights once per step.
+
+A source is immutable once loaded and may serve several generations at once: everything a
+generation changes (KV cache, attention mask, positions) lives in the :class:`SourceState` that
+``prefill`` returns and ``extend`` / ``truncate`` update.
 """
 
 import inspect
@@ -21,6 +25,19 @@ class Group:
     prompt_format: PromptFormat
 
 
+@dataclass
+class SourceState:
+    """One generation's state on one source: rows are ``groups × prompts``, left-padded."""
+
+    cache: object
+    mask: torch.Tensor  # [rows, length]
+    last_position: torch.Tensor  # [rows, 1]: the position id of the last token fed
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token rows to one length; returns (input_ids, attention_mask)."""
     width = max(len(r) for r in rows)
@@ -34,60 +51,85 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 class ModelSource:
-    """A causal LM producing next-token logits for several row groups, with its own KV cache."""
+    """A causal LM producing next-token logits for several row groups."""
 
     def __init__(self, model, groups: list[Group], pad_id: int = 0):
         self.model = model
-        self.groups = list(groups)
+        self.groups = tuple(groups)
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
         self._forward_args = set(inspect.signature(_inner_model(model).forward).parameters)
-        self._cache = None
-        self._mask = None
-        self._positions = None
 
-    def prefill(self, prompts: list[Prompt]) -> list[torch.Tensor]:
-        """Encode the prompts for every group, run them; returns last-position logits per group."""
-        rows = [g.prompt_format.encode(p) for g in self.groups for p in prompts]
-        ids, mask = left_pad(rows, self.pad_id)
+    @property
+    def max_length(self) -> int | None:
+        """The longest sequence the model takes (prompt + generated), when its config says."""
+        config = getattr(_inner_model(self.model), "config", None)
+        getter = getattr(config, "get_text_config", None)
+        config = getter() if getter is not None else config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        """Each group's token ids for each prompt (rows in ``groups × prompts`` order)."""
+        return [g.prompt_format.encode(p) for g in self.groups for p in prompts]
+
+    def prefill(self, prompts: list[Prompt], all_positions: bool = False) -> tuple[SourceState, list[torch.Tensor]]:
+        """Run the prompts for every group; returns the new state and logits per group.
+
+        Logits are ``[prompts, vocab]`` at the last position, or ``[prompts, length, vocab]`` at every
+        (left-padded) position with ``all_positions``.
+        """
+        ids, mask = left_pad(self.encode(prompts), self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        self._mask = mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        self._positions = positions[:, -1:]
         from transformers import DynamicCache
 
-        self._cache = DynamicCache()
-        return self._forward(ids, positions)
+        state = SourceState(DynamicCache(), mask, positions[:, -1:])
+        logits = self._forward(state, ids, positions, keep=ids.shape[1] if all_positions else 1)
+        return state, [t if all_positions else t[:, -1] for t in logits]
 
-    def step(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """Append one token per row (the same token to every group) and return the new logits."""
-        ids = tokens.to(self.device).repeat(len(self.groups)).unsqueeze(-1)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((ids.shape[0], 1))], dim=-1)
-        self._positions = self._positions + 1
-        return self._forward(ids, self._positions)
+    def extend(self, state: SourceState, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Append ``tokens`` [prompts, k] (the same tokens to every group); logits per group [prompts, k, vocab]."""
+        ids = tokens.to(self.device).repeat(len(self.groups), 1)
+        k = ids.shape[1]
+        state.mask = torch.cat([state.mask, state.mask.new_ones((ids.shape[0], k))], dim=-1)
+        positions = state.last_position + torch.arange(1, k + 1, device=self.device)
+        state.last_position = positions[:, -1:]
+        return self._forward(state, ids, positions, keep=k)
 
-    def release(self) -> None:
-        """Drop the KV cache (the model stays loaded)."""
-        self._cache = self._mask = self._positions = None
+    def step(self, state: SourceState, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Append one token per prompt; logits per group [prompts, vocab]."""
+        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1))]
+
+    def truncate(self, state: SourceState, drop: int) -> None:
+        """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""
+        if drop <= 0:
+            return
+        state.cache.crop(-drop)  # transformers 5: a negative count removes that many positions
+        state.mask = state.mask[:, :-drop]
+        state.last_position = state.last_position - drop
 
     @torch.inference_mode()
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> list[torch.Tensor]:
+    def _forward(self, state: SourceState, ids: torch.Tensor, positions: torch.Tensor, keep: int) -> list[torch.Tensor]:
         kwargs = dict(
             input_ids=ids,
-            attention_mask=self._mask,
+            attention_mask=state.mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            past_key_values=state.cache,
             use_cache=True,
         )
         if "logits_to_keep" in self._forward_args:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = keep
         if any(g.adapter is not None for g in self.groups):
             per_group = ids.shape[0] // len(self.groups)
             kwargs["adapter_names"] = [g.adapter or "__base__" for g in self.groups for _ in range(per_group)]
         out = self.model(**kwargs)
-        self._cache = out.past_key_values
-        logits = out.logits[:, -1, :]
-        return list(logits.view(len(self.groups), -1, logits.shape[-1]).unbind(0))
+        state.cache = out.past_key_values
+        logits = out.logits[:, -keep:, :]
+        return list(logits.view(len(self.groups), -1, keep, logits.shape[-1]).unbind(0))
 
 
 def _inner_model(model):

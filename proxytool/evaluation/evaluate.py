@@ -15,10 +15,7 @@ System names are the API: ``base``, ``expert``, ``direct``, and ``proxy`` (one a
 from __future__ import annotations
 
 import gc
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,17 +24,15 @@ from pathlib import Path
 
 import torch
 
-from proxytool.decoding.generate import ExpertPair, ProxyModels, complete, step_scores
-from proxytool.decoding.setup import ProxySetup, load_proxy_models, resolve_roles
+from proxytool.decoding import scoring
+from proxytool.decoding.generate import ProxyModels, complete
+from proxytool.decoding.setup import ProxySetup, ResolvedSetup, load_proxy_models, resolve_roles
 from proxytool.errors import ProxyToolError
-from proxytool.evaluation import metrics
+from proxytool.evaluation.report import BASE, DIRECT, EXPERT, Report, SystemResult, is_proxy, proxy_name, write_report
 from proxytool.evaluation.tasks import Example, Task, load_task
-from proxytool.files.atomic import write_text
 from proxytool.models.loading import pick_device, pick_dtype
 from proxytool.models.registry import ModelSpec, resolve
 
-BASE, EXPERT, DIRECT, PROXY = "base", "expert", "direct", "proxy"
-"""System names used in reports, output files and the gap-closed formula."""
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_OUTPUT_ROOT = Path("runs/eval")
 
@@ -48,107 +43,9 @@ ProgressFn = Callable[[str, int, int], None]
 """``(system, examples_done, examples_total)``, called when a system starts and after each batch."""
 
 
-@dataclass
-class SystemResult:
-    """How one system did on the task.
-
-    Attributes:
-        name: System name (``base``, ``expert``, ``proxy@0.5``, ...).
-        score: Mean per-example score (the task's metric, in [0, 1]).
-        n: Examples scored.
-        seconds: Wall time for generating and scoring.
-        outputs: Per-example records (id, prompt, completion, answer, score; choice tasks add
-            choices and choice_scores).
-        alpha: The steering weight of a proxy system, else None.
-    """
-
-    name: str
-    score: float
-    n: int
-    seconds: float
-    outputs: list[dict] = field(repr=False)
-    alpha: float | None = None
-
-
-@dataclass
-class Report:
-    """Scores of every system on one task, and the settings that produced them.
-
-    Attributes:
-        task: Task name.
-        metric: What the score measures (e.g. ``"pass@1"``).
-        results: Results by system name, in the order they ran.
-        meta: Resolved settings merged into report.json (models, alphas, decoding options, ...).
-    """
-
-    task: str
-    metric: str
-    results: dict[str, SystemResult]
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def target(self) -> str | None:
-        """The system gap closed is measured against: ``direct`` if it ran, else ``expert``."""
-        return next((name for name in (DIRECT, EXPERT) if name in self.results), None)
-
-    @property
-    def proxies(self) -> list[SystemResult]:
-        """The proxy-tuned results (one per alpha), in run order."""
-        return [r for name, r in self.results.items() if is_proxy(name)]
-
-    def gap_closed(self) -> dict[str, float | None]:
-        """``(proxy - base) / (target - base)`` per proxy system (None: no base/target, or no gap)."""
-        base, target = self.results.get(BASE), self.results.get(self.target) if self.target else None
-        if base is None or target is None:
-            return {r.name: None for r in self.proxies}
-        return {r.name: metrics.gap_closed(base.score, r.score, target.score) for r in self.proxies}
-
-    def to_json(self) -> dict:
-        """Everything but the per-example outputs, as a JSON-friendly dict (report.json)."""
-        gaps = self.gap_closed()
-        systems = {
-            name: {"score": r.score, "n": r.n, "seconds": round(r.seconds, 3), "alpha": r.alpha}
-            for name, r in self.results.items()
-        }
-        sweep = [
-            {"alpha": r.alpha, "system": r.name, "score": r.score, "gap_closed": gaps[r.name]} for r in self.proxies
-        ]
-        return {
-            "task": self.task,
-            "metric": self.metric,
-            "target": self.target,
-            "systems": systems,
-            "gap_closed": gaps,
-            "sweep": sweep,
-            **self.meta,
-        }
-
-
-def is_proxy(name: str) -> bool:
-    """True for proxy system names (``proxy`` or ``proxy@<alpha>``)."""
-    return name == PROXY or name.startswith(PROXY + "@")
-
-
-def proxy_name(alpha: float, sweep: bool) -> str:
-    """``proxy`` for a single alpha, ``proxy@<alpha>`` in a sweep (``proxy@0.5``, ``proxy@2``)."""
-    if not sweep:
-        return PROXY
-    short = f"{alpha:g}"
-    return f"{PROXY}@{short if float(short) == alpha else repr(alpha)}"
-
-
 def metric_name(task: Task) -> str:
-    """The task's headline metric, in words."""
-    names = {
-        "gsm8k": "accuracy (final number)",
-        "humaneval": "pass@1 (greedy)",
-        "truthfulqa-mc": "MC1 accuracy (log-likelihood)",
-        "polls-recall": "accuracy (exact / numeric)",
-        "polls-unseen": "accuracy (exact / numeric)",
-    }
-    if task.name in names:
-        return names[task.name]
-    return "choice accuracy (log-likelihood)" if task.kind == "choice" else "accuracy (exact / numeric)"
+    """What the task's score means (the task says)."""
+    return task.metric
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -190,16 +87,12 @@ def derived_systems(proxy: ProxyModels) -> dict[str, ProxyModels]:
     """
     if len(proxy.pairs) != 1:
         raise ProxyToolError(f"eval takes exactly one expert (got {len(proxy.pairs)})")
-    return {
-        BASE: replace(proxy, base=proxy.base, pairs=[]),
-        EXPERT: replace(proxy, base=proxy.pairs[0].expert, pairs=[]),
-    }
+    return {BASE: proxy.with_base(proxy.base), EXPERT: proxy.with_base(proxy.pairs[0].expert)}
 
 
 def with_alpha(proxy: ProxyModels, alpha: float) -> ProxyModels:
     """The same loaded models steering with ``alpha`` (a copy: ``proxy`` is left as it was)."""
-    pairs = [ExpertPair(alpha, p.expert, p.anti_expert) for p in proxy.pairs]
-    return replace(proxy, pairs=pairs)
+    return proxy.with_alphas([alpha] * len(proxy.pairs))
 
 
 def engine_system(models: ProxyModels, max_new_tokens: int | None = None) -> SystemFn:
@@ -265,40 +158,8 @@ def choice_logprobs(
 def continuation_logprobs(
     models: ProxyModels, prompts: Sequence[str], continuations: Sequence[Sequence[int]]
 ) -> list[float]:
-    """Teacher-forced ``sum_t log_softmax(scores_t)[token_t]`` for each (prompt, continuation) row.
-
-    ``scores_t`` is exactly what :func:`proxytool.decoding.generate.generate` samples from at that
-    step (the proxy formula over the shared vocabulary; one model's logits when there are no pairs),
-    computed with the same per-model KV caches: the prompts are prefilled, then the continuation
-    tokens are appended one step at a time. Rows whose continuation has ended are fed padding whose
-    logits are never read (causal attention keeps it from touching the rows' earlier scores).
-
-    Args:
-        models: The system.
-        prompts: One prompt per row.
-        continuations: One list of token ids per row (each non-empty).
-
-    Returns:
-        One log-likelihood per row.
-    """
-    longest = max(len(c) for c in continuations)
-    pad = models.tokenizer.pad_token_id if models.tokenizer.pad_token_id is not None else 0
-    totals = [0.0] * len(continuations)
-    try:
-        logits = {id(s): s.prefill(list(prompts)) for s in models.sources}
-        for t in range(longest):
-            logp = torch.log_softmax(step_scores(models, logits), dim=-1)
-            tokens = torch.tensor([c[t] if t < len(c) else pad for c in continuations], dtype=torch.long)
-            picked = logp.gather(-1, tokens.to(logp.device).unsqueeze(-1)).squeeze(-1).tolist()
-            for i, cont in enumerate(continuations):
-                if t < len(cont):
-                    totals[i] += picked[i]
-            if t + 1 < longest:
-                logits = {id(s): s.step(tokens) for s in models.sources}
-    finally:
-        for source in models.sources:
-            source.release()
-    return totals
+    """Teacher-forced log-likelihood of each (prompt, continuation) row under the system's distribution."""
+    return [sum(row) for row in scoring.continuation_logprobs(models, prompts, continuations)]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -389,12 +250,8 @@ def score_example(task: Task, example: Example, output) -> dict:
 
 
 def aggregate(task: Task, scores: list[float]) -> float:
-    """The task's score from per-example scores: the mean (HumanEval: mean greedy pass@1)."""
-    if not scores:
-        return 0.0
-    if task.name == "humaneval":  # one greedy sample per problem: pass@1 = c
-        scores = [metrics.pass_at_k(1, int(s >= 1.0), 1) for s in scores]
-    return sum(scores) / len(scores)
+    """The task's score from per-example scores (the task's own aggregation: mean, pass@1, ...)."""
+    return task.aggregate(scores)
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -444,9 +301,7 @@ class Prepared:
     task: Task
     output: Path
     models: dict
-
-
-CODE_TASKS = ("humaneval",)
+    resolved: ResolvedSetup
 
 
 def prepare(config: EvalConfig) -> Prepared:
@@ -464,15 +319,16 @@ def prepare(config: EvalConfig) -> Prepared:
     if config.few_shot is not None and config.few_shot < 0:
         raise ProxyToolError(f"--few-shot must be >= 0 (got {config.few_shot})")
     task = load_task(config.task, limit=config.limit, data_dir=config.data_dir, few_shot=config.few_shot)
-    if task.name in CODE_TASKS and not config.allow_code_execution:
+    if task.runs_code and not config.allow_code_execution:
         raise ProxyToolError(
             f"task {task.name} runs model-written code on this machine; pass --allow-code-execution to allow it "
             "(see docs/eval.md for what the sandbox does and does not protect)"
         )
     if not task.examples:
         raise ProxyToolError(f"task {task.name}: no examples to evaluate (--limit {config.limit})")
-    base, [(_, expert, anti)] = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))
-    models = {BASE: base, EXPERT: expert, "anti_expert": anti}
+    resolved = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))
+    [(_, expert, anti)] = resolved.pairs
+    models = {BASE: resolved.base, EXPERT: expert, "anti_expert": anti}
     if config.direct is not None:
         models[DIRECT] = resolve(config.direct)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -481,39 +337,24 @@ def prepare(config: EvalConfig) -> Prepared:
         (output / "outputs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ProxyToolError(f"--output {output}: cannot create the folder ({err.strerror or err})") from None
-    return Prepared(config, task, output, models)
-
-
-def run_eval(
-    config: EvalConfig, on_progress: ProgressFn | None = None, on_status: Callable[[str], None] | None = None
-) -> tuple[Report, Path]:
-    """Load the models once, run every system, write the report files.
-
-    Base alone, expert alone and the proxy at each alpha share one set of loaded models; the direct
-    model (if any) is loaded after those are released, so peak memory is the larger of the two.
-
-    Args:
-        config: What to run.
-        on_progress: Per-system progress callback.
-        on_status: Called with a short message before each slow phase (loading models).
-
-    Returns:
-        The report and the folder it was written to.
-    """
-    return run_prepared(prepare(config), on_progress, on_status)
+    return Prepared(config, task, output, models, resolved)
 
 
 def run_prepared(
     prep: Prepared, on_progress: ProgressFn | None = None, on_status: Callable[[str], None] | None = None
 ) -> tuple[Report, Path]:
-    """:func:`run_eval` after :func:`prepare` (so callers can report input errors before any display)."""
+    """Load the models once, run every system, write the report files; returns the report and its folder.
+
+    ``prep`` comes from :func:`prepare`, so input errors are reported before anything loads. Base
+    alone, expert alone and the proxy at each alpha share one set of loaded models; the direct model
+    (if any) is loaded after those are released, so peak memory is the larger of the two.
+    """
     config, status = prep.config, on_status or (lambda _: None)
     task, started = prep.task, datetime.now().astimezone().isoformat(timespec="seconds")
     status("loading base, expert and anti-expert")
-    setup = replace(config.setup, alphas=[config.alphas[0]])
     report = evaluate(
         task,
-        _proxy_systems(load_proxy_models(setup), config.alphas),
+        _proxy_systems(load_proxy_models(prep.resolved), config.alphas),
         batch_size=config.batch_size,
         max_new_tokens=config.max_new_tokens,
         on_progress=on_progress,
@@ -546,17 +387,9 @@ def _proxy_systems(proxy: ProxyModels, alphas: list[float]) -> dict[str, ProxyMo
 
 
 def direct_setup(config: EvalConfig) -> ProxySetup:
-    """How the direct model loads: alone, the base's dtype/device/quantization, the expert's format."""
-    s = config.setup
-    formats = {"base": s.formats["expert"]} if "expert" in s.formats else {}
-    return ProxySetup(
-        base=config.direct,
-        dtype=s.dtype,
-        device=s.device,
-        quantize_base=s.quantize_base,
-        formats=formats,
-        share_weights=s.share_weights,
-    )
+    """How the direct model loads: alone, with the run's loading options and the expert's prompt format."""
+    loading = config.setup.loading
+    return ProxySetup(base=config.direct, loading=replace(loading, base_format=loading.expert_format))
 
 
 def _describe(spec: ModelSpec) -> dict:
@@ -569,7 +402,8 @@ def _meta(prep: Prepared, started: str) -> dict:
     import proxytool
 
     c, task = prep.config, prep.task
-    device = pick_device(c.setup.device)
+    loading = c.setup.loading
+    device = pick_device(loading.device)
     return {
         "task_info": {
             "name": task.name,
@@ -587,13 +421,10 @@ def _meta(prep: Prepared, started: str) -> dict:
         "settings": {
             "decoding": "greedy",
             "batch_size": c.batch_size,
-            "dtype": c.setup.dtype,
-            "device": c.setup.device,
+            **loading.to_json(),
+            "formats": loading.formats,
             "resolved_device": device,
-            "resolved_dtype": str(pick_dtype(c.setup.dtype, device)).removeprefix("torch."),
-            "quantize_base": c.setup.quantize_base,
-            "formats": dict(c.setup.formats),
-            "share_weights": c.setup.share_weights,
+            "resolved_dtype": str(pick_dtype(loading.dtype, device)).removeprefix("torch."),
         },
         "command": c.command,
         "started_at": started,
@@ -603,105 +434,3 @@ def _meta(prep: Prepared, started: str) -> dict:
             "transformers": transformers.__version__,
         },
     }
-
-
-# --------------------------------------------------------------------------- output files
-
-
-def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The summary table (headers, rows) shared by the terminal and report.md."""
-    gaps = report.gap_closed()
-    headers = ["system", "alpha", "n", "score (%)", "gap closed", "seconds"]
-    rows = []
-    for name, r in report.results.items():
-        gap = "" if not is_proxy(name) else ("n/a" if gaps.get(name) is None else f"{100 * gaps[name]:.1f}%")
-        rows.append(
-            [name, "" if r.alpha is None else f"{r.alpha:g}", str(r.n), f"{100 * r.score:.1f}", gap, f"{r.seconds:.1f}"]
-        )
-    return headers, rows
-
-
-def models_note(report: Report) -> str:
-    """One line naming the models of each role."""
-    models = report.meta.get("models", {})
-    return "; ".join(f"{role.replace('_', '-')}: {spec['name']}" for role, spec in models.items())
-
-
-def target_note(report: Report) -> str:
-    """One line saying what gap closed is measured against."""
-    target = report.target
-    name = report.meta.get("models", {}).get(target, {}).get("name", "")
-    why = "the directly tuned model" if target == DIRECT else "the expert, as no --direct was given"
-    return f"gap closed = (proxy - base) / (target - base); target = {target} ({name}): {why}"
-
-
-def markdown(report: Report, command: str = "") -> str:
-    """report.md: title, the table, the models, what the target is, and the command."""
-    headers, rows = table_rows(report)
-    lines = [
-        f"# {report.task}: {report.metric}",
-        "",
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---" for _ in headers) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += [
-        "",
-        f"Models: {models_note(report)}.",
-        "",
-        target_note(report) + ".",
-        "",
-        "Greedy decoding for every system; score = " + report.metric + ".",
-        "",
-    ]
-    if len(report.proxies) > 1:
-        lines += ["![score vs alpha](alpha_sweep.png)", ""]
-    if command:
-        lines += ["Command:", "", "```", command, "```", ""]
-    return "\n".join(lines)
-
-
-def write_report(report: Report, folder: Path, command: str = "") -> None:
-    """Write report.json, report.md, outputs/<system>.jsonl and (for a sweep) alpha_sweep.png."""
-    folder = Path(folder)
-    for name, result in report.results.items():
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.outputs)
-        write_text(folder / "outputs" / f"{name}.jsonl", lines)
-    if len(report.proxies) > 1:
-        plot_sweep(report, folder / "alpha_sweep.png")
-    write_text(folder / "report.md", markdown(report, command))
-    write_text(folder / "report.json", json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-
-
-def plot_sweep(report: Report, path: Path) -> None:
-    """Score vs alpha for the proxy, with horizontal lines for base, expert and direct (Agg, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    points = sorted((r.alpha, 100 * r.score) for r in report.proxies if r.alpha is not None)
-    ax.plot([a for a, _ in points], [s for _, s in points], marker="o", color="C0", label="proxy-tuned")
-    lines = (
-        (BASE, ":", "gray", "base alone"),
-        (EXPERT, "--", "C1", "expert alone"),
-        (DIRECT, "-.", "C2", "directly tuned"),
-    )
-    for name, style, color, label in lines:
-        if name in report.results:
-            ax.axhline(100 * report.results[name].score, linestyle=style, color=color, label=label)
-    ax.set_xlabel("alpha")
-    ax.set_ylabel(f"{report.metric} (%)")
-    ax.set_title(f"{report.task}: score vs alpha")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

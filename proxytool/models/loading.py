@@ -134,8 +134,12 @@ def load_model(
     device: str = "auto",
     quant: QuantArgs = QuantArgs(),
     adapter_name: str = "expert",
+    trust_pickle: bool = False,
 ):
     """Load ``spec`` for inference (eval mode). An adapter spec loads its base plus the adapter.
+
+    Weights load from safetensors only, unless ``trust_pickle`` (or PROXYTOOL_TRUST_PICKLE=1, or
+    :func:`set_trust_pickle` for the whole process) allows pickled ``.bin`` files.
 
     Returns:
         The model; a ``peft.PeftModel`` for adapters, with the adapter under ``adapter_name``.
@@ -151,7 +155,7 @@ def load_model(
         kwargs["device_map"] = {"": device}
     target = spec.base if spec.kind == "adapter" else spec
     folder = weights_folder(target)
-    kwargs["use_safetensors"] = None if trusts_pickle() else _require_safetensors(target, folder)
+    kwargs["use_safetensors"] = None if trust_pickle or trusts_pickle() else _require_safetensors(target, folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except ProxyToolError:

@@ -66,7 +66,10 @@ def test_session_streams_the_full_reply_and_keeps_history(tiny_models):
         {"role": "assistant", "content": direct.text.strip()},
     ]
     session.set_alpha(0.0)
-    assert all(p.alpha == 0.0 for p in models.pairs)
+    assert session.alphas == (0.0,) and all(p.alpha == 1.0 for p in models.pairs)  # the loaded models are untouched
+    prompt = session.messages("Again")
+    [base_alone] = complete(models.with_base(models.base), [prompt], max_new_tokens=8, row_seeds=[1])
+    assert "".join(session.reply("Again")) == base_alone.text  # alpha 0 is the base alone
     session.reset()
     assert session.history == []
 

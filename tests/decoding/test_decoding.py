@@ -1,5 +1,7 @@
 """The engine against the slow reference, the proxy identities, batching and sampling."""
 
+import dataclasses
+
 import pytest
 import torch
 from engine_helpers import N, ids, random_prompts, setup
@@ -99,7 +101,7 @@ def test_stop_strings_and_eos_end_a_row(tiny_models):
     [stopped] = complete(models, ["Who leads the poll?"], max_new_tokens=N, stop=[cut_at])
     assert stopped.finish_reason == "stop"
     assert stopped.text == free.text[: free.text.find(cut_at)]
-    models.eos_ids = frozenset({free.token_ids[2]})
+    models = dataclasses.replace(models, eos_ids=frozenset({free.token_ids[2]}))
     [eos] = complete(models, ["Who leads the poll?"], max_new_tokens=N)
     assert eos.token_ids == free.token_ids[:3] and eos.finish_reason == "stop"
 

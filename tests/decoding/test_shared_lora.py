@@ -71,10 +71,10 @@ def test_mixed_adapter_drift_is_rounding_not_a_bug(tiny_models, adapter, dtype, 
     merged = ModelSource(PeftModel.from_pretrained(small(), adapter).merge_and_unload().eval(), [Group(None, fmt)])
     prompts = random_prompts(3, seed=4)
     worst = 0.0
-    a, b = shared.prefill(prompts)[0], merged.prefill(prompts)[0]
+    (shared_state, [a, _]), (merged_state, [b]) = shared.prefill(prompts), merged.prefill(prompts)
     for _ in range(16):
         worst = max(worst, (a - b).abs().max().item())
         token = a.argmax(-1)
-        a, b = shared.step(token)[0], merged.step(token)[0]
+        a, b = shared.step(shared_state, token)[0], merged.step(merged_state, token)[0]
     print(f"max |shared - merged| over 16 steps, {dtype}: {worst:.2e}")
     assert worst < tolerance

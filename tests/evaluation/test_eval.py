@@ -5,14 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from cli_runner import run_cli
+from engine_helpers import proxy_setup
 from reference import load
 
-from proxytool import cli
-from proxytool.cli import eval as eval_cli
 from proxytool.decoding.generate import complete
-from proxytool.decoding.setup import ProxySetup, load_proxy_models
+from proxytool.decoding.setup import load_proxy_models
 from proxytool.evaluation.evaluate import (
     choice_logprobs,
     derived_systems,
@@ -40,16 +38,6 @@ REPORT_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def eval_registered(monkeypatch):
-    """Run through the real entry point (one-line errors, exit 2) with `eval` registered."""
-    if not any(c.name == "eval" for c in cli.app_.registered_commands):
-        app = typer.Typer(pretty_exceptions_enable=False)
-        app.callback()(cli._main)
-        eval_cli.register(app)
-        monkeypatch.setattr(cli, "app_", app)
-
-
 def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -61,7 +49,7 @@ def read_jsonl(path: Path):
 
 def load_models(t, *, base=None, alpha=1.0, pair=True):
     kwargs = dict(experts=[str(t["expert"])], anti_experts=[str(t["anti"])], alphas=[alpha]) if pair else {}
-    return load_proxy_models(ProxySetup(base=str(base or t["base"]), dtype="float32", device="cpu", **kwargs))
+    return load_proxy_models(proxy_setup(base or t["base"], **kwargs))
 
 
 def batched_texts(models, prompts, batch_size, **kwargs):

@@ -45,9 +45,11 @@ def lora(tmp_path_factory):
 
 
 def load(**kwargs):
-    from proxytool.decoding.setup import ProxySetup, load_proxy_models
+    from engine_helpers import proxy_setup
 
-    return load_proxy_models(ProxySetup(base=LARGE, dtype="float32", device="cpu", **kwargs))
+    from proxytool.decoding.setup import load_proxy_models
+
+    return load_proxy_models(proxy_setup(LARGE, **kwargs))
 
 
 def test_qwen_pair_shares_a_tokenizer_with_padded_logits():

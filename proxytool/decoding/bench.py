@@ -9,43 +9,43 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+from proxytool.decoding.config import LoadingOptions, ProxySetup
 
 MODES = ("base", "proxy", "naive", "engine-base")  # engine-base: proxytool's loop on the base alone
 
 
 @dataclass
 class BenchConfig:
-    base: str
-    expert: str
-    anti_expert: str | None = None
+    """One benchmark: the proxy setup (one expert pair, loading options) and what to time."""
+
+    setup: ProxySetup
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     modes: list[str] = field(default_factory=lambda: ["base", "proxy", "naive"])
     prompt_tokens: int = 42
     new_tokens: int = 32
     repeats: int = 2
-    dtype: str = "auto"
-    device: str = "auto"
-    quantize_base: str = "none"
-    share_weights: bool | None = None
-    overlap: str = "auto"
-    threads: int | None = None
 
-    def setup(self, pairs: bool = True, **overrides):
-        """The ProxySetup of this benchmark (``pairs=False``: the base alone)."""
-        from proxytool.decoding.setup import ProxySetup
-
-        values = dict(
-            base=self.base,
-            experts=[self.expert] if pairs else [],
-            anti_experts=[self.anti_expert] if pairs and self.anti_expert else [],
-            dtype=self.dtype,
-            device=self.device,
-            quantize_base=self.quantize_base,
-            share_weights=self.share_weights,
-            overlap=self.overlap,
+    def setup_for(self, pairs: bool = True, **loading) -> ProxySetup:
+        """The setup of one mode: ``pairs=False`` is the base alone; ``loading`` overrides options."""
+        experts = self.setup.experts if pairs else ()
+        return replace(
+            self.setup,
+            experts=experts,
+            anti_experts=self.setup.anti_experts if pairs else (),
+            alphas=self.setup.alphas if pairs else (),
+            loading=replace(self.setup.loading, **loading),
         )
-        return ProxySetup(**{**values, **overrides})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BenchConfig":
+        setup = dict(data["setup"])
+        setup["loading"] = LoadingOptions(**setup["loading"])
+        return cls(**{**data, "setup": ProxySetup(**setup)})
 
 
 def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
@@ -60,8 +60,8 @@ def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
 
 
 def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
-    payload = json.dumps({"config": asdict(config), "mode": mode, "batch": batch})
-    proc = subprocess.run([sys.executable, "-m", "proxytool.bench", payload], capture_output=True, text=True)
+    payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch})
+    proc = subprocess.run([sys.executable, "-m", "proxytool.decoding.bench", payload], capture_output=True, text=True)
     if proc.returncode != 0:
         from proxytool.errors import ProxyToolError
 
@@ -76,7 +76,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
 
     from proxytool.runtime import prepare_runtime
 
-    prepare_runtime(config.threads)
+    prepare_runtime(config.setup.loading.threads)
     runners = {"base": _BaseAlone, "proxy": _Proxy, "naive": _Naive, "engine-base": lambda c: _Proxy(c, pairs=False)}
     runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
@@ -149,15 +149,14 @@ class _Proxy(_Runner):
     def __init__(self, config: BenchConfig, pairs: bool = True):
         from proxytool.decoding.setup import load_proxy_models
 
-        self.models = load_proxy_models(config.setup(pairs))
-        self.models.eos_ids = frozenset()  # fixed-length runs
+        self.models = load_proxy_models(config.setup_for(pairs))
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
 
     def decode(self, prompts, n):
         from proxytool.decoding.generate import generate
 
-        for _ in generate(self.models, prompts, max_new_tokens=n):
+        for _ in generate(self.models, prompts, max_new_tokens=n, ignore_eos=True):  # fixed-length runs
             self._mark_first()
 
 
@@ -203,7 +202,7 @@ class _Naive(_Runner):
     def __init__(self, config: BenchConfig):
         from proxytool.decoding.setup import load_proxy_models
 
-        models = load_proxy_models(config.setup(share_weights=False, overlap="off"))
+        models = load_proxy_models(config.setup_for(share_weights=False, overlap="off"))
         pair = models.pairs[0]
         self.members = [models.base, pair.expert, pair.anti_expert]
         self.models = [m.source.model for m in self.members]
@@ -292,4 +291,4 @@ def ratios(results: list[dict]) -> list[dict]:
 
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
-    print(json.dumps(measure(BenchConfig(**request["config"]), request["mode"], request["batch"])))
+    print(json.dumps(measure(BenchConfig.from_json(request["config"]), request["mode"], request["batch"])))

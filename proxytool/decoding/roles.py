@@ -1,0 +1,71 @@
+"""What a proxy setup is made of once loaded: the base, the expert pairs, the shared tokenizer.
+
+These objects are immutable and shared: any number of generations may run over them at once, each
+with its own :class:`proxytool.decoding.stepper.Stepper` (KV caches, α values).
+"""
+
+from dataclasses import dataclass
+
+from proxytool.decoding.overlap import Lanes
+from proxytool.decoding.sources import ModelSource
+
+
+@dataclass(frozen=True)
+class Member:
+    """Where one role's logits come from: a source and one of its row groups."""
+
+    source: ModelSource
+    group: int
+
+
+@dataclass(frozen=True)
+class ExpertPair:
+    """An expert and its anti-expert, steering with weight ``alpha`` unless a generation overrides it."""
+
+    alpha: float
+    expert: Member
+    anti_expert: Member
+
+
+@dataclass(frozen=True)
+class ProxyModels:
+    """Everything loaded for proxy-tuned decoding. Without pairs it decodes the base alone."""
+
+    base: Member
+    pairs: tuple[ExpertPair, ...]
+    tokenizer: object  # decodes generated ids to text (all roles share one vocabulary)
+    eos_ids: frozenset[int]
+    lanes: Lanes | None = None  # run the base and the proxies concurrently (see overlap.py)
+
+    @property
+    def sources(self) -> list[ModelSource]:
+        members = [self.base] + [m for p in self.pairs for m in (p.expert, p.anti_expert)]
+        unique = []
+        for member in members:
+            if all(member.source is not s for s in unique):
+                unique.append(member.source)
+        return unique
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        return tuple(p.alpha for p in self.pairs)
+
+    def roles(self) -> dict[str, Member]:
+        """Every role by name: ``base``, then ``expert``/``anti-expert`` (numbered when several pairs)."""
+        roles = {"base": self.base}
+        for i, pair in enumerate(self.pairs, start=1):
+            suffix = "" if len(self.pairs) == 1 else str(i)
+            roles[f"expert{suffix}"] = pair.expert
+            roles[f"anti-expert{suffix}"] = pair.anti_expert
+        return roles
+
+    def with_base(self, base: Member) -> "ProxyModels":
+        """One role alone (no pairs): e.g. the expert as a model of its own."""
+        return ProxyModels(base=base, pairs=(), tokenizer=self.tokenizer, eos_ids=self.eos_ids, lanes=self.lanes)
+
+    def with_alphas(self, alphas) -> "ProxyModels":
+        """The same loaded models steering with other weights (one per pair)."""
+        pairs = tuple(ExpertPair(a, p.expert, p.anti_expert) for a, p in zip(alphas, self.pairs, strict=True))
+        return ProxyModels(
+            base=self.base, pairs=pairs, tokenizer=self.tokenizer, eos_ids=self.eos_ids, lanes=self.lanes
+        )

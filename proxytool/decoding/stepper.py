@@ -1,0 +1,103 @@
+"""One generation's decoding state over shared loaded models: the stepping API.
+
+Generation, teacher-forced scoring, the server's scheduler and speculative verification all drive a
+:class:`Stepper`: ``prefill`` the prompts, then ``extend`` by one or more tokens per prompt (or
+``step`` by exactly one) and read the combined proxy scores; ``truncate`` forgets tokens that were
+not kept. The loaded models are never modified, so several steppers may run over them at once.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from proxytool.decoding.combine import Steer, proxy_scores
+from proxytool.decoding.formats import Prompt
+from proxytool.decoding.roles import Member, ProxyModels
+from proxytool.decoding.sources import ModelSource
+from proxytool.errors import ProxyToolError
+
+
+class Stepper:
+    """KV states of every source for one batch of prompts, and the α of each pair for this call."""
+
+    def __init__(self, models: ProxyModels, alphas: Sequence[float] | None = None):
+        self.models = models
+        self.alphas = tuple(models.alphas if alphas is None else alphas)
+        if len(self.alphas) != len(models.pairs):
+            raise ProxyToolError(f"{len(self.alphas)} alpha values for {len(models.pairs)} expert pairs")
+        self._states = {}
+        self._logits: dict[int, list[torch.Tensor]] = {}
+
+    def prefill(self, prompts: Sequence[Prompt], all_positions: bool = False) -> torch.Tensor:
+        """Start the batch; returns the combined scores [prompts, vocab] for the first new token.
+
+        With ``all_positions``, scores at every prompt position [prompts, length, vocab] (left-padded):
+        position ``t`` scores token ``t + 1``. That needs every role to see the same token ids.
+        """
+        if self._states:
+            raise ProxyToolError("this stepper has already been prefilled")
+        prompts = list(prompts)
+        if all_positions:
+            _check_same_ids(self.models.sources, prompts)
+        # prefill is compute-bound and scales with threads: one model at a time, each with all of them
+        for source in self.models.sources:
+            self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+        return self.scores()
+
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` [prompts, k] to every model; returns the scores after each [prompts, k, vocab]."""
+        self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens))
+        return self.scores()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per prompt; returns the next scores [prompts, vocab]."""
+        return self.extend(tokens.unsqueeze(-1))[:, -1]
+
+    def truncate(self, drop: int) -> None:
+        """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
+        for source in self.models.sources:
+            source.truncate(self._states[id(source)], drop)
+
+    def scores(self) -> torch.Tensor:
+        """The combined scores of the last prefill / extend: ``base + Σ α (expert − anti)``, fp32."""
+        steers = [
+            Steer(alpha, self.logits_of(p.expert), self.logits_of(p.anti_expert))
+            for alpha, p in zip(self.alphas, self.models.pairs)
+        ]
+        return proxy_scores(self.logits_of(self.models.base), steers, vocab_size=len(self.models.tokenizer))
+
+    def logits_of(self, member: Member) -> torch.Tensor:
+        """One role's raw logits from the last prefill / extend."""
+        return self._logits[id(member.source)][member.group]
+
+    def role_logits(self) -> dict[str, torch.Tensor]:
+        """Every role's raw logits from the last prefill / extend, by role name (see ProxyModels.roles)."""
+        return {name: self.logits_of(member) for name, member in self.models.roles().items()}
+
+    def close(self) -> None:
+        """Drop the KV caches (the models stay loaded)."""
+        self._states.clear()
+        self._logits.clear()
+
+    def __enter__(self) -> "Stepper":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _each_source(self, fn) -> dict[int, list[torch.Tensor]]:
+        lanes = self.models.lanes
+        if lanes is None:
+            return {id(s): fn(s) for s in self.models.sources}
+        return lanes.map(fn, self.models.sources)
+
+
+def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:
+    encodings = [row for s in sources for row in _by_prompt(s, prompts)]
+    if any(e != encodings[0] for e in encodings):
+        raise ProxyToolError("scoring prompt positions needs every model to see the same tokens (use raw formats)")
+
+
+def _by_prompt(source: ModelSource, prompts: list[Prompt]) -> list[list[list[int]]]:
+    rows = source.encode(prompts)
+    return [rows[g * len(prompts) : (g + 1) * len(prompts)] for g in range(len(source.groups))]
