@@ -109,6 +109,8 @@ def _fits(fit, session, line: str, max_new_tokens: int, console) -> bool:
 
 def _command(line: str, session, console) -> bool:
     """Handle a slash command; True when the line was one."""
+    from proxytool.cli import validate as v
+
     if not line.startswith("/") or line.startswith("//"):
         return not line  # blank lines are skipped
     name, _, arg = line.partition(" ")
@@ -118,7 +120,7 @@ def _command(line: str, session, console) -> bool:
     elif name == "/alpha":
         try:
             value = float(arg)
-            if not math.isfinite(value) or not session.models.pairs:
+            if not math.isfinite(value) or abs(value) > v.MAX_ALPHA or not session.models.pairs:
                 raise ValueError
             session.set_alpha(value)
             console.print(f"(alpha = {value})")

@@ -73,6 +73,8 @@ def eval_command(
     v.at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
     v.at_least("--batch-size", batch_size, 1, 100_000)
     alphas = parse_alphas(alpha)
+    for value in alphas:
+        v.finite("--alpha", value, -v.MAX_ALPHA, v.MAX_ALPHA)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
         task=task,

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from proxytool.decoding.config import MAX_ALPHA  # noqa: F401  (chat's /alpha checks against it)
 from proxytool.errors import ProxyToolError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -16,6 +16,7 @@ ROLES = ("base", "expert", "anti-expert")
 OVERLAP_MODES = ("auto", "on", "off")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
+MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class ProxySetup:
         for alpha in self.alphas:
             if not math.isfinite(alpha):
                 raise ProxyToolError(f"--alpha must be a finite number (got {alpha})")
+            if abs(alpha) > MAX_ALPHA:
+                raise ProxyToolError(f"--alpha must be between -{MAX_ALPHA:g} and {MAX_ALPHA:g} (got {alpha:g})")
         self.pair_alphas()
 
     def pair_alphas(self) -> list[float]:
