@@ -53,15 +53,20 @@ def main() -> None:
     import torch
 
     from proxytool.decoding.generate import complete
-    from proxytool.decoding.setup import ProxySetup, load_proxy_models
+    from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
     from proxytool.decoding.speculative import speculative_generate
 
     with open(args.prompts) as f:
         prompts = [json.loads(line)["prompt"] for line in f][: args.n_prompts]
-    formats = {role: args.format for role in ("base", "expert", "anti-expert")}
+    formats = {f"{role}_format": args.format for role in ("base", "expert", "anti_expert")}
     started = time.perf_counter()
     models = load_proxy_models(
-        ProxySetup(base=args.base, experts=[args.expert], alphas=[args.alpha], formats=formats, dtype="float32")
+        ProxySetup(
+            base=args.base,
+            experts=[args.expert],
+            alphas=[args.alpha],
+            loading=LoadingOptions(dtype="float32", **formats),
+        )
     )
     load_s = time.perf_counter() - started
     base_alone = models.with_base(models.base)

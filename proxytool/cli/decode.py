@@ -1,5 +1,6 @@
 """`proxytool decode`: proxy-tuned generation over a prompt file."""
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -37,6 +38,11 @@ def decode(
     stop: o.Stop = None,
     speculative: o.Speculative = 0,
     draft: o.Draft = "expert",
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Also write, per generated token, the top candidates of every model and the proxy (JSONL)."),
+    ] = None,
+    trace_top: Annotated[int, typer.Option(help="Candidates per model in --trace.")] = 5,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -53,13 +59,20 @@ def decode(
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
     from proxytool.decoding.speculative import check_speculative
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume
+    from proxytool.decoding.trace import Tracer
+    from proxytool.errors import ProxyToolError
 
     v.generation(max_new_tokens, batch_size, stop)
     v.sampling(temperature, top_k, top_p, seed)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     setup.validate()
     check_speculative(speculative, draft, has_expert=bool(expert))
+    v.at_least("--trace-top", trace_top, 1, 1000)
     v.not_the_input(output, [prompts])
+    if trace is not None:
+        v.not_the_input(trace, [prompts], flag="--trace")
+        if speculative:
+            raise ProxyToolError("--trace needs step-by-step decoding: drop --speculative to trace")
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -69,6 +82,8 @@ def decode(
         draft=draft,
     )
     check_writable(output)
+    if trace is not None:
+        check_writable(trace)
     items = read_prompts(prompts)
     resolved = resolve_roles(setup)  # name errors before any import-heavy work
     run = fingerprint(items, options, _models_record(resolved))
@@ -96,7 +111,11 @@ def decode(
         def on_tokens(n: int) -> None:
             progress.update(task, advance=n, rate=clock.update(n))
 
-        done = decode_prompts(models, items, output, options, on_tokens, run=run)
+        with contextlib.ExitStack() as files:
+            tracer = None
+            if trace is not None:  # the trace covers the prompts decoded in this run
+                tracer = Tracer(files.enter_context(open(trace, "w", encoding="utf-8")), models.tokenizer, trace_top)
+            done = decode_prompts(models, items, output, options, on_tokens, run=run, tracer=tracer)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from proxytool.data.prompts import PromptItem
 from proxytool.decoding.generate import ProxyModels, completion_of, generate
 from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.trace import Tracer
 from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.files.atomic import write_text
 
@@ -175,12 +176,14 @@ def decode_prompts(
     options: DecodeOptions,
     on_tokens: Callable[[int], None] = lambda n: None,
     run: dict | None = None,
+    tracer: Tracer | None = None,
 ) -> int:
     """Decode every item not yet in the output, appending lines in input order. Returns the count done.
 
     Args:
         on_tokens: called with the number of tokens generated at each step (for progress bars).
         run: the run's fingerprint (default: prompts and options only; the CLI adds the models).
+        tracer: records every role's top candidates per generated token (``decode --trace``).
     """
     output = Path(output)
     run = run if run is not None else fingerprint(items, options)
@@ -196,7 +199,7 @@ def decode_prompts(
     try:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]
-            lines = _decode_batch(models, batch, options, on_tokens)
+            lines = _decode_batch(models, batch, options, on_tokens, tracer)
             _append(fd, "".join(lines).encode("utf-8"), part)
     finally:
         os.close(fd)
@@ -226,7 +229,11 @@ def _append(fd: int, data: bytes, part: Path) -> None:
 
 
 def _decode_batch(
-    models: ProxyModels, batch: list[PromptItem], options: DecodeOptions, on_tokens: Callable[[int], None]
+    models: ProxyModels,
+    batch: list[PromptItem],
+    options: DecodeOptions,
+    on_tokens: Callable[[int], None],
+    tracer: Tracer | None = None,
 ) -> list[str]:
     rows, previous = [], 0
     for rows in generate(
@@ -238,10 +245,13 @@ def _decode_batch(
         row_seeds=[item.index for item in batch],
         speculative=options.speculative,
         draft=options.draft,
+        observe=tracer.observe if tracer is not None else None,
     ):
         total = sum(len(r.token_ids) for r in rows)
         on_tokens(total - previous)
         previous = total
+    if tracer is not None:
+        tracer.flush([item.id for item in batch], [len(row.token_ids) for row in rows])
     lines = []
     for item, row in zip(batch, rows):
         completion = completion_of(row, models.tokenizer)
