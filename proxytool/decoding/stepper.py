@@ -53,6 +53,15 @@ class Stepper:
         """Append one token per prompt; returns the next scores [prompts, vocab]."""
         return self.extend(tokens.unsqueeze(-1))[:, -1]
 
+    def draft(self, tokens: torch.Tensor) -> list[list[int]]:
+        """Per row, tokens that may follow ``tokens`` [prompts] and that the base scores at no extra cost
+        (a remote base's greedy lookahead, see remote.py); empty lists for a local base."""
+        base = self.models.base.source
+        drafter = getattr(base, "draft", None)
+        if drafter is None:
+            return [[] for _ in range(tokens.shape[0])]
+        return drafter(self._states[id(base)], tokens)
+
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
         for source in self.models.sources:

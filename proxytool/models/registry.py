@@ -32,7 +32,8 @@ class ModelSpec:
     Attributes:
         name: what the user asked for (a registry name, a path or a hub id).
         source: hub id, local folder, adapter folder or GGUF file.
-        kind: "hf" (weights to load as they are), "adapter" (PEFT adapter on ``base``) or "gguf".
+        kind: "hf" (weights to load as they are), "adapter" (PEFT adapter on ``base``), "gguf", or
+            "remote" (an OpenAI-compatible server's URL; only as a base).
         base: the model this one was trained from: an adapter's base, or a merged checkpoint's origin.
             It is the default anti-expert when this model is used as an expert.
         prompt_format: "chat" (apply the tokenizer's chat template) or "raw".
@@ -117,6 +118,8 @@ def all_entries() -> dict[str, dict]:
 def resolve(name: str) -> ModelSpec:
     """Turn a name, path or hub id into a ModelSpec, or raise a ProxyToolError that suggests names."""
     name = str(name)
+    if name.startswith(("http://", "https://")):  # an OpenAI-compatible server (decoding/remote.py)
+        return ModelSpec(name=name, source=name, kind="remote")
     path = Path(name).expanduser()
     if path.exists():
         return _from_path(name, path)
