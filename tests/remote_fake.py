@@ -18,6 +18,7 @@ class FakeServer:
         self.faults = list(faults)  # HTTP statuses answered (in order) before serving completions
         self.logprobs, self.tokenize_shift, self.text_only = logprobs, tokenize_shift, text_only
         self.requests = []
+        self.auth = set()  # Authorization headers seen
         self.lock = threading.Lock()
         server = self
 
@@ -33,6 +34,7 @@ class FakeServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, body))
+                server.auth.add(self.headers.get("Authorization"))
                 if self.path == "/tokenize":
                     ids = server.tokenizer(body["prompt"], add_special_tokens=False)["input_ids"]
                     return self.reply(200, {"tokens": [i + server.tokenize_shift for i in ids]})

@@ -76,12 +76,20 @@ def decode(
     ) as progress:
         task = progress.add_task("decode", total=max_new_tokens * len(items), rate="")
         clock = _TokenRate()
+        generated = [0]
 
         def on_tokens(n: int) -> None:
+            generated[0] += n
             progress.update(task, advance=n, rate=clock.update(n))
 
         done = decode_prompts(models, items, output, options, on_tokens)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
+    calls = getattr(getattr(models.base.source, "client", None), "calls", None)
+    if calls is not None and generated[0]:
+        console.print(
+            f"remote base: {calls.completions} calls for {generated[0]} tokens "
+            f"({calls.completions / generated[0]:.2f} per token), {calls.retries} retries"
+        )
 
 
 class _TokenRate:

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-Base = Annotated[str, typer.Option("--base", "-b", help="Base model M: registry name, path, GGUF file or hub id.")]
+Base = Annotated[
+    str,
+    typer.Option(
+        "--base",
+        "-b",
+        help="Base model M: registry name, path, GGUF file, hub id, or an OpenAI-compatible server "
+        "http(s)://HOST:PORT/v1[#MODEL] (docs/remote.md).",
+    ),
+]
 Experts = Annotated[
     list[str] | None,
     typer.Option("--expert", "-e", help="Expert M+ (repeatable). A proxytool checkpoint implies its anti-expert."),
@@ -39,6 +47,13 @@ ShareWeights = Annotated[
 Overlap = Annotated[
     str, typer.Option(help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")
 ]
+RemoteTopK = Annotated[int, typer.Option(help="Remote base: top-K log-probabilities per position (others: -inf).")]
+RemoteLookahead = Annotated[
+    int, typer.Option(help="Remote base: greedy tokens asked per call, used while decoding follows them (0 = off).")
+]
+BaseApiKey = Annotated[
+    str | None, typer.Option(help="Remote base: API key (default: $PROXYTOOL_BASE_API_KEY).", show_default=False)
+]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 MaxNewTokens = Annotated[int, typer.Option(help="Most tokens to generate per prompt.")]
 Temperature = Annotated[float, typer.Option(help="0 = greedy.")]
@@ -61,6 +76,9 @@ class LoadingOptions:
     share_weights: bool | None = None
     overlap: str = "auto"
     threads: int | None = None
+    remote_top_k: int = 20
+    remote_lookahead: int = 0
+    base_api_key: str | None = None
 
     def setup(self, base: str, experts=(), anti_experts=(), alphas=()):
         """The ProxySetup for these models under these options."""
@@ -86,6 +104,9 @@ class LoadingOptions:
             formats=formats,
             share_weights=self.share_weights,
             overlap=self.overlap,
+            remote_top_k=self.remote_top_k,
+            remote_lookahead=self.remote_lookahead,
+            base_api_key=self.base_api_key,
         )
 
 
@@ -99,6 +120,9 @@ _LOADING_TYPES = {
     "share_weights": ShareWeights,
     "overlap": Overlap,
     "threads": Threads,
+    "remote_top_k": RemoteTopK,
+    "remote_lookahead": RemoteLookahead,
+    "base_api_key": BaseApiKey,
 }
 
 

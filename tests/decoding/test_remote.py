@@ -195,3 +195,31 @@ def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of):
     pairs = [(1.5, models_of["expert"], models_of["anti"])]
     ids = tokenizer(prompt)["input_ids"]
     assert got == reference_topk_greedy(models_of["base"], pairs, ids, 20, N, tokenizer, dropped=shared)
+
+
+def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, monkeypatch):
+    import json
+
+    from cli_runner import run_cli
+
+    monkeypatch.setenv("PROXYTOOL_BASE_API_KEY", "secret")
+    out = tmp_path / "out.jsonl"
+    code, _, err = run_cli(
+        "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#fake",
+        "--expert", tiny_models["expert"], "--anti-expert", tiny_models["anti"], "--alpha", "1.5",
+        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--threads", 1,
+        stdin="The poll of likely\n",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "calls for" in err and "per token" in err
+    assert any(b.get("model") == "fake" for _, b in remote.requests) and "Bearer secret" in remote.auth
+    got = json.loads(out.read_text())
+    models = remote_setup(tiny_models, remote.url, remote_top_k=5)
+    assert got["completion"] == complete(models, ["The poll of likely"], max_new_tokens=N)[0].text
+
+
+def test_base_api_key_is_sent(tiny_models, models_of):
+    with FakeServer(models_of["base"], tokenizer_of(tiny_models["base"])) as server:
+        models = remote_setup(tiny_models, server.url, base_api_key="k123")
+        assert models.base.source.client.endpoint.api_key == "k123"
+    assert server.auth == {"Bearer k123"}
