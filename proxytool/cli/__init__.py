@@ -30,11 +30,11 @@ def _main(
 
 
 def _register_commands() -> None:
-    from proxytool.cli import bench, chat, data, decode, env, models
+    from proxytool.cli import bench, chat, data, decode, env, models, serve
     from proxytool.cli import eval as eval_cli
     from proxytool.cli import train as train_cli
 
-    for module in (train_cli, decode, chat, eval_cli, models, data, bench, env):
+    for module in (train_cli, decode, chat, eval_cli, models, data, bench, env, serve):
         module.register(app_)
 
 

@@ -1,0 +1,59 @@
+"""`proxytool serve`: an OpenAI-compatible API and a web chat page over proxy-tuned models."""
+
+from typing import Annotated
+
+import typer
+
+from proxytool.cli import options as o
+from proxytool.runtime import prepare_runtime
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "serve", help="OpenAI-compatible API (/v1/completions, /v1/chat/completions) and a web chat page at /."
+    )(o.with_loading_options(serve))
+
+
+def serve(
+    base: o.Base,
+    expert: o.Experts = None,
+    anti_expert: o.AntiExperts = None,
+    alpha: o.Alphas = None,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 exposes the server to the network).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="PROXYTOOL_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="The model id clients ask for.")] = "proxytool",
+    max_batch: Annotated[int, typer.Option(help="Most requests decoded at once (batched when settings match).")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Most requests waiting; more are answered 429.")] = 64,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 4 * 1024 * 1024,
+    loading: o.LoadingOptions = o.LoadingOptions(),
+) -> None:
+    from rich.console import Console
+
+    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.errors import ProxyToolError
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import serve as run_server
+
+    if max_batch < 1 or max_queue < 0 or max_body < 1 or not 0 < port < 65536:
+        raise ProxyToolError("--max-batch must be >= 1, --max-queue >= 0, --max-body >= 1, --port in 1..65535")
+    setup = loading.setup(base, expert, anti_expert, alpha)
+    resolve_roles(setup)  # name errors before any import-heavy work
+    prepare_runtime(loading.threads)
+    console = Console(stderr=True)
+    with console.status("loading models"):
+        models = load_proxy_models(setup)
+    config = ServerConfig(
+        model_name=model_name,
+        expert_names=tuple(expert or ()),
+        api_key=api_key,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_body_bytes=max_body,
+    )
+    console.print(f"serving '{model_name}' on http://{host}:{port}  (web page: /, API: /v1)")
+    run_server(models, config, host, port)

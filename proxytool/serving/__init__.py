@@ -1,0 +1,1 @@
+"""`proxytool serve`: an OpenAI-compatible HTTP API and a web chat page over loaded proxy models."""

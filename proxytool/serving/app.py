@@ -1,0 +1,532 @@
+"""The HTTP layer: OpenAI-compatible routes over a :class:`Scheduler`, errors in OpenAI's shape.
+
+Bodies are read and validated here (size limit → 413, bad JSON or fields → 400); everything that
+touches the models runs on the scheduler's worker thread. A request's events arrive on an asyncio
+queue; a client that goes away marks its jobs cancelled, and the worker stops decoding them.
+"""
+
+import asyncio
+import json
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from proxytool.decoding.formats import TokenPrompt
+from proxytool.decoding.roles import ProxyModels
+from proxytool.decoding.sampling import SamplingConfig
+from proxytool.errors import ProxyToolError
+from proxytool.serving.logprobs import TokenInfo, prompt_token_infos
+from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields
+from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_name: str = "proxytool"
+    expert_names: tuple[str, ...] = ()
+    api_key: str | None = None
+    max_batch: int = 8
+    max_queue: int = 64
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
+    """The FastAPI app; its scheduler thread starts now and stops with the app's lifespan."""
+    scheduler = Scheduler(models, max_batch=config.max_batch, max_queue=config.max_queue)
+    api = _API(models, config, scheduler)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        scheduler.close()
+
+    app = FastAPI(title="proxytool", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.scheduler = scheduler
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, err: APIError):
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, err: Exception):  # a bug answers 500; the server keeps serving
+        return JSONResponse(APIError(500, f"internal error: {err}").body(), status_code=500)
+
+    static = resources.files("proxytool.serving") / "static"
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str):
+        path = static / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise APIError(404, f"no static file '{name}'")
+        return FileResponse(str(path))
+
+    @app.get("/health")
+    async def health():
+        s = scheduler.stats
+        return {
+            "status": "ok",
+            "waiting": s.waiting,
+            "active_rows": s.active_rows,
+            "batches_started": s.batches_started,
+            "tokens_generated": s.tokens_generated,
+            "cancelled": s.cancelled,
+        }
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        api.check_auth(request)
+        return {"object": "list", "data": [api.model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str, request: Request):
+        api.check_auth(request)
+        api.check_model(name)
+        return api.model_card()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        api.check_auth(request)
+        body = await api.parse(request, CompletionRequest)
+        prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None
+        with api.admission((prompts or len(body.prompt)) * body.n):
+            return await api.completions(body, request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        api.check_auth(request)
+        body = await api.parse(request, ChatRequest)
+        with api.admission(body.n):
+            return await api.chat(body, request)
+
+    return app
+
+
+class _API:
+    def __init__(self, models: ProxyModels, config: ServerConfig, scheduler: Scheduler):
+        self.models, self.config, self.scheduler = models, config, scheduler
+        self.tokenizer = models.tokenizer
+        self.created = int(time.time())
+
+    # ---- checks --------------------------------------------------------------------------------
+    def check_auth(self, request: Request) -> None:
+        key = self.config.api_key
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+
+    def check_model(self, name: str) -> None:
+        if name != self.config.model_name:
+            have = self.config.model_name
+            raise APIError(404, f"model '{name}' does not exist; this server has '{have}'", "model", "model_not_found")
+
+    def model_card(self) -> dict:
+        return {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "proxytool"}
+
+    async def parse(self, request: Request, schema: type[BaseModel]):
+        declared = request.headers.get("content-length")
+        limit = self.config.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        try:
+            data = json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise APIError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        try:
+            body = schema.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            param = ".".join(str(p) for p in first["loc"])
+            raise APIError(400, f"{param}: {first['msg']}", param=param, code="invalid_value") from None
+        self.check_model(body.model)
+        return body
+
+    def alphas(self, body: ProxyFields) -> tuple[float, ...]:
+        pairs = len(self.models.pairs)
+        if body.alpha is None:
+            alphas = list(self.models.alphas)
+        elif isinstance(body.alpha, list):
+            if len(body.alpha) != pairs:
+                raise APIError(400, f"alpha: {len(body.alpha)} values for {pairs} expert pairs", "alpha")
+            alphas = list(body.alpha)
+        else:
+            alphas = [float(body.alpha)] * pairs
+        if body.experts is not None:
+            chosen = set()
+            for e in body.experts:
+                if isinstance(e, int) and 0 <= e < pairs:
+                    chosen.add(e)
+                elif isinstance(e, str) and e in self.config.expert_names:
+                    chosen.add(self.config.expert_names.index(e))
+                else:
+                    raise APIError(400, f"experts: no configured expert {e!r} (have {list(self.config.expert_names)})")
+            alphas = [a if i in chosen else 0.0 for i, a in enumerate(alphas)]
+        return tuple(float(a) for a in alphas)
+
+    def sampling(self, body: ProxyFields) -> SamplingConfig:
+        try:
+            return SamplingConfig(temperature=body.temperature, top_k=max(body.top_k, 0), top_p=body.top_p)
+        except ProxyToolError as err:
+            raise APIError(400, str(err)) from None
+
+    def row_seeds(self, body: ProxyFields, count: int) -> list[int]:
+        """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given)."""
+        base = body.seed * 1_000_003 if body.seed is not None else random.randrange(2**40)
+        return [base + i for i in range(count)]
+
+    async def on_worker(self, fn):
+        return await asyncio.wrap_future(self.scheduler.call(fn))
+
+    def max_tokens(self, prompt_len: int, asked: int | None) -> int:
+        limit = self.models.base.source.max_length
+        room = None if limit is None else limit - prompt_len
+        if room is not None and room < 0 or (room is not None and asked is not None and asked > room):
+            raise APIError(
+                400, f"prompt ({prompt_len} tokens) + max_tokens ({asked}) exceed the context ({limit})", "max_tokens"
+            )
+        if asked is not None:
+            return asked
+        return room if room is not None else 256
+
+    # ---- running jobs --------------------------------------------------------------------------
+    def jobs(self, body: ProxyFields, prompts: list, max_tokens: int, top_logprobs: int | None) -> list[Job]:
+        loop = asyncio.get_running_loop()
+        sampling, alphas = self.sampling(body), self.alphas(body)
+        seeds = self.row_seeds(body, len(prompts) * body.n)
+        jobs = []
+        for i, prompt in enumerate(p for p in prompts for _ in range(body.n)):
+            events: asyncio.Queue = asyncio.Queue()
+
+            def emit(event, events=events):
+                try:
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+                except RuntimeError:  # the loop is gone (shutdown)
+                    pass
+
+            job = Job(
+                prompt,
+                max_tokens,
+                emit,
+                sampling=sampling,
+                row_seed=seeds[i],
+                alphas=alphas,
+                stop=body.stops(),
+                ignore_eos=body.ignore_eos,
+                top_logprobs=top_logprobs,
+                trace=body.proxy_trace,
+            )
+            job.events = events
+            jobs.append(job)
+        return jobs
+
+    @contextmanager
+    def admission(self, count: int):
+        try:
+            with self.scheduler.admission(count):
+                yield
+        except QueueFull as err:
+            raise APIError(429, f"server busy: {err}; retry later", code="queue_full") from None
+
+    def submit(self, jobs: list[Job]) -> None:
+        self.scheduler.submit(jobs)
+
+    async def collect(self, job: Job, request: Request) -> tuple[list[TokenEvent], DoneEvent]:
+        tokens, text = [], ""
+        while True:
+            try:
+                event = await asyncio.wait_for(job.events.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    job.cancelled.set()
+                    raise asyncio.CancelledError from None
+                continue
+            if isinstance(event, TokenEvent):
+                tokens.append(event)
+                text += event.text
+            elif isinstance(event, DoneEvent):
+                event.text = text + event.text
+                return tokens, event
+            elif isinstance(event, ErrorEvent):
+                raise APIError(500, event.message)
+
+    async def collect_all(self, jobs: list[Job], request: Request):
+        try:
+            return await asyncio.gather(*(self.collect(j, request) for j in jobs))
+        finally:
+            for job in jobs:
+                job.cancelled.set()  # no-op for finished jobs; stops the rest
+
+    # ---- token presentation --------------------------------------------------------------------
+    def piece(self, token_id: int, as_ids: bool = False) -> str:
+        return f"token_id:{token_id}" if as_ids else self.tokenizer.decode([token_id])
+
+    def trace_entry(self, event: TokenEvent) -> dict:
+        info = event.info
+        return {
+            "token_id": event.token_id,
+            "token": self.piece(event.token_id),
+            "logprob": info.logprob,
+            "base_logprob": info.base_logprob,
+            "top": [[self.piece(t), lp] for t, lp in info.top[:5]],
+            "base_top": [[self.piece(t), lp] for t, lp in (info.base_top or [])],
+        }
+
+    def legacy_logprobs(self, entries: list[tuple[int, TokenInfo | None]], start: int, as_ids: bool) -> dict:
+        tokens, token_logprobs, tops, offsets = [], [], [], []
+        offset = start
+        for token_id, info in entries:
+            piece = self.piece(token_id, as_ids)
+            tokens.append(piece)
+            offsets.append(offset)
+            offset += len(self.piece(token_id))
+            token_logprobs.append(None if info is None else info.logprob)
+            if info is None:
+                tops.append(None)
+            else:
+                top = {self.piece(t, as_ids): lp for t, lp in info.top}
+                top.setdefault(piece, info.logprob)
+                tops.append(top)
+        return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+    def chat_logprob_entry(self, event: TokenEvent) -> dict:
+        def one(token_id, lp):
+            piece = self.piece(token_id)
+            return {"token": piece, "logprob": lp, "bytes": list(piece.encode("utf-8")), "token_id": token_id}
+
+        entry = one(event.token_id, event.info.logprob)
+        entry["top_logprobs"] = [one(t, lp) for t, lp in event.info.top]
+        return entry
+
+    # ---- /v1/completions -----------------------------------------------------------------------
+    async def completions(self, body: CompletionRequest, request: Request):
+        raw = body.prompt
+        if isinstance(raw, str):
+            raw = [raw]
+        elif raw and isinstance(raw[0], int):
+            raw = [raw]
+        if not raw:
+            raise APIError(400, "prompt: empty", "prompt")
+        if body.stream and (len(raw) > 1 or body.n > 1):
+            raise APIError(400, "stream: one prompt and n = 1 only", "stream")
+
+        def encode():
+            out = []
+            for p in raw:
+                ids = list(p) if isinstance(p, list) else self.tokenizer(p)["input_ids"]
+                if not ids:
+                    raise APIError(400, "prompt: no tokens", "prompt")
+                if any(not 0 <= t < len(self.tokenizer) for t in ids):
+                    raise APIError(400, f"prompt: token ids must be in [0, {len(self.tokenizer)})", "prompt")
+                out.append(ids)
+            return out
+
+        ids = await self.on_worker(encode)
+        max_tokens = max(self.max_tokens(len(i), body.max_tokens) for i in ids)
+        prompts = [TokenPrompt(tuple(i)) for i in ids]
+        alphas = self.alphas(body)
+        echo_infos = None
+        if body.echo and body.logprobs is not None:
+            echo_infos = await self.on_worker(lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas))
+        if body.stream:
+            jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
+            self.submit(jobs)
+            return self.sse(self.completion_stream(body, prompts[0], jobs, echo_infos), jobs)
+        if max_tokens == 0:
+            results = [([], DoneEvent("length", "", 0)) for _ in range(len(prompts) * body.n)]
+        else:
+            jobs = self.jobs(body, prompts, max_tokens, body.logprobs)
+            self.submit(jobs)
+            results = await self.collect_all(jobs, request)
+        choices = []
+        for index, (tokens, done) in enumerate(results):
+            p = index // body.n
+            choices.append(self.completion_choice(body, index, ids[p], tokens, done, echo_infos and echo_infos[p]))
+        completion_tokens = sum(done.completion_tokens for _, done in results)
+        prompt_tokens = sum(len(i) for i in ids) * body.n
+        return {
+            "id": f"cmpl-{secrets.token_hex(12)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.config.model_name,
+            "choices": choices,
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+
+    def completion_choice(self, body, index, prompt_ids, tokens, done, echo_infos) -> dict:
+        prompt_text = self.tokenizer.decode(prompt_ids) if body.echo else ""
+        choice = {
+            "index": index,
+            "text": prompt_text + done.text,
+            "logprobs": None,
+            "finish_reason": done.finish_reason,
+            "prompt_token_ids": prompt_ids,
+            "token_ids": [t.token_id for t in tokens],
+        }
+        if body.logprobs is not None:
+            entries = list(zip(prompt_ids, echo_infos)) if body.echo else []
+            entries += [(t.token_id, t.info) for t in tokens]
+            start = 0 if body.echo else len(self.tokenizer.decode(prompt_ids))
+            choice["logprobs"] = self.legacy_logprobs(entries, start, body.return_tokens_as_token_ids)
+        if body.proxy_trace:
+            choice["proxy_trace"] = [self.trace_entry(t) for t in tokens]
+        return choice
+
+    async def completion_stream(self, body, prompt, jobs, echo_infos) -> AsyncIterator[dict]:
+        cid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
+
+        def chunk(text, finish=None, logprobs=None):
+            c = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
+            return {"id": cid, "object": "text_completion", "created": created, "model": body.model, "choices": [c]}
+
+        ids = list(prompt.ids)
+        if body.echo:
+            lp = None
+            if body.logprobs is not None:
+                lp = self.legacy_logprobs(list(zip(ids, echo_infos[0])), 0, body.return_tokens_as_token_ids)
+            yield chunk(self.tokenizer.decode(ids), logprobs=lp)
+        if not jobs:
+            yield chunk("", "length")
+            return
+        async for event in self.events(jobs[0]):
+            if isinstance(event, TokenEvent):
+                lp = None
+                if body.logprobs is not None:
+                    lp = self.legacy_logprobs([(event.token_id, event.info)], 0, body.return_tokens_as_token_ids)
+                if event.text or lp:
+                    yield chunk(event.text, logprobs=lp)
+            else:
+                yield chunk(event.text, event.finish_reason)
+
+    # ---- /v1/chat/completions ------------------------------------------------------------------
+    async def chat(self, body: ChatRequest, request: Request):
+        messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
+        if body.stream and body.n > 1:
+            raise APIError(400, "stream: n = 1 only", "stream")
+        base = self.models.base
+
+        def encode():
+            return len(base.source.groups[base.group].prompt_format.encode(messages))
+
+        prompt_tokens = await self.on_worker(encode)
+        max_tokens = self.max_tokens(prompt_tokens, body.limit())
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        if body.stream:
+            jobs = self.jobs(body, [messages], max_tokens, top) if max_tokens > 0 else []
+            self.submit(jobs)
+            return self.sse(self.chat_stream(body, jobs, prompt_tokens), jobs)
+        if max_tokens == 0:
+            results = [([], DoneEvent("length", "", 0)) for _ in range(body.n)]
+        else:
+            jobs = self.jobs(body, [messages], max_tokens, top)
+            self.submit(jobs)
+            results = await self.collect_all(jobs, request)
+        choices = []
+        for index, (tokens, done) in enumerate(results):
+            choice = {
+                "index": index,
+                "message": {"role": "assistant", "content": done.text},
+                "logprobs": {"content": [self.chat_logprob_entry(t) for t in tokens]} if body.logprobs else None,
+                "finish_reason": done.finish_reason,
+                "token_ids": [t.token_id for t in tokens],
+            }
+            if body.proxy_trace:
+                choice["proxy_trace"] = [self.trace_entry(t) for t in tokens]
+            choices.append(choice)
+        return {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.config.model_name,
+            "choices": choices,
+            "usage": _usage(prompt_tokens * body.n, sum(d.completion_tokens for _, d in results)),
+        }
+
+    async def chat_stream(self, body, jobs, prompt_tokens) -> AsyncIterator[dict]:
+        cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+
+        def chunk(delta, finish=None, **extra):
+            c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}
+            kind = "chat.completion.chunk"
+            return {"id": cid, "object": kind, "created": created, "model": body.model, "choices": [c]}
+
+        yield chunk({"role": "assistant", "content": ""})
+        completion_tokens = 0
+        if jobs:
+            async for event in self.events(jobs[0]):
+                if isinstance(event, TokenEvent):
+                    extra = {}
+                    if body.logprobs:
+                        extra["logprobs"] = {"content": [self.chat_logprob_entry(event)]}
+                    if body.proxy_trace:
+                        extra["proxy_trace"] = [self.trace_entry(event)]
+                    if event.text or extra:
+                        yield chunk({"content": event.text}, **extra)
+                else:
+                    completion_tokens = event.completion_tokens
+                    if event.text:
+                        yield chunk({"content": event.text})
+                    yield chunk({}, event.finish_reason)
+        else:
+            yield chunk({}, "length")
+        if body.stream_options and body.stream_options.include_usage:
+            final = chunk({})
+            final["choices"] = []
+            final["usage"] = _usage(prompt_tokens, completion_tokens)
+            yield final
+
+    # ---- streaming -----------------------------------------------------------------------------
+    async def events(self, job: Job):
+        """A job's events until it is done; cancels the job if the consumer stops early (disconnect)."""
+        try:
+            while True:
+                event = await job.events.get()
+                if isinstance(event, ErrorEvent):
+                    raise APIError(500, event.message)
+                yield event
+                if isinstance(event, DoneEvent):
+                    return
+        finally:
+            job.cancelled.set()
+
+    def sse(self, chunks: AsyncIterator[dict], jobs: list[Job]) -> StreamingResponse:
+        async def body():
+            try:
+                async for c in chunks:
+                    yield f"data: {json.dumps(c, ensure_ascii=False)}\n\n"
+            except APIError as err:
+                yield f"data: {json.dumps(err.body())}\n\n"
+            finally:  # also when the client went away and the response was cancelled
+                for job in jobs:
+                    job.cancelled.set()
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

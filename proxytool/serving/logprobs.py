@@ -1,0 +1,73 @@
+"""Log-probabilities the server returns: always those of the proxy-tuned distribution.
+
+``log_softmax(scores)`` of the combined scores (untempered: the distribution the proxy defines, not
+the sampling filters applied to it), so a proxytool server can serve as the base of another proxy
+setup and lm-eval can score log-likelihoods with it. The web page's trace adds the base's own
+log-probabilities at the same positions.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from proxytool.decoding.formats import TokenPrompt
+from proxytool.decoding.roles import ProxyModels
+from proxytool.decoding.stepper import Stepper
+
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass
+class TokenInfo:
+    """One position: the chosen token's log-probability and the best alternatives (id, logprob)."""
+
+    logprob: float
+    top: list[tuple[int, float]]
+    base_logprob: float | None = None
+    base_top: list[tuple[int, float]] | None = None
+
+
+def _top(logp: torch.Tensor, n: int) -> list[tuple[int, float]]:
+    if n <= 0:
+        return []
+    values, ids = logp.topk(min(n, logp.shape[-1]))
+    return list(zip(ids.tolist(), values.tolist()))
+
+
+def token_info(
+    scores: torch.Tensor, token: int, top_n: int | None, base_logits: torch.Tensor | None = None
+) -> TokenInfo:
+    """For one row of combined ``scores`` [vocab] and the chosen ``token``."""
+    logp = torch.log_softmax(scores.float(), dim=-1)
+    info = TokenInfo(logp[token].item(), _top(logp, top_n or 0))
+    if base_logits is not None:
+        base = torch.log_softmax(base_logits[: scores.shape[-1]].float(), dim=-1)
+        info.base_logprob = base[token].item()
+        info.base_top = _top(base, 5)
+        if not top_n:
+            info.top = _top(logp, 5)
+    return info
+
+
+def prompt_token_infos(
+    models: ProxyModels, prompts: Sequence[TokenPrompt], top_n: int, alphas: Sequence[float] | None = None
+) -> list[list[TokenInfo | None]]:
+    """Per prompt, each token's log-probability given the ones before (None for the first), in one forward.
+
+    The same values as :func:`proxytool.decoding.scoring.prompt_logprobs`, plus the top alternatives.
+    """
+    with Stepper(models, alphas) as stepper:
+        scores = stepper.prefill(list(prompts), all_positions=True)
+    logp = torch.log_softmax(scores, dim=-1)
+    width = scores.shape[1]
+    out = []
+    for i, prompt in enumerate(prompts):
+        ids = list(prompt.ids)
+        start = width - len(ids)  # left padding
+        infos: list[TokenInfo | None] = [None]
+        for t in range(1, len(ids)):
+            row = logp[i, start + t - 1]
+            infos.append(TokenInfo(row[ids[t]].item(), _top(row, top_n)))
+        out.append(infos)
+    return out
