@@ -82,6 +82,7 @@ class RemoteClient:
         headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
         self._http = httpx.Client(timeout=self.timeout, headers=headers, transport=self.transport)
         self._model = self.endpoint.model
+        self._checked = False
 
     def close(self) -> None:
         self._http.close()
@@ -92,14 +93,21 @@ class RemoteClient:
 
     def model(self) -> str:
         """The model to ask for: the one named after ``#``, else the server's only model."""
-        if self._model is None:
+        if not self._checked:
+            self._checked = True
             listed = [m.get("id") for m in self._request("GET", "/models").get("data", [])]
-            if len(listed) != 1:
+            if self._model is not None:
+                if self._model not in listed:
+                    raise ProxyToolError(
+                        f"the server at {self.where} has no model '{self._model}' (it serves: {', '.join(listed)})"
+                    )
+            elif len(listed) != 1:
                 raise ProxyToolError(
                     f"the server at {self.where} serves {len(listed)} models ({', '.join(map(str, listed))}); "
                     f"name one as {self.where}#MODEL"
                 )
-            self._model = listed[0]
+            else:
+                self._model = listed[0]
         return self._model
 
     def complete(

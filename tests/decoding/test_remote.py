@@ -47,13 +47,24 @@ def models_of(tiny_models):
 
 
 @pytest.fixture(scope="module")
-def remote(tiny_models, models_of):
-    with FakeServer(models_of["base"], tokenizer_of(tiny_models["base"])) as server:
+def remote(tiny_models):
+    """``proxytool serve`` on the tiny base alone, as the remote base (API key required)."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    base = load_proxy_models(ProxySetup(base=str(tiny_models["base"]), dtype="float32", device="cpu", overlap="off"))
+    config = ServerConfig(model_name="tiny-base", api_key=KEY, max_logprobs=100_000)
+    with BackgroundServer(base, config) as server:
+        server.url += "/v1"
         yield server
+
+
+KEY = "secret"
 
 
 def remote_setup(tiny_models, url, **kwargs):
     kwargs.setdefault("alphas", [1.5])
+    kwargs.setdefault("base_api_key", KEY)
     return load_proxy_models(
         ProxySetup(
             base=url,
@@ -182,6 +193,13 @@ def test_server_down_is_one_line(tiny_models, no_sleep):
     assert len(no_sleep) == 4 and no_sleep == sorted(no_sleep)  # exponential backoff between 5 tries
 
 
+def test_wrong_api_key_and_unknown_model_are_one_line(tiny_models, remote):
+    with pytest.raises(ProxyToolError, match="HTTP 401"):
+        remote_setup(tiny_models, remote.url, base_api_key="wrong")
+    with pytest.raises(ProxyToolError, match="has no model 'other' \\(it serves: tiny-base\\)"):
+        remote_setup(tiny_models, remote.url + "#other")
+
+
 def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of):
     """llama-cpp-python's way: text prompts, log-probs keyed by token strings (shared strings dropped)."""
     tokenizer = tokenizer_of(tiny_models["base"])
@@ -202,17 +220,16 @@ def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, mon
 
     from cli_runner import run_cli
 
-    monkeypatch.setenv("PROXYTOOL_BASE_API_KEY", "secret")
+    monkeypatch.setenv("PROXYTOOL_BASE_API_KEY", KEY)
     out = tmp_path / "out.jsonl"
     code, _, err = run_cli(
-        "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#fake",
+        "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#tiny-base",
         "--expert", tiny_models["expert"], "--anti-expert", tiny_models["anti"], "--alpha", "1.5",
         "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--threads", 1,
         stdin="The poll of likely\n",
     )  # fmt: skip
     assert code == 0, err
     assert "calls for" in err and "per token" in err
-    assert any(b.get("model") == "fake" for _, b in remote.requests) and "Bearer secret" in remote.auth
     got = json.loads(out.read_text())
     models = remote_setup(tiny_models, remote.url, remote_top_k=5)
     assert got["completion"] == complete(models, ["The poll of likely"], max_new_tokens=N)[0].text
