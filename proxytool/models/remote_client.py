@@ -180,6 +180,12 @@ class RemoteClient:
                 continue
             if response.status_code in (404, 405) and absolute:
                 raise _NotFound(url)
+            if response.status_code in (404, 405) and path == "/completions":
+                raise RemoteHTTPError(
+                    response.status_code,
+                    f"the server at {self.where} has no /v1/completions: a chat-only API cannot continue a partial "
+                    f"reply, which proxy-tuning needs at every token (docs/remote.md); it said: {_message(response)}",
+                )
             if response.status_code >= 400:
                 raise RemoteHTTPError(
                     response.status_code,

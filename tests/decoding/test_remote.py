@@ -166,6 +166,7 @@ def test_retries_429_then_succeeds(tiny_models, models_of, no_sleep):
         (dict(tokenize_shift=1), "uses a different tokenizer"),
         (dict(faults=[400]), "HTTP 400: scripted 400"),
         (dict(faults=[500] * 10), "HTTP 500"),
+        (dict(faults=[404]), "has no /v1/completions: a chat-only API cannot continue a partial reply"),
     ],
 )
 def test_errors_are_one_line(tiny_models, models_of, server_kwargs, message, no_sleep):
