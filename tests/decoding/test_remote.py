@@ -241,3 +241,34 @@ def test_base_api_key_is_sent(tiny_models, models_of):
         models = remote_setup(tiny_models, server.url, base_api_key="k123")
         assert models.base.source.client.endpoint.api_key == "k123"
     assert server.auth == {"Bearer k123"}
+
+
+def test_eval_choice_task_through_a_remote_base_equals_local(tiny_models, remote, tmp_path):
+    """Teacher-forced scoring goes through the remote source too; K >= vocab makes it the local eval."""
+    import json
+
+    from cli_runner import run_cli
+
+    rows = [
+        {"id": "m1", "question": "Q: Who leads the poll?\nA:", "choices": ["Harris", "Trump"], "correct": 0},
+        {"id": "m2", "question": "Q: How many apples?\nA:", "choices": ["8", "5 apples"], "correct": 1},
+    ]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outputs = {}
+    for name, base in (("local", tiny_models["base"]), ("remote", remote.url)):
+        out = tmp_path / name
+        code, _, err = run_cli(
+            "eval", "--task", data, "--base", base, "--expert", tiny_models["expert"],
+            "--anti-expert", tiny_models["anti"], "--alpha", "1.5", "--output", out, "--threads", 1,
+            "--device", "cpu", "--remote-top-k", 100_000, "--base-api-key", KEY,
+        )  # fmt: skip
+        assert code == 0, err
+        outputs[name] = {
+            system: [json.loads(line) for line in (out / "outputs" / f"{system}.jsonl").read_text().splitlines()]
+            for system in ("base", "proxy")
+        }
+    for system in ("base", "proxy"):
+        for local, remote_row in zip(outputs["local"][system], outputs["remote"][system]):
+            assert len(local["choice_scores"]) == 2
+            assert remote_row["choice_scores"] == pytest.approx(local["choice_scores"], abs=1e-4)
