@@ -9,6 +9,7 @@ everything else becomes one :class:`ProxyToolError` line.
 
 import os
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import sleep
@@ -83,6 +84,7 @@ class RemoteClient:
         self._http = httpx.Client(timeout=self.timeout, headers=headers, transport=self.transport)
         self._model = self.endpoint.model
         self._checked = False
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._http.close()
@@ -122,7 +124,8 @@ class RemoteClient:
             "logprobs": top_k,
             "return_tokens_as_token_ids": True,  # vLLM / proxytool serve; others ignore it
         }
-        self.calls.completions += 1
+        with self._lock:  # rows call concurrently
+            self.calls.completions += 1
         reply = self._request("POST", "/completions", body)
         try:
             logprobs = reply["choices"][0].get("logprobs")
@@ -199,7 +202,8 @@ class RemoteClient:
         raise AssertionError("unreachable")
 
     def _wait(self, attempt: int, retry_after: str | None) -> None:
-        self.calls.retries += 1
+        with self._lock:
+            self.calls.retries += 1
         delay = self.backoff * 2**attempt * (1 + random.random() / 4)
         if retry_after is not None:
             try:
