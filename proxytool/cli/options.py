@@ -51,6 +51,13 @@ RemoteTopK = Annotated[int, typer.Option(help="Remote base: top-K log-probabilit
 RemoteLookahead = Annotated[
     int, typer.Option(help="Remote base: greedy tokens asked per call, used while decoding follows them (0 = off).")
 ]
+RemoteDraft = Annotated[
+    str,
+    typer.Option(
+        help="Remote base lookahead along: base (the server's greedy tokens) or pair (also the local pair's "
+        "guess, scored by the server in the same call; better when the proxy departs from the base)."
+    ),
+]
 BaseApiKey = Annotated[
     str | None, typer.Option(help="Remote base: API key (default: $PROXYTOOL_BASE_API_KEY).", show_default=False)
 ]
@@ -78,6 +85,7 @@ class LoadingOptions:
     threads: int | None = None
     remote_top_k: int = 20
     remote_lookahead: int = 0
+    remote_draft: str = "base"
     base_api_key: str | None = None
 
     def setup(self, base: str, experts=(), anti_experts=(), alphas=()):
@@ -106,6 +114,7 @@ class LoadingOptions:
             overlap=self.overlap,
             remote_top_k=self.remote_top_k,
             remote_lookahead=self.remote_lookahead,
+            remote_draft=self.remote_draft,
             base_api_key=self.base_api_key,
         )
 
@@ -122,6 +131,7 @@ _LOADING_TYPES = {
     "threads": Threads,
     "remote_top_k": RemoteTopK,
     "remote_lookahead": RemoteLookahead,
+    "remote_draft": RemoteDraft,
     "base_api_key": BaseApiKey,
 }
 

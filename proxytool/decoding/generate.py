@@ -81,8 +81,9 @@ def generate(
 def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int):
     """The scores after the chosen ``tokens``, and the positions scored in advance beyond them.
 
-    Where the base offers a draft (a remote base's greedy lookahead), the chosen tokens and up to
-    ``room`` drafted ones are appended in one ``extend``: the local models score them in one forward.
+    Where the base offers a draft (a remote base's greedy lookahead, or the pair's guess it fetched
+    along), the chosen tokens and up to ``room`` drafted ones are appended in one ``extend``: the local
+    models score them in one forward.
     While later choices equal the draft (on every unfinished row) their scores are already there;
     at the first difference the rest is truncated. Sampling draws the same random numbers either way.
     """
@@ -93,6 +94,9 @@ def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[i
         stepper.truncate(len(ahead))
     drafts = stepper.draft(tokens) if room > 0 else []
     m = min([room] + [len(d) for d in drafts]) if drafts else 0
+    if m == 0 and room > 0:  # the base's path is exhausted: guess with the pair, paid by the call due anyway
+        drafts = stepper.propose(tokens, room) or []
+        m = min(len(d) for d in drafts) if drafts else 0
     if m == 0:
         return stepper.step(tokens), []
     draft = torch.tensor([d[:m] for d in drafts], dtype=torch.long, device=tokens.device)

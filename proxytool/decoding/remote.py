@@ -85,8 +85,11 @@ class RemoteSource:
         *,
         top_k: int = 20,
         lookahead: int = 0,
+        draft: str = "base",
         text_prompts: bool = False,
     ):
+        if draft not in ("base", "pair"):
+            raise ProxyToolError(f"--remote-draft must be base or pair (got '{draft}')")
         if top_k < 1:
             raise ProxyToolError(f"--remote-top-k must be >= 1 (got {top_k})")
         if lookahead < 0:
@@ -97,6 +100,7 @@ class RemoteSource:
         self.top_k = top_k
         self.lookahead = lookahead
         self.text_prompts = text_prompts
+        self.guess_length = lookahead if draft == "pair" else 0  # Stepper.propose: the pair's guesses
         self.vocab_size = len(tokenizer)
         self.device = torch.device("cpu")
         self.max_length = None
@@ -145,6 +149,14 @@ class RemoteSource:
                 drafts[-1] = drafts[-1][: drafts[-1].index(None)]
         return drafts
 
+    def prefetch(self, state: RemoteState, tokens: torch.Tensor, guesses: list[list[int]]) -> None:
+        """One call per row for the positions after ``tokens`` [prompts] and then along ``guesses``
+        (echoed, so the server scores the guessed tokens), and the server's greedy path beyond them."""
+        anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
+        jobs = [(anchor, guess) for anchor, guess in zip(anchors, guesses)]
+        for i, path in enumerate(self._pool.map(lambda job: self._call(job[0], job[1]), jobs)):
+            state.paths[i] = path
+
     def _next(self, state: RemoteState) -> torch.Tensor:
         """The top-K log-probs after each row's context [prompts, vocab]; calls the server where unknown."""
         missing: dict[tuple, list[int]] = {}  # rows with the same context share one call (n > 1, sampling)
@@ -161,10 +173,19 @@ class RemoteSource:
             out[row, ids] = torch.tensor([dist[i] for i in ids], dtype=torch.float32)
         return out
 
-    def _call(self, context: list[int]) -> _Path:
+    def _call(self, context: list[int], guess: list[int] = ()) -> _Path:
+        """From ``context``: the top K after it, after each ``guess`` prefix (echoed), then greedy onwards."""
         positions = self.client.complete(
-            self._prompt(context), max_tokens=max(1, self.lookahead), top_k=self.top_k, key_to_id=self.keys
+            self._prompt(context + list(guess)),
+            max_tokens=max(1, self.lookahead),
+            top_k=self.top_k,
+            key_to_id=self.keys,
+            echo=bool(guess),
         )
+        if guess:  # echoed prompt positions first: keep those after the context
+            positions = positions[len(context) :]
+            if len(positions) <= len(guess) or any(p.token != g for p, g in zip(positions[: len(guess)], guess)):
+                raise ProxyToolError(f"the server at {self.client.where} did not echo the prompt's tokens back")
         if not positions or not positions[0].top:
             raise ProxyToolError(f"the server at {self.client.where} returned no log-probabilities for a position")
         wanted = min(self.top_k, self.vocab_size)
@@ -187,13 +208,15 @@ class RemoteSource:
         return text
 
 
-def connect(client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int):
+def connect(
+    client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int, draft: str = "base"
+):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
     Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text.
     """
     check_tokenizer(client, tokenizer)
-    source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead)
+    source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft)
     probe = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"][:8]
     try:
         source._call(probe)

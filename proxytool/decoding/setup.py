@@ -40,6 +40,7 @@ class ProxySetup:
     overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
     remote_top_k: int = 20  # a remote base (--base URL): log-probabilities per position
     remote_lookahead: int = 0  # a remote base: greedy tokens asked per call (0 = one position per call)
+    remote_draft: str = "base"  # a remote base: lookahead along its greedy path (base) or the pair's guess too
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
 
 
@@ -173,7 +174,14 @@ def _remote_base(spec: ModelSpec, setup: ProxySetup, tokenizer) -> Member:
 
     client = RemoteClient(parse_endpoint(spec.source, setup.base_api_key))
     prompt_format = PromptFormat(tokenizer, setup.formats.get("base") or spec.prompt_format)
-    source = connect(client, tokenizer, prompt_format, top_k=setup.remote_top_k, lookahead=setup.remote_lookahead)
+    source = connect(
+        client,
+        tokenizer,
+        prompt_format,
+        top_k=setup.remote_top_k,
+        lookahead=setup.remote_lookahead,
+        draft=setup.remote_draft,
+    )
     return Member(source, 0)
 
 

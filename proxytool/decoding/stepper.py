@@ -62,6 +62,31 @@ class Stepper:
             return [[] for _ in range(tokens.shape[0])]
         return drafter(self._states[id(base)], tokens)
 
+    def propose(self, tokens: torch.Tensor, limit: int) -> list[list[int]] | None:
+        """Guess up to ``limit`` tokens after ``tokens`` [prompts] from the local pairs alone (the first
+        anti-expert stands in for the base: ``anti + Σ α (expert − anti)``, greedy), and have the base
+        fetch its top-K along the guess in one call. None where the base takes no guesses (a local base)."""
+        base = self.models.base.source
+        n = min(limit, getattr(base, "guess_length", 0))
+        if n <= 0 or not self.models.pairs:
+            return None
+        local = [s for s in self.models.sources if s is not base]
+        column, guesses = tokens.unsqueeze(1), []
+        pairs = self.models.pairs
+        for _ in range(n):
+            fed = column
+            logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local)
+            last = {_key(m): logits[id(m.source)][m.group][:, -1] for p in pairs for m in (p.expert, p.anti_expert)}
+            steers = [Steer(a, last[_key(p.expert)], last[_key(p.anti_expert)]) for a, p in zip(self.alphas, pairs)]
+            stand_in = last[_key(pairs[0].anti_expert)]
+            column = proxy_scores(stand_in, steers, len(self.models.tokenizer)).argmax(-1, keepdim=True)
+            guesses.append(column)
+        for source in local:
+            source.truncate(self._states[id(source)], n)
+        guess = torch.cat(guesses, dim=1).tolist()
+        base.prefetch(self._states[id(base)], tokens, guess)
+        return guess
+
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
         for source in self.models.sources:
@@ -94,11 +119,16 @@ class Stepper:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _each_source(self, fn) -> dict[int, list[torch.Tensor]]:
+    def _each_source(self, fn, sources: list[ModelSource] | None = None) -> dict[int, list[torch.Tensor]]:
+        sources = self.models.sources if sources is None else sources
         lanes = self.models.lanes
         if lanes is None:
-            return {id(s): fn(s) for s in self.models.sources}
-        return lanes.map(fn, self.models.sources)
+            return {id(s): fn(s) for s in sources}
+        return lanes.map(fn, sources)
+
+
+def _key(member: Member) -> tuple[int, int]:
+    return id(member.source), member.group
 
 
 def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:

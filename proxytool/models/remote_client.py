@@ -113,15 +113,26 @@ class RemoteClient:
         return self._model
 
     def complete(
-        self, prompt: list[int] | str, *, max_tokens: int, top_k: int, key_to_id: Callable[[str], int | None]
+        self,
+        prompt: list[int] | str,
+        *,
+        max_tokens: int,
+        top_k: int,
+        key_to_id: Callable[[str], int | None],
+        echo: bool = False,
     ) -> list[Position]:
-        """Greedy completion of up to ``max_tokens`` tokens with the top ``top_k`` log-probs at each position."""
+        """Greedy completion of up to ``max_tokens`` tokens with the top ``top_k`` log-probs at each position.
+
+        With ``echo`` the prompt's positions come first (the first one has no log-probs). Servers add the
+        chosen (or prompt) token to the top K when it is not among them; only the K best are kept.
+        """
         body = {
             "model": self.model(),
             "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "logprobs": top_k,
+            "echo": echo,
             "return_tokens_as_token_ids": True,  # vLLM / proxytool serve; others ignore it
         }
         with self._lock:  # rows call concurrently
@@ -140,9 +151,10 @@ class RemoteClient:
         positions = []
         for key, top in zip(tokens, logprobs["top_logprobs"]):
             ids = {}
-            for k, lp in (top or {}).items():
+            best = sorted(((lp, k) for k, lp in (top or {}).items() if lp is not None), reverse=True)[:top_k]
+            for lp, k in best:
                 i = key_to_id(k)
-                if i is not None and lp is not None:
+                if i is not None:
                     ids[i] = max(float(lp), ids.get(i, float("-inf")))
             by_id = all(k.startswith("token_id:") for k in (top or {}))
             positions.append(Position(key_to_id(key) if key is not None else None, ids, len(top or {}), by_id))

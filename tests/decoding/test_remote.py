@@ -89,10 +89,11 @@ def test_remote_base_equals_the_top_k_reference(tiny_models, models_of, remote, 
         assert ids == want
 
 
-def test_lookahead_is_token_identical_and_saves_calls(tiny_models, remote):
+@pytest.mark.parametrize("draft", ["base", "pair"])
+def test_lookahead_is_token_identical_and_saves_calls(tiny_models, remote, draft):
     prompts = random_prompts(3, seed=7)
     plain = remote_setup(tiny_models, remote.url, remote_lookahead=0)
-    ahead = remote_setup(tiny_models, remote.url, remote_lookahead=8)
+    ahead = remote_setup(tiny_models, remote.url, remote_lookahead=8, remote_draft=draft)
     for alpha in (0.3, 1.5):
         want = [c.token_ids for p in prompts for c in complete(plain, [p], max_new_tokens=N, alphas=[alpha])]
         got = [c.token_ids for p in prompts for c in complete(ahead, [p], max_new_tokens=N, alphas=[alpha])]
@@ -119,10 +120,13 @@ def test_top_k_covering_the_vocabulary_equals_local_proxy_decoding(tiny_models, 
     assert [complete(models, [p], max_new_tokens=N)[0].token_ids for p in prompts] == want  # each alone
 
 
-def test_sampling_with_lookahead_follows_the_top_k_proxy_distribution(tiny_models, models_of, remote):
+@pytest.mark.parametrize("draft", ["base", "pair"])
+def test_sampling_with_lookahead_follows_the_top_k_proxy_distribution(tiny_models, models_of, remote, draft):
     """Two sampled tokens, 3000 draws: the empirical joint law matches the exact top-K proxy law."""
     top_k, alpha, draws = 4, 0.5, 3000
-    models = remote_setup(tiny_models, remote.url, remote_top_k=top_k, remote_lookahead=3, alphas=[alpha])
+    models = remote_setup(
+        tiny_models, remote.url, remote_top_k=top_k, remote_lookahead=3, alphas=[alpha], remote_draft=draft
+    )
     prompt = "The poll of likely voters"
     rows = complete(
         models, [prompt] * draws, max_new_tokens=2, sampling=SamplingConfig(temperature=1.0, seed=5), ignore_eos=True
@@ -226,7 +230,7 @@ def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, mon
     code, _, err = run_cli(
         "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#tiny-base",
         "--expert", tiny_models["expert"], "--anti-expert", tiny_models["anti"], "--alpha", "1.5",
-        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--threads", 1,
+        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--remote-draft", "pair", "--threads", 1,
         stdin="The poll of likely\n",
     )  # fmt: skip
     assert code == 0, err
