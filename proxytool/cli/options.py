@@ -85,7 +85,7 @@ class LoadingOptions:
     threads: int | None = None
     remote_top_k: int = 20
     remote_lookahead: int = 0
-    remote_draft: str = "base"
+    remote_draft: str = "pair"
     base_api_key: str | None = None
 
     def setup(self, base: str, experts=(), anti_experts=(), alphas=()):

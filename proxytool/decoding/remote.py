@@ -85,7 +85,7 @@ class RemoteSource:
         *,
         top_k: int = 20,
         lookahead: int = 0,
-        draft: str = "base",
+        draft: str = "pair",
         text_prompts: bool = False,
     ):
         if draft not in ("base", "pair"):
@@ -110,11 +110,17 @@ class RemoteSource:
     def encode(self, prompts: list[Prompt]) -> list[list[int]]:
         return [self.groups[0].prompt_format.encode(p) for p in prompts]
 
-    def prefill(self, prompts: list[Prompt], all_positions: bool = False) -> tuple[RemoteState, list[torch.Tensor]]:
+    def prefill(
+        self, prompts: list[Prompt], all_positions: bool = False, guesses: list[list[int]] | None = None
+    ) -> tuple[RemoteState, list[torch.Tensor]]:
+        """The top-K after each prompt; with ``guesses`` the same call scores them too (see prefetch)."""
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported with a remote base")
         state = RemoteState([list(r) for r in self.encode(prompts)])
         state.paths = [None] * len(state.contexts)
+        if guesses is not None and self.guess_length > 0:
+            jobs = list(zip(state.contexts, guesses))
+            state.paths = list(self._pool.map(lambda job: self._call(job[0], job[1]), jobs))
         return state, [self._next(state)]
 
     def extend(self, state: RemoteState, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -185,7 +191,8 @@ class RemoteSource:
         if guess:  # echoed prompt positions first: keep those after the context
             positions = positions[len(context) :]
             if len(positions) <= len(guess) or any(p.token != g for p, g in zip(positions[: len(guess)], guess)):
-                raise ProxyToolError(f"the server at {self.client.where} did not echo the prompt's tokens back")
+                self.guess_length = 0  # this server does not echo the prompt's tokens: no guesses from now on
+                return self._call(context)
         if not positions or not positions[0].top:
             raise ProxyToolError(f"the server at {self.client.where} returned no log-probabilities for a position")
         wanted = min(self.top_k, self.vocab_size)
@@ -209,7 +216,7 @@ class RemoteSource:
 
 
 def connect(
-    client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int, draft: str = "base"
+    client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int, draft: str = "pair"
 ):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
@@ -224,6 +231,7 @@ def connect(
         if err.status not in (400, 422) or "prompt" not in str(err).lower():
             raise
         source.text_prompts = True
+        source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
         source._call(probe)
     client.calls.completions = client.calls.retries = 0  # count decoding's calls only
     return source

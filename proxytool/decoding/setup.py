@@ -40,7 +40,7 @@ class ProxySetup:
     overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
     remote_top_k: int = 20  # a remote base (--base URL): log-probabilities per position
     remote_lookahead: int = 0  # a remote base: greedy tokens asked per call (0 = one position per call)
-    remote_draft: str = "base"  # a remote base: lookahead along its greedy path (base) or the pair's guess too
+    remote_draft: str = "pair"  # a remote base: lookahead along its greedy path only (base), or the pair's guess too
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
 
 

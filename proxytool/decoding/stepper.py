@@ -40,8 +40,15 @@ class Stepper:
         if all_positions:
             _check_same_ids(self.models.sources, prompts)
         # prefill is compute-bound and scales with threads: one model at a time, each with all of them
+        base = self.models.base.source
+        guessing = not all_positions and getattr(base, "guess_length", 0) > 0 and self.models.pairs
         for source in self.models.sources:
-            self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+            if not (guessing and source is base):
+                self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+        if guessing:  # a remote base's first call also scores the pair's guess (see propose)
+            first = self._stand_in(self._logits).argmax(-1, keepdim=True)
+            guess = torch.cat([first, self._guess(first, base.guess_length - 1)], dim=1).tolist()
+            self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, guesses=guess)
         return self.scores()
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -70,22 +77,35 @@ class Stepper:
         n = min(limit, getattr(base, "guess_length", 0))
         if n <= 0 or not self.models.pairs:
             return None
+        guess = self._guess(tokens.unsqueeze(1), n).tolist()
+        base.prefetch(self._states[id(base)], tokens, guess)
+        return guess
+
+    def _guess(self, column: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` greedy tokens after ``column`` [prompts, 1] from the local pairs alone; their states are
+        restored afterwards. Returns [prompts, n]."""
+        base = self.models.base.source
         local = [s for s in self.models.sources if s is not base]
-        column, guesses = tokens.unsqueeze(1), []
-        pairs = self.models.pairs
+        guesses = []
         for _ in range(n):
             fed = column
             logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local)
-            last = {_key(m): logits[id(m.source)][m.group][:, -1] for p in pairs for m in (p.expert, p.anti_expert)}
-            steers = [Steer(a, last[_key(p.expert)], last[_key(p.anti_expert)]) for a, p in zip(self.alphas, pairs)]
-            stand_in = last[_key(pairs[0].anti_expert)]
-            column = proxy_scores(stand_in, steers, len(self.models.tokenizer)).argmax(-1, keepdim=True)
+            column = self._stand_in(logits).argmax(-1, keepdim=True)
             guesses.append(column)
         for source in local:
             source.truncate(self._states[id(source)], n)
-        guess = torch.cat(guesses, dim=1).tolist()
-        base.prefetch(self._states[id(base)], tokens, guess)
-        return guess
+        return torch.cat(guesses, dim=1) if guesses else column[:, :0]
+
+    def _stand_in(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+        """``anti + Σ α (expert − anti)`` at the last position, the first anti-expert standing in for the base."""
+        pairs = self.models.pairs
+
+        def last(m: Member) -> torch.Tensor:
+            t = logits[id(m.source)][m.group]
+            return t if t.dim() == 2 else t[:, -1]
+
+        steers = [Steer(a, last(p.expert), last(p.anti_expert)) for a, p in zip(self.alphas, pairs)]
+        return proxy_scores(last(pairs[0].anti_expert), steers, len(self.models.tokenizer))
 
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
@@ -125,10 +145,6 @@ class Stepper:
         if lanes is None:
             return {id(s): fn(s) for s in sources}
         return lanes.map(fn, sources)
-
-
-def _key(member: Member) -> tuple[int, int]:
-    return id(member.source), member.group
 
 
 def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:

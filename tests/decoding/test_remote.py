@@ -215,6 +215,7 @@ def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of):
         models = remote_setup(tiny_models, server.url, remote_top_k=20, remote_lookahead=4)
         assert models.base.source.text_prompts
         got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
+        assert models.base.source.guess_length == 0  # text prompts: the server's greedy path only
     pairs = [(1.5, models_of["expert"], models_of["anti"])]
     ids = tokenizer(prompt)["input_ids"]
     assert got == reference_topk_greedy(models_of["base"], pairs, ids, 20, N, tokenizer, dropped=shared)
@@ -230,7 +231,7 @@ def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, mon
     code, _, err = run_cli(
         "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#tiny-base",
         "--expert", tiny_models["expert"], "--anti-expert", tiny_models["anti"], "--alpha", "1.5",
-        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--remote-draft", "pair", "--threads", 1,
+        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--remote-draft", "base", "--threads", 1,
         stdin="The poll of likely\n",
     )  # fmt: skip
     assert code == 0, err
