@@ -277,3 +277,14 @@ def test_eval_choice_task_through_a_remote_base_equals_local(tiny_models, remote
         for local, remote_row in zip(outputs["local"][system], outputs["remote"][system]):
             assert len(local["choice_scores"]) == 2
             assert remote_row["choice_scores"] == pytest.approx(local["choice_scores"], abs=1e-4)
+
+
+def test_a_server_that_does_not_echo_gets_no_guesses_and_stays_exact(tiny_models, models_of):
+    tokenizer = tokenizer_of(tiny_models["base"])
+    prompt = "Who leads the national poll?"
+    with FakeServer(models_of["base"], tokenizer) as server:  # ignores `echo`
+        models = remote_setup(tiny_models, server.url, remote_top_k=5, remote_lookahead=4)
+        got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
+        assert models.base.source.guess_length == 0
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    assert got == reference_topk_greedy(models_of["base"], pairs, tokenizer(prompt)["input_ids"], 5, N, tokenizer)
