@@ -107,8 +107,10 @@ def decode(
     ) as progress:
         task = progress.add_task("decode", total=max_new_tokens * len(items), rate="")
         clock = _TokenRate()
+        generated = [0]
 
         def on_tokens(n: int) -> None:
+            generated[0] += n
             progress.update(task, advance=n, rate=clock.update(n))
 
         with contextlib.ExitStack() as files:
@@ -117,6 +119,12 @@ def decode(
                 tracer = Tracer(files.enter_context(open(trace, "w", encoding="utf-8")), models.tokenizer, trace_top)
             done = decode_prompts(models, items, output, options, on_tokens, run=run, tracer=tracer)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
+    calls = getattr(getattr(models.base.source, "client", None), "calls", None)
+    if calls is not None and generated[0]:
+        console.print(
+            f"remote base: {calls.completions} calls for {generated[0]} tokens "
+            f"({calls.completions / generated[0]:.2f} per token), {calls.retries} retries"
+        )
 
 
 def _models_record(resolved) -> dict:

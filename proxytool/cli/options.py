@@ -8,7 +8,15 @@ import typer
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 
-Base = Annotated[str, typer.Option("--base", "-b", help="Base model M: registry name, path, GGUF file or hub id.")]
+Base = Annotated[
+    str,
+    typer.Option(
+        "--base",
+        "-b",
+        help="Base model M: registry name, path, GGUF file, hub id, or an OpenAI-compatible server "
+        "http(s)://HOST:PORT/v1[#MODEL] (docs/remote.md).",
+    ),
+]
 Experts = Annotated[
     list[str] | None,
     typer.Option("--expert", "-e", help="Expert M+ (repeatable). A proxytool checkpoint implies its anti-expert."),
@@ -39,6 +47,20 @@ ShareWeights = Annotated[
 ]
 Overlap = Annotated[
     str, typer.Option(help="Run the base and the proxies concurrently: auto (on for CPU with 2+ threads), on, off.")
+]
+RemoteTopK = Annotated[int, typer.Option(help="Remote base: top-K log-probabilities per position (others: -inf).")]
+RemoteLookahead = Annotated[
+    int, typer.Option(help="Remote base: greedy tokens asked per call, used while decoding follows them (0 = off).")
+]
+RemoteDraft = Annotated[
+    str,
+    typer.Option(
+        help="Remote base lookahead along: base (the server's greedy tokens) or pair (also the local pair's "
+        "guess, scored by the server in the same call; better when the proxy departs from the base)."
+    ),
+]
+BaseApiKey = Annotated[
+    str | None, typer.Option(help="Remote base: API key (default: $PROXYTOOL_BASE_API_KEY).", show_default=False)
 ]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 TrustPickle = Annotated[
@@ -85,6 +107,10 @@ _LOADING_TYPES = {
     "overlap": Overlap,
     "threads": Threads,
     "trust_pickle": TrustPickle,
+    "remote_top_k": RemoteTopK,
+    "remote_lookahead": RemoteLookahead,
+    "remote_draft": RemoteDraft,
+    "base_api_key": BaseApiKey,
 }
 
 

@@ -30,6 +30,7 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Most requests decoded at once (batched when settings match).")] = 8,
     max_queue: Annotated[int, typer.Option(help="Most requests waiting; more are answered 429.")] = 64,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 4 * 1024 * 1024,
+    max_logprobs: Annotated[int, typer.Option(help="Most top log-probabilities per position (vLLM's flag).")] = 20,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -54,6 +55,7 @@ def serve(
         max_batch=max_batch,
         max_queue=max_queue,
         max_body_bytes=max_body,
+        max_logprobs=max_logprobs,
     )
     console.print(f"serving '{model_name}' on http://{host}:{port}  (web page: /, API: /v1)")
     run_server(models, config, host, port)

@@ -14,6 +14,7 @@ from proxytool.models.registry import DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 
 ROLES = ("base", "expert", "anti-expert")
 OVERLAP_MODES = ("auto", "on", "off")
+REMOTE_DRAFTS = ("base", "pair")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
 MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
@@ -33,6 +34,10 @@ class LoadingOptions:
     overlap: str = "auto"  # run base and proxies concurrently: auto (on for CPU), on, off
     threads: int | None = None
     trust_pickle: bool = False  # allow pickled .bin weights (safetensors only otherwise)
+    remote_top_k: int = 20  # a remote base (--base URL): log-probabilities per position
+    remote_lookahead: int = 0  # a remote base: greedy tokens asked per call (0 = one position per call)
+    remote_draft: str = "pair"  # a remote base: lookahead along its greedy path only (base), or the pair's guess too
+    base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
 
     @property
     def formats(self) -> dict[str, str]:
@@ -49,13 +54,19 @@ class LoadingOptions:
             _one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
         if not _DEVICE.match(self.device):
             raise ProxyToolError(f"--device must be auto, cpu, mps, cuda or cuda:N (got '{self.device}')")
+        _one_of("--remote-draft", self.remote_draft, REMOTE_DRAFTS)
+        if self.remote_top_k < 1:
+            raise ProxyToolError(f"--remote-top-k must be >= 1 (got {self.remote_top_k})")
+        if self.remote_lookahead < 0:
+            raise ProxyToolError(f"--remote-lookahead must be >= 0 (got {self.remote_lookahead})")
         if self.threads is not None and self.threads < 1:
             raise ProxyToolError(f"--threads must be >= 1 (got {self.threads})")
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ProxyToolError(f"--threads must be <= {MAX_THREADS} (got {self.threads})")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The options as recorded in reports and fingerprints (an API key is never written out)."""
+        return {**asdict(self), "base_api_key": None if self.base_api_key is None else "(given)"}
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ def generate(
     eos_ids = frozenset() if ignore_eos else models.eos_ids
     with Stepper(models, alphas) as stepper:
         scores = stepper.prefill(prompts)
+        ahead: list[tuple[torch.Tensor, torch.Tensor]] = []  # positions scored in advance (see _advance)
         for step in range(max_new_tokens):
             tokens = choose_next(scores, sampling, generators, warpers)
             if observe is not None:
@@ -98,7 +99,34 @@ def generate(
             yield rows
             if all(row.done for row in rows):
                 return
-            scores = stepper.step(tokens)
+            room = max_new_tokens - step - 2 if observe is None else 0
+            scores, ahead = _advance(stepper, tokens, ahead, [i for i, r in enumerate(rows) if not r.done], room)
+
+
+def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int):
+    """The scores after the chosen ``tokens``, and the positions scored in advance beyond them.
+
+    Where the base offers a draft (a remote base's greedy lookahead, or the pair's guess it fetched
+    along), the chosen tokens and up to ``room`` drafted ones are appended in one ``extend``: the local
+    models score them in one forward.
+    While later choices equal the draft (on every unfinished row) their scores are already there;
+    at the first difference the rest is truncated. Sampling draws the same random numbers either way.
+    """
+    if ahead:
+        drafted, scores = ahead[0]
+        if all(int(drafted[i]) == int(tokens[i]) for i in active):
+            return scores, ahead[1:]
+        stepper.truncate(len(ahead))
+    drafts = stepper.draft(tokens) if room > 0 else []
+    m = min([room] + [len(d) for d in drafts]) if drafts else 0
+    if m == 0 and room > 0:  # the base's path is exhausted: guess with the pair, paid by the call due anyway
+        drafts = stepper.propose(tokens, room) or []
+        m = min(len(d) for d in drafts) if drafts else 0
+    if m == 0:
+        return stepper.step(tokens), []
+    draft = torch.tensor([d[:m] for d in drafts], dtype=torch.long, device=tokens.device)
+    scored = stepper.extend(torch.cat([tokens.unsqueeze(1), draft], dim=1))
+    return scored[:, 0], [(draft[:, j], scored[:, j + 1]) for j in range(m)]
 
 
 def _append(row: Row, token: int, tokenizer, eos_ids: frozenset[int], stop: Sequence[str]) -> None:

@@ -84,14 +84,21 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
             tokenizers[spec.key] = load_tokenizer(spec)
         return tokenizers[spec.key]
 
-    labelled = {"base": tokenizer_of(base_spec)}
+    remote = base_spec.kind == "remote"
+    if remote and not pair_specs:
+        raise ProxyToolError("a remote base (--base URL) needs a local --expert: the shared tokenizer comes from it")
+    for _, expert, anti in pair_specs:
+        if "remote" in (expert.kind, anti.kind):
+            raise ProxyToolError("only the base may be remote; experts and anti-experts run locally")
+    labelled = {} if remote else {"base": tokenizer_of(base_spec)}
     for i, (_, expert, anti) in enumerate(pair_specs, start=1):
         labelled[f"expert {i} ({expert.name})"] = tokenizer_of(expert)
         labelled[f"anti-expert {i} ({anti.name})"] = tokenizer_of(anti)
     check_compatible(labelled)
+    tokenizer = next(iter(labelled.values()))
 
     hosts: dict[tuple, _Host] = {}
-    pad_id = labelled["base"].pad_token_id
+    pad_id = tokenizer.pad_token_id
     share = options.share_weights if options.share_weights is not None else pick_device(options.device) == "cpu"
 
     def place(spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
@@ -106,8 +113,11 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
             group = Group(None, prompt_format)
         return host, _add_group(host, group)
 
-    base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
-    base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
+    if remote:
+        base_place = None
+    else:
+        base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
+        base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
     pair_places = []
     for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint
         pair_places.append(
@@ -128,21 +138,44 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     eos = set()
     for host in hosts.values():
         eos |= _eos_ids(host.model, tokenizer_of(host.spec))
+    base = _remote_base(base_spec, options, tokenizer) if remote else member(base_place)
     models = ProxyModels(
-        base=member(base_place),
+        base=base,
         pairs=tuple(ExpertPair(a, member(e), member(n)) for a, e, n in pair_places),
-        tokenizer=labelled["base"],
+        tokenizer=tokenizer,
         eos_ids=frozenset(eos),
     )
     return dataclasses.replace(models, lanes=_lanes(models, options.overlap))
 
 
+def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer) -> Member:
+    """Connect to the server (its tokenizer checked against the shared one) as the base's source."""
+    from proxytool.decoding.remote import connect
+    from proxytool.models.remote_client import RemoteClient, parse_endpoint
+
+    client = RemoteClient(parse_endpoint(spec.source, options.base_api_key))
+    prompt_format = PromptFormat(tokenizer, options.formats.get("base") or spec.prompt_format)
+    source = connect(
+        client,
+        tokenizer,
+        prompt_format,
+        top_k=options.remote_top_k,
+        lookahead=options.remote_lookahead,
+        draft=options.remote_draft,
+    )
+    return Member(source, 0)
+
+
 def _lanes(models: ProxyModels, overlap: str):
     import torch
 
-    from proxytool.decoding.overlap import plan_lanes
+    from proxytool.decoding.overlap import Lanes, plan_lanes
 
     base = models.base.source
+    if not isinstance(base, ModelSource):  # a remote base: wait for the server while the proxies compute
+        if overlap == "off":
+            return None
+        return Lanes([[base], [s for s in models.sources if s is not base]], [1, torch.get_num_threads()])
     on_cpu = base.device.type == "cpu"
     if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
         return None

@@ -40,8 +40,15 @@ class Stepper:
         if all_positions:
             _check_same_ids(self.models.sources, prompts)
         # prefill is compute-bound and scales with threads: one model at a time, each with all of them
+        base = self.models.base.source
+        guessing = not all_positions and getattr(base, "guess_length", 0) > 0 and self.models.pairs
         for source in self.models.sources:
-            self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+            if not (guessing and source is base):
+                self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+        if guessing:  # a remote base's first call also scores the pair's guess (see propose)
+            first = self._stand_in(self._logits).argmax(-1, keepdim=True)
+            guess = torch.cat([first, self._guess(first, base.guess_length - 1)], dim=1).tolist()
+            self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, guesses=guess)
         return self.scores()
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -62,6 +69,53 @@ class Stepper:
         """
         wanted = [s for s in self.models.sources if id(s) in tokens]
         return self._each_source(lambda s: s.extend(self._states[id(s)], tokens[id(s)]), wanted)
+
+    def draft(self, tokens: torch.Tensor) -> list[list[int]]:
+        """Per row, tokens that may follow ``tokens`` [prompts] and that the base scores at no extra cost
+        (a remote base's greedy lookahead, see remote.py); empty lists for a local base."""
+        base = self.models.base.source
+        drafter = getattr(base, "draft", None)
+        if drafter is None:
+            return [[] for _ in range(tokens.shape[0])]
+        return drafter(self._states[id(base)], tokens)
+
+    def propose(self, tokens: torch.Tensor, limit: int) -> list[list[int]] | None:
+        """Guess up to ``limit`` tokens after ``tokens`` [prompts] from the local pairs alone (the first
+        anti-expert stands in for the base: ``anti + Σ α (expert − anti)``, greedy), and have the base
+        fetch its top-K along the guess in one call. None where the base takes no guesses (a local base)."""
+        base = self.models.base.source
+        n = min(limit, getattr(base, "guess_length", 0))
+        if n <= 0 or not self.models.pairs:
+            return None
+        guess = self._guess(tokens.unsqueeze(1), n).tolist()
+        base.prefetch(self._states[id(base)], tokens, guess)
+        return guess
+
+    def _guess(self, column: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` greedy tokens after ``column`` [prompts, 1] from the local pairs alone; their states are
+        restored afterwards. Returns [prompts, n]."""
+        base = self.models.base.source
+        local = [s for s in self.models.sources if s is not base]
+        guesses = []
+        for _ in range(n):
+            fed = column
+            logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local)
+            column = self._stand_in(logits).argmax(-1, keepdim=True)
+            guesses.append(column)
+        for source in local:
+            source.truncate(self._states[id(source)], n)
+        return torch.cat(guesses, dim=1) if guesses else column[:, :0]
+
+    def _stand_in(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+        """``anti + Σ α (expert − anti)`` at the last position, the first anti-expert standing in for the base."""
+        pairs = self.models.pairs
+
+        def last(m: Member) -> torch.Tensor:
+            t = logits[id(m.source)][m.group]
+            return t if t.dim() == 2 else t[:, -1]
+
+        steers = [Steer(a, last(p.expert), last(p.anti_expert)) for a, p in zip(self.alphas, pairs)]
+        return proxy_scores(last(pairs[0].anti_expert), steers, len(self.models.tokenizer))
 
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""

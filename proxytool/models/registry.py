@@ -33,7 +33,8 @@ class ModelSpec:
     Attributes:
         name: what the user asked for (a registry name, a path or a hub id).
         source: hub id, local folder, adapter folder or GGUF file.
-        kind: "hf" (weights to load as they are), "adapter" (PEFT adapter on ``base``) or "gguf".
+        kind: "hf" (weights to load as they are), "adapter" (PEFT adapter on ``base``), "gguf", or
+            "remote" (an OpenAI-compatible server's URL; only as a base).
         base: the model this one was trained from: an adapter's base, or a merged checkpoint's origin.
             It is the default anti-expert when this model is used as an expert.
         prompt_format: "chat" (apply the tokenizer's chat template) or "raw".
@@ -182,6 +183,8 @@ def resolve(name: str) -> ModelSpec:
     name = str(name)
     if not name.strip():
         raise ProxyToolError("empty model name")
+    if name.startswith(("http://", "https://")):  # an OpenAI-compatible server (decoding/remote.py)
+        return ModelSpec(name=name, source=name, kind="remote")
     if name in _resolving:
         raise ProxyToolError(f"{registry_file()}: model '{name}' is its own base (a 'base' cycle)")
     _resolving.append(name)

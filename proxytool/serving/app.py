@@ -23,8 +23,8 @@ from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
-from proxytool.serving.logprobs import TokenInfo, prompt_token_infos
-from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields
+from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
+from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
 from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent
 
 
@@ -36,6 +36,7 @@ class ServerConfig:
     max_batch: int = 8
     max_queue: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
+    max_logprobs: int = MAX_TOP_LOGPROBS  # vLLM's --max-logprobs: the most top log-probs per position
 
 
 def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
@@ -99,9 +100,18 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
     async def completions(request: Request):
         api.check_auth(request)
         body = await api.parse(request, CompletionRequest)
+        if body.logprobs is not None and body.logprobs > config.max_logprobs:
+            raise APIError(400, f"logprobs: at most {config.max_logprobs} (--max-logprobs)", "logprobs")
         prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None
         with api.admission((prompts or len(body.prompt)) * body.n):
             return await api.completions(body, request)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        api.check_auth(request)
+        body = await api.parse(request, TokenizeRequest)
+        ids = api.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+        return {"tokens": ids, "count": len(ids), "max_model_len": models.base.source.max_length}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

@@ -65,7 +65,7 @@ class CompletionRequest(ProxyFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(16, ge=0)  # the legacy endpoint's default
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: int | None = Field(None, ge=0)  # at most ServerConfig.max_logprobs (checked by the app)
     return_tokens_as_token_ids: bool = False  # vLLM's convention: tokens and top keys as "token_id:123"
 
 
@@ -94,3 +94,13 @@ class ChatRequest(ProxyFields):
 
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's ``POST /tokenize``: clients (a remote base) check the server's tokenizer with it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    prompt: str
+    add_special_tokens: bool = True

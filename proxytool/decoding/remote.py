@@ -1,0 +1,254 @@
+"""A base model behind an OpenAI-compatible HTTP API, as a logit source.
+
+The server gives its top-K log-probabilities per position, not full logits, so the base term of the
+proxy formula is ``log p_M(v)`` for the K candidates the server returned and ``-inf`` for every other
+token (docs/decoding.md). The source keeps the :class:`ModelSource` contract (prefill / extend /
+truncate over a per-generation state), so the :class:`Stepper` and the decoding loop are unchanged.
+
+Round trips are the cost. With ``lookahead`` L each call asks for up to L greedy tokens with their
+top-K at every position: the server's log-probabilities at a context do not depend on how we got
+there, so whenever decoding follows the server's greedy path the next positions are already known
+and cost no call (:meth:`RemoteSource.draft` tells the decoding loop how far, so the local pair
+scores those positions in one forward). That is exact for greedy decoding and for sampling alike:
+the distribution at every step is the same top-K proxy distribution; only the number of calls changes.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from proxytool.decoding.formats import Prompt, PromptFormat
+from proxytool.decoding.sources import Group
+from proxytool.errors import ProxyToolError
+from proxytool.models.remote_client import RemoteClient, RemoteHTTPError
+
+TOKENIZER_PROBE = (
+    "The poll of 1,200 likely voters: Harris 48%, Trump 47 (margin ±3).\n\n"
+    "def add(a, b):\n    return a + b  # café, naïve, 日本語 🙂\n"
+)
+
+
+@dataclass
+class _Path:
+    """What one call returned: from ``anchor``, the server's greedy ``tokens`` and the top-K before each."""
+
+    anchor: list[int]
+    tokens: list[int | None]
+    dists: list[dict[int, float]]  # dists[j]: top-K log-probs after anchor + tokens[:j]
+
+    def offset(self, context: list[int]) -> int | None:
+        """j such that ``context == anchor + tokens[:j]`` and dists[j] is known, else None."""
+        n, j = len(self.anchor), len(context) - len(self.anchor)
+        if not 0 <= j < len(self.dists) or context[n:] != self.tokens[:j] or context[:n] != self.anchor:
+            return None
+        return j
+
+
+@dataclass
+class RemoteState:
+    """One generation on the remote base: each prompt's token ids so far and its last call's path."""
+
+    contexts: list[list[int]]
+    paths: list[_Path | None] = field(default_factory=list)
+
+
+class TokenKeys:
+    """Maps the keys of a server's log-probabilities to ids: ``"token_id:5"`` (vLLM, proxytool serve)
+    directly, token strings (llama.cpp) through the shared tokenizer's pieces; an ambiguous string
+    (e.g. a lone byte of a multi-byte character) maps to None and is dropped."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._pieces: dict[str, int | None] | None = None
+
+    def __call__(self, key: str) -> int | None:
+        if key.startswith("token_id:"):
+            return int(key[len("token_id:") :])
+        if self._pieces is None:
+            pieces: dict[str, int | None] = {}
+            for i in range(len(self.tokenizer)):
+                piece = self.tokenizer.decode([i])
+                pieces[piece] = None if piece in pieces else i
+            self._pieces = pieces
+        return self._pieces.get(key)
+
+
+class RemoteSource:
+    """The base behind an HTTP API: one row group, top-K log-probabilities (``-inf`` elsewhere)."""
+
+    def __init__(
+        self,
+        client: RemoteClient,
+        tokenizer,
+        prompt_format: PromptFormat,
+        *,
+        top_k: int = 20,
+        lookahead: int = 0,
+        draft: str = "pair",
+        text_prompts: bool = False,
+    ):
+        if draft not in ("base", "pair"):
+            raise ProxyToolError(f"--remote-draft must be base or pair (got '{draft}')")
+        if top_k < 1:
+            raise ProxyToolError(f"--remote-top-k must be >= 1 (got {top_k})")
+        if lookahead < 0:
+            raise ProxyToolError(f"--remote-lookahead must be >= 0 (got {lookahead})")
+        self.client = client
+        self.tokenizer = tokenizer
+        self.groups = (Group(None, prompt_format),)
+        self.top_k = top_k
+        self.lookahead = lookahead
+        self.text_prompts = text_prompts
+        self.guess_length = lookahead if draft == "pair" else 0  # Stepper.propose: the pair's guesses
+        self.vocab_size = len(tokenizer)
+        self.device = torch.device("cpu")
+        self.max_length = None
+        self.keys = TokenKeys(tokenizer)
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="proxytool-remote")
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        return [self.groups[0].prompt_format.encode(p) for p in prompts]
+
+    def prefill(
+        self, prompts: list[Prompt], all_positions: bool = False, guesses: list[list[int]] | None = None
+    ) -> tuple[RemoteState, list[torch.Tensor]]:
+        """The top-K after each prompt; with ``guesses`` the same call scores them too (see prefetch)."""
+        if all_positions:
+            raise ProxyToolError("scoring prompt positions is not supported with a remote base")
+        state = RemoteState([list(r) for r in self.encode(prompts)])
+        state.paths = [None] * len(state.contexts)
+        if guesses is not None and self.guess_length > 0:
+            jobs = list(zip(state.contexts, guesses))
+            state.paths = list(self._pool.map(lambda job: self._call(job[0], job[1]), jobs))
+        return state, [self._next(state)]
+
+    def extend(self, state: RemoteState, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Append ``tokens`` [prompts, k]; the top-K log-probs after each [prompts, k, vocab]."""
+        if tokens.shape[1] == 0:
+            return [torch.full((len(state.contexts), 0, self.vocab_size), float("-inf"))]
+        columns = []
+        for column in zip(*tokens.tolist()):
+            for context, token in zip(state.contexts, column):
+                context.append(int(token))
+            columns.append(self._next(state))
+        return [torch.stack(columns, dim=1)]
+
+    def step(self, state: RemoteState, tokens: torch.Tensor) -> list[torch.Tensor]:
+        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1))]
+
+    def truncate(self, state: RemoteState, drop: int) -> None:
+        if drop > 0:
+            state.contexts = [c[:-drop] for c in state.contexts]
+
+    def draft(self, state: RemoteState, tokens: torch.Tensor) -> list[list[int]]:
+        """Per row, the tokens that may follow ``tokens`` [prompts] at no call: the server's greedy
+        path after them, as far as the position after the last one is known."""
+        drafts = []
+        for context, path, token in zip(state.contexts, state.paths, tokens.tolist()):
+            j = path.offset(context) if path is not None else None
+            if j is None or j >= len(path.tokens) or path.tokens[j] != token:
+                drafts.append([])
+                continue
+            drafts.append([t for t in path.tokens[j + 1 : len(path.dists) - 1]])
+            if None in drafts[-1]:
+                drafts[-1] = drafts[-1][: drafts[-1].index(None)]
+        return drafts
+
+    def prefetch(self, state: RemoteState, tokens: torch.Tensor, guesses: list[list[int]]) -> None:
+        """One call per row for the positions after ``tokens`` [prompts] and then along ``guesses``
+        (echoed, so the server scores the guessed tokens), and the server's greedy path beyond them."""
+        anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
+        jobs = [(anchor, guess) for anchor, guess in zip(anchors, guesses)]
+        for i, path in enumerate(self._pool.map(lambda job: self._call(job[0], job[1]), jobs)):
+            state.paths[i] = path
+
+    def _next(self, state: RemoteState) -> torch.Tensor:
+        """The top-K log-probs after each row's context [prompts, vocab]; calls the server where unknown."""
+        missing: dict[tuple, list[int]] = {}  # rows with the same context share one call (n > 1, sampling)
+        for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            if path is None or path.offset(context) is None:
+                missing.setdefault(tuple(context), []).append(i)
+        for rows, path in zip(missing.values(), self._pool.map(lambda c: self._call(list(c)), missing)):
+            for i in rows:
+                state.paths[i] = path
+        out = torch.full((len(state.contexts), self.vocab_size), float("-inf"))
+        for row, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            dist = path.dists[path.offset(context)]
+            ids = [i for i in dist if 0 <= i < self.vocab_size]
+            out[row, ids] = torch.tensor([dist[i] for i in ids], dtype=torch.float32)
+        return out
+
+    def _call(self, context: list[int], guess: list[int] = ()) -> _Path:
+        """From ``context``: the top K after it, after each ``guess`` prefix (echoed), then greedy onwards."""
+        positions = self.client.complete(
+            self._prompt(context + list(guess)),
+            max_tokens=max(1, self.lookahead),
+            top_k=self.top_k,
+            key_to_id=self.keys,
+            echo=bool(guess),
+        )
+        if guess:  # echoed prompt positions first: keep those after the context
+            positions = positions[len(context) :]
+            if len(positions) <= len(guess) or any(p.token != g for p, g in zip(positions[: len(guess)], guess)):
+                self.guess_length = 0  # this server does not echo the prompt's tokens: no guesses from now on
+                return self._call(context)
+        if not positions or not positions[0].top:
+            raise ProxyToolError(f"the server at {self.client.where} returned no log-probabilities for a position")
+        wanted = min(self.top_k, self.vocab_size)
+        if positions[0].by_id and positions[0].n_keys < wanted:
+            raise ProxyToolError(
+                f"the server at {self.client.where} returned {positions[0].n_keys} log-probabilities per position "
+                f"where {wanted} were asked: lower --remote-top-k or raise the server's limit (vLLM: --max-logprobs)"
+            )
+        return _Path(list(context), [p.token for p in positions], [p.top for p in positions])
+
+    def _prompt(self, context: list[int]) -> list[int] | str:
+        if not self.text_prompts:
+            return list(context)
+        text = self.tokenizer.decode(context)
+        if self.tokenizer(text, add_special_tokens=False)["input_ids"] != context:
+            raise ProxyToolError(
+                f"the server at {self.client.where} takes text prompts only, and this context does not survive "
+                "the round trip ids -> text -> ids; use a server that accepts token ids (vLLM, proxytool serve)"
+            )
+        return text
+
+
+def connect(
+    client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int, draft: str = "pair"
+):
+    """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
+
+    Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text.
+    """
+    check_tokenizer(client, tokenizer)
+    source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft)
+    probe = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"][:8]
+    try:
+        source._call(probe)
+    except RemoteHTTPError as err:
+        if err.status not in (400, 422) or "prompt" not in str(err).lower():
+            raise
+        source.text_prompts = True
+        source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
+        source._call(probe)
+    client.calls.completions = client.calls.retries = 0  # count decoding's calls only
+    return source
+
+
+def check_tokenizer(client: RemoteClient, tokenizer) -> None:
+    """Raise unless the server tokenizes a probe text to the same ids as the shared tokenizer."""
+    local = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    remote = client.tokenize(TOKENIZER_PROBE)
+    if remote is None:
+        raise ProxyToolError(
+            f"cannot check the tokenizer of the server at {client.where}: it has no tokenize endpoint "
+            "(/tokenize or /extras/tokenize)"
+        )
+    if remote != local:
+        first = next((i for i, (a, b) in enumerate(zip(local, remote)) if a != b), min(len(local), len(remote)))
+        raise ProxyToolError(
+            f"the server at {client.where} uses a different tokenizer: a probe text gives {len(remote)} tokens "
+            f"there and {len(local)} here, first difference at token {first}; proxy-tuning needs one shared vocabulary"
+        )

@@ -1,0 +1,281 @@
+"""A base behind an HTTP API (top-K log-probabilities) steered by a local pair: exactness, lookahead, errors."""
+
+import pytest
+import torch
+from engine_helpers import proxy_setup, random_prompts
+from reference import load, tokenizer_of
+from remote_fake import FakeServer
+
+from proxytool.decoding.generate import complete
+from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.setup import load_proxy_models
+from proxytool.errors import ProxyToolError
+
+N = 10
+
+
+@torch.no_grad()
+def reference_topk_greedy(base, pairs, ids, top_k, max_new_tokens, tokenizer, eos_id=0, dropped=()):
+    """Greedy proxy decoding with the base restricted to its top-K log-probs, by full recomputation.
+
+    ``dropped``: ids a server keyed by token strings cannot name (their string is shared), out of the set.
+    """
+    ids, out = list(ids), []
+    for _ in range(max_new_tokens):
+        logits = [base(torch.tensor([ids])).logits[0, -1]]
+        for _, expert, anti in pairs:
+            logits += [expert(torch.tensor([ids])).logits[0, -1], anti(torch.tensor([ids])).logits[0, -1]]
+        width = min([t.shape[-1] for t in logits] + [len(tokenizer)])
+        logp = torch.log_softmax(logits[0][:width].float(), -1)
+        top = logp.topk(min(top_k, width))
+        scores = torch.full((width,), float("-inf"))
+        scores[top.indices] = top.values
+        scores[list(dropped)] = float("-inf")
+        for i, (alpha, _, _) in enumerate(pairs):
+            scores += alpha * (logits[1 + 2 * i][:width] - logits[2 + 2 * i][:width])
+        token = int(scores.argmax())
+        out.append(token)
+        if token == eos_id:
+            break
+        ids.append(token)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models_of(tiny_models):
+    return {name: load(tiny_models[name]) for name in ("base", "expert", "anti")}
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_models):
+    """``proxytool serve`` on the tiny base alone, as the remote base (API key required)."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    base = load_proxy_models(proxy_setup(tiny_models["base"], overlap="off"))
+    config = ServerConfig(model_name="tiny-base", api_key=KEY, max_logprobs=100_000)
+    with BackgroundServer(base, config) as server:
+        server.url += "/v1"
+        yield server
+
+
+KEY = "secret"
+
+
+def remote_setup(tiny_models, url, **kwargs):
+    kwargs.setdefault("alphas", [1.5])
+    kwargs.setdefault("base_api_key", KEY)
+    return load_proxy_models(
+        proxy_setup(url, experts=[str(tiny_models["expert"])], anti_experts=[str(tiny_models["anti"])], **kwargs)
+    )
+
+
+@pytest.mark.parametrize("top_k", [1, 5, 20, 320])
+def test_remote_base_equals_the_top_k_reference(tiny_models, models_of, remote, top_k):
+    models = remote_setup(tiny_models, remote.url, remote_top_k=top_k)
+    tokenizer = models.tokenizer
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    prompts = random_prompts(3, seed=top_k)
+    got = [c.token_ids for c in complete(models, prompts, max_new_tokens=N)]
+    for prompt, ids in zip(prompts, got):
+        want = reference_topk_greedy(models_of["base"], pairs, tokenizer(prompt)["input_ids"], top_k, N, tokenizer)
+        assert ids == want
+
+
+@pytest.mark.parametrize("draft", ["base", "pair"])
+def test_lookahead_is_token_identical_and_saves_calls(tiny_models, remote, draft):
+    prompts = random_prompts(3, seed=7)
+    plain = remote_setup(tiny_models, remote.url, remote_lookahead=0)
+    ahead = remote_setup(tiny_models, remote.url, remote_lookahead=8, remote_draft=draft)
+    for alpha in (0.3, 1.5):
+        want = [c.token_ids for p in prompts for c in complete(plain, [p], max_new_tokens=N, alphas=[alpha])]
+        got = [c.token_ids for p in prompts for c in complete(ahead, [p], max_new_tokens=N, alphas=[alpha])]
+        assert got == want
+    print(plain.base.source.client.calls, ahead.base.source.client.calls)
+    assert ahead.base.source.client.calls.completions < plain.base.source.client.calls.completions
+
+
+def test_top_k_covering_the_vocabulary_equals_local_proxy_decoding(tiny_models, remote):
+    prompts = random_prompts(4, seed=3)
+    local = load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[str(tiny_models["expert"])],
+            anti_experts=[str(tiny_models["anti"])],
+            alphas=[1.5],
+        )
+    )
+    want = [c.token_ids for c in complete(local, prompts, max_new_tokens=N)]
+    models = remote_setup(tiny_models, remote.url, remote_top_k=10_000, remote_lookahead=4)
+    assert [c.token_ids for c in complete(models, prompts, max_new_tokens=N)] == want  # a batch
+    assert [complete(models, [p], max_new_tokens=N)[0].token_ids for p in prompts] == want  # each alone
+
+
+@pytest.mark.parametrize("draft", ["base", "pair"])
+def test_sampling_with_lookahead_follows_the_top_k_proxy_distribution(tiny_models, models_of, remote, draft):
+    """Two sampled tokens, 3000 draws: the empirical joint law matches the exact top-K proxy law."""
+    top_k, alpha, draws = 4, 0.5, 3000
+    models = remote_setup(
+        tiny_models, remote.url, remote_top_k=top_k, remote_lookahead=3, alphas=[alpha], remote_draft=draft
+    )
+    prompt = "The poll of likely voters"
+    rows = complete(
+        models, [prompt] * draws, max_new_tokens=2, sampling=SamplingConfig(temperature=1.0, seed=5), ignore_eos=True
+    )
+    seen = {}
+    for row in rows:
+        seen[tuple(row.token_ids)] = seen.get(tuple(row.token_ids), 0) + 1
+    exact = _exact_joint(models_of, models.tokenizer(prompt)["input_ids"], top_k, alpha, len(models.tokenizer))
+    assert set(seen) <= set(exact)
+    total_variation = 0.5 * sum(abs(seen.get(k, 0) / draws - p) for k, p in exact.items())
+    assert total_variation < 0.06, total_variation
+
+
+@torch.no_grad()
+def _exact_joint(m, ids, top_k, alpha, vocab):
+    def law(ids):
+        logits = [m[name](torch.tensor([ids])).logits[0, -1][:vocab] for name in ("base", "expert", "anti")]
+        logp = torch.log_softmax(logits[0], -1)
+        top = logp.topk(top_k)
+        scores = torch.full((vocab,), float("-inf"))
+        scores[top.indices] = top.values
+        probs = torch.softmax(scores + alpha * (logits[1] - logits[2]), -1)
+        return {i: float(probs[i]) for i in top.indices.tolist()}
+
+    return {(a, b): pa * pb for a, pa in law(ids).items() for b, pb in law(ids + [a]).items()}
+
+
+def test_retries_429_then_succeeds(tiny_models, models_of, no_sleep):
+    with FakeServer(models_of["base"], tokenizer_of(tiny_models["base"]), faults=[429, 503]) as server:
+        models = remote_setup(tiny_models, server.url)
+        assert complete(models, ["Hello"], max_new_tokens=3)[0].token_ids
+        assert models.base.source.client.calls.retries == 0  # the faults hit the connection probe
+        assert len(no_sleep) == 2
+    assert sum(path == "/v1/completions" for path, _ in server.requests) >= 3
+
+
+@pytest.mark.parametrize(
+    "server_kwargs, message",
+    [
+        (dict(logprobs=False), "returned no log-probabilities"),
+        (dict(tokenize_shift=1), "uses a different tokenizer"),
+        (dict(faults=[400]), "HTTP 400: scripted 400"),
+        (dict(faults=[500] * 10), "HTTP 500"),
+        (dict(faults=[404]), "has no /v1/completions: a chat-only API cannot continue a partial reply"),
+    ],
+)
+def test_errors_are_one_line(tiny_models, models_of, server_kwargs, message, no_sleep):
+    with FakeServer(models_of["base"], tokenizer_of(tiny_models["base"]), **server_kwargs) as server:
+        with pytest.raises(ProxyToolError, match=message) as err:
+            remote_setup(tiny_models, server.url)
+    assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    waits = []
+    monkeypatch.setattr("proxytool.models.remote_client.sleep", waits.append)
+    return waits
+
+
+def test_server_down_is_one_line(tiny_models, no_sleep):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ProxyToolError, match=f"cannot reach the remote base at http://127.0.0.1:{port}/v1"):
+        remote_setup(tiny_models, f"http://127.0.0.1:{port}")
+    assert len(no_sleep) == 4 and no_sleep == sorted(no_sleep)  # exponential backoff between 5 tries
+
+
+def test_wrong_api_key_and_unknown_model_are_one_line(tiny_models, remote):
+    with pytest.raises(ProxyToolError, match="HTTP 401"):
+        remote_setup(tiny_models, remote.url, base_api_key="wrong")
+    with pytest.raises(ProxyToolError, match="has no model 'other' \\(it serves: tiny-base\\)"):
+        remote_setup(tiny_models, remote.url + "#other")
+
+
+def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of):
+    """llama-cpp-python's way: text prompts, log-probs keyed by token strings (shared strings dropped)."""
+    tokenizer = tokenizer_of(tiny_models["base"])
+    pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    shared = {i for i, p in enumerate(pieces) if pieces.count(p) > 1}
+    prompt = "The poll of likely"
+    with FakeServer(models_of["base"], tokenizer, text_only=True) as server:
+        models = remote_setup(tiny_models, server.url, remote_top_k=20, remote_lookahead=4)
+        assert models.base.source.text_prompts
+        got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
+        assert models.base.source.guess_length == 0  # text prompts: the server's greedy path only
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    ids = tokenizer(prompt)["input_ids"]
+    assert got == reference_topk_greedy(models_of["base"], pairs, ids, 20, N, tokenizer, dropped=shared)
+
+
+def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, monkeypatch):
+    import json
+
+    from cli_runner import run_cli
+
+    monkeypatch.setenv("PROXYTOOL_BASE_API_KEY", KEY)
+    out = tmp_path / "out.jsonl"
+    code, _, err = run_cli(
+        "decode", "--prompts", "-", "-o", out, "--base", remote.url.removesuffix("/v1") + "#tiny-base",
+        "--expert", tiny_models["expert"], "--anti-expert", tiny_models["anti"], "--alpha", "1.5",
+        "--max-new-tokens", N, "--remote-top-k", 5, "--remote-lookahead", 4, "--remote-draft", "base", "--threads", 1,
+        stdin="The poll of likely\n",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "calls for" in err and "per token" in err
+    got = json.loads(out.read_text())
+    models = remote_setup(tiny_models, remote.url, remote_top_k=5)
+    assert got["completion"] == complete(models, ["The poll of likely"], max_new_tokens=N)[0].text
+
+
+def test_base_api_key_is_sent(tiny_models, models_of):
+    with FakeServer(models_of["base"], tokenizer_of(tiny_models["base"])) as server:
+        models = remote_setup(tiny_models, server.url, base_api_key="k123")
+        assert models.base.source.client.endpoint.api_key == "k123"
+    assert server.auth == {"Bearer k123"}
+
+
+def test_eval_choice_task_through_a_remote_base_equals_local(tiny_models, remote, tmp_path):
+    """Teacher-forced scoring goes through the remote source too; K >= vocab makes it the local eval."""
+    import json
+
+    from cli_runner import run_cli
+
+    rows = [
+        {"id": "m1", "question": "Q: Who leads the poll?\nA:", "choices": ["Harris", "Trump"], "correct": 0},
+        {"id": "m2", "question": "Q: How many apples?\nA:", "choices": ["8", "5 apples"], "correct": 1},
+    ]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outputs = {}
+    for name, base in (("local", tiny_models["base"]), ("remote", remote.url)):
+        out = tmp_path / name
+        code, _, err = run_cli(
+            "eval", "--task", data, "--base", base, "--expert", tiny_models["expert"],
+            "--anti-expert", tiny_models["anti"], "--alpha", "1.5", "--output", out, "--threads", 1,
+            "--device", "cpu", "--remote-top-k", 100_000, "--base-api-key", KEY,
+        )  # fmt: skip
+        assert code == 0, err
+        outputs[name] = {
+            system: [json.loads(line) for line in (out / "outputs" / f"{system}.jsonl").read_text().splitlines()]
+            for system in ("base", "proxy")
+        }
+    for system in ("base", "proxy"):
+        for local, remote_row in zip(outputs["local"][system], outputs["remote"][system]):
+            assert len(local["choice_scores"]) == 2
+            assert remote_row["choice_scores"] == pytest.approx(local["choice_scores"], abs=1e-4)
+
+
+def test_a_server_that_does_not_echo_gets_no_guesses_and_stays_exact(tiny_models, models_of):
+    tokenizer = tokenizer_of(tiny_models["base"])
+    prompt = "Who leads the national poll?"
+    with FakeServer(models_of["base"], tokenizer) as server:  # ignores `echo`
+        models = remote_setup(tiny_models, server.url, remote_top_k=5, remote_lookahead=4)
+        got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
+        assert models.base.source.guess_length == 0
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    assert got == reference_topk_greedy(models_of["base"], pairs, tokenizer(prompt)["input_ids"], 5, N, tokenizer)
