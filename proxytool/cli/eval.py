@@ -9,7 +9,8 @@ from proxytool.cli import options as o
 from proxytool.runtime import prepare_runtime
 
 TASK_HELP = (
-    "polls-recall, polls-unseen, gsm8k, truthfulqa-mc, humaneval, or a JSONL file with question and "
+    "polls (three splits), polls-trained, polls-documents, polls-unseen, gsm8k, truthfulqa-mc, humaneval, "
+    "or a JSONL file with question and "
     "answer (+ choices and correct for multiple choice)."
 )
 

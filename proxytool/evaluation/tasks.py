@@ -2,10 +2,13 @@
 
 Built-in tasks (``load_task(name)``):
 
-* ``polls-recall`` / ``polls-unseen``: ``<data_dir>/eval_recall.jsonl`` / ``eval_unseen.jsonl`` written
-  by ``proxytool data polls`` (``data_dir`` defaults to ``work/polls``). The prompt is the question
-  verbatim (it already says how to answer, and it is exactly the user turn the polls expert was
-  trained on); scored by kind with :func:`proxytool.evaluation.metrics.polls_score`.
+* ``polls``: ``<data_dir>/eval.jsonl`` written by ``proxytool data polls`` (``data_dir`` defaults to
+  ``work/polls``): held-out questions about trained polls, document-only polls and unseen polls,
+  each line tagged with its ``split`` and ``fact`` (the report breaks scores down by both).
+  ``polls-trained`` / ``polls-documents`` / ``polls-unseen`` are the single splits
+  (``eval_<split>.jsonl``). The prompt is the line's ``prompt`` (``"Question: ...\nAnswer:"``, the
+  raw format the expert was trained on); answers are scored by value with
+  :func:`proxytool.evaluation.metrics.polls_score`.
 * ``gsm8k``: the test split. Prompt ``"Question: <q>\\nAnswer:"``, preceded by ``few_shot`` worked
   examples (default :data:`GSM8K_FEW_SHOT` = 2) taken from the start of the *train* split, written
   chain-of-thought style with the calculator annotations (``<<48/2=24>>``) removed and the
@@ -45,7 +48,10 @@ DEFAULT_EVALSETS = Path("../shared/data/evalsets")
 """Evalsets folder used when neither ``data_dir`` nor ``$PROXYTOOL_EVALSETS`` is given (cwd-relative)."""
 DEFAULT_POLLS_DIR = Path("work/polls")
 """Where ``proxytool data polls`` writes its eval files by default (cwd-relative)."""
-TASK_NAMES = ("polls-recall", "polls-unseen", "gsm8k", "truthfulqa-mc", "humaneval")
+POLLS_TASKS = {"polls": "eval", "polls-trained": "eval_trained", "polls-documents": "eval_documents"}
+POLLS_TASKS["polls-unseen"] = "eval_unseen"
+"""Polls task name -> its file stem in the data folder."""
+TASK_NAMES = (*POLLS_TASKS, "gsm8k", "truthfulqa-mc", "humaneval")
 """Built-in task names; anything else passed to :func:`load_task` is a JSONL path."""
 GSM8K_FEW_SHOT = 2
 """Worked train examples in front of each GSM8K question unless ``few_shot`` says otherwise."""
@@ -228,9 +234,10 @@ def _load_qa_jsonl(path: Path, *, require_id: bool = False, require_kind: bool =
         answer = _text(rec, path, line, "answer", numbers=True, required=choices is None)
         if answer is None:
             answer = choices[correct[0]]
-        meta = {k: v for k, v in rec.items() if k not in ("id", "question", "answer", "choices", "correct")}
+        prompt = _text(rec, path, line, "prompt", required=False) or question
+        meta = {k: v for k, v in rec.items() if k not in ("id", "question", "prompt", "answer", "choices", "correct")}
         meta["question"] = question
-        examples.append(Example(id=ex_id, prompt=question, answer=answer, choices=choices, correct=correct, meta=meta))
+        examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices, correct=correct, meta=meta))
     if not examples:
         raise ProxyToolError(f"{at(path)}: no examples")
     return task_kind or "generate", examples
@@ -261,16 +268,17 @@ def _choices(rec: dict, path: Path, line: int) -> tuple[list[str] | None, list[i
     return list(choices), sorted(set(correct))
 
 
-def _load_polls(which: str, data_dir: Path | None) -> Task:
+def _load_polls(name: str, data_dir: Path | None) -> Task:
     folder = Path(data_dir) if data_dir is not None else DEFAULT_POLLS_DIR
     path = _require_file(
-        folder / f"eval_{which}.jsonl", f"run `proxytool data polls --out {folder}` to build the polls eval files"
+        folder / f"{POLLS_TASKS[name]}.jsonl",
+        f"run `proxytool data polls --out {folder}` to build the polls eval files",
     )
     kind, examples = _load_qa_jsonl(path, require_id=True, require_kind=True)
     if kind != "generate":
         raise ProxyToolError(f"{at(path)}: polls questions have no choices")
     return Task(
-        name=f"polls-{which}",
+        name=name,
         kind="generate",
         examples=examples,
         max_new_tokens=16,
@@ -528,7 +536,7 @@ def load_task(
     Args:
         name_or_path: One of :data:`TASK_NAMES`, or a path to a ``question``/``answer`` JSONL file.
         limit: Keep only the first N examples (file order, so deterministic); None keeps all.
-        data_dir: For ``polls-*``, the folder with ``eval_recall.jsonl``/``eval_unseen.jsonl``
+        data_dir: For ``polls*``, the folder with ``eval.jsonl`` and ``eval_<split>.jsonl``
             (default ``work/polls``); for the other built-ins, the evalsets folder (or the task's own
             subfolder), overriding ``$PROXYTOOL_EVALSETS`` and ``../shared/data/evalsets``.
             Ignored for JSONL paths.
@@ -547,10 +555,10 @@ def load_task(
     if few_shot is not None and (isinstance(few_shot, bool) or not isinstance(few_shot, int) or few_shot < 0):
         raise ProxyToolError(f"few_shot must be a non-negative integer, got {few_shot!r}")
     name = str(name_or_path)
-    if name in ("polls-recall", "polls-unseen"):
+    if name in POLLS_TASKS:
         if few_shot:
             raise ProxyToolError(f"{name} is zero-shot: few_shot must be 0")
-        task = _load_polls(name.split("-", 1)[1], data_dir)
+        task = _load_polls(name, data_dir)
     elif name == "gsm8k":
         task = _load_gsm8k(data_dir, GSM8K_FEW_SHOT if few_shot is None else few_shot)
     elif name == "truthfulqa-mc":
