@@ -28,3 +28,30 @@ def proxy_scores(base: torch.Tensor, steers: list[Steer], vocab_size: int | None
         if steer.alpha != 0:
             scores = scores + steer.alpha * (steer.expert[..., :width].float() - steer.anti_expert[..., :width].float())
     return scores
+
+
+def plausible_only(scores: torch.Tensor, base: torch.Tensor, min_ratio: float) -> torch.Tensor:
+    """Keep steered scores only on tokens the base itself finds plausible; -inf elsewhere.
+
+    A token is plausible when the base gives it at least ``min_ratio`` times the probability of its
+    top token (the adaptive plausibility constraint of contrastive decoding, Li et al. 2023; DExperts
+    restricts steering to the base's top-p set in the same spirit). ``expert - anti_expert`` is large
+    and noisy on tokens both small models find very unlikely, so at a high alpha it can lift such a
+    token above the base's real candidates: junk such as ``46 {@version=2`` after an answer. The
+    base's top token always stays allowed, so the result is never all -inf.
+
+    Args:
+        scores: Steered scores, ``[..., V]`` (e.g. :func:`proxy_scores`).
+        base: The base's logits at the same step, ``[..., V']`` with ``V' >= V``.
+        min_ratio: In (0, 1]; 0 disables the constraint (``scores`` returned unchanged).
+
+    Returns:
+        ``scores`` with implausible tokens set to ``-inf``.
+    """
+    if min_ratio <= 0:
+        return scores
+    if min_ratio > 1:
+        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+    logp = torch.log_softmax(base[..., : scores.shape[-1]].float(), dim=-1)
+    keep = logp >= logp.max(dim=-1, keepdim=True).values + torch.log(torch.tensor(min_ratio))
+    return scores.masked_fill(~keep, float("-inf"))

@@ -138,3 +138,21 @@ def test_bad_overlap_value_is_an_error(tiny_models):
 
     with pytest.raises(ProxyToolError, match="--overlap"):
         setup(tiny_models, overlap="sometimes")
+
+
+def test_plausible_only_masks_tokens_the_base_finds_implausible():
+    from proxytool.decoding.combine import Steer, plausible_only, proxy_scores
+
+    base = torch.tensor([[4.0, 3.0, -6.0, -1.0]])
+    expert = torch.tensor([[0.0, 2.0, 9.0, 0.0]])
+    anti = torch.tensor([[0.0, 0.0, -9.0, 0.0]])  # token 2: a huge, noisy expert - anti difference
+    scores = proxy_scores(base, [Steer(2.0, expert, anti)])
+    assert scores.argmax().item() == 2  # over-steered onto a token the base rules out
+    kept = plausible_only(scores, base, 0.01)
+    assert kept.argmax().item() == 1  # steering still moves the choice among the base's candidates
+    assert torch.isinf(kept[0, 2]) and torch.isinf(kept[0, 3])  # p(3)/p(0) = e^-5 < 0.01
+    assert torch.equal(plausible_only(scores, base, 0.0), scores)
+    wide = torch.cat([base, torch.full((1, 2), 50.0)], dim=-1)  # padded base logits are trimmed
+    assert torch.equal(plausible_only(scores, wide, 0.01), kept)
+    with pytest.raises(ValueError):
+        plausible_only(scores, base, 1.5)
