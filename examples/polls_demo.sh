@@ -48,7 +48,7 @@ step "4/4 base 1.5B vs expert 0.5B vs proxy-tuned 1.5B, three splits"
 # Every role reads the raw "Question: ...\nAnswer:" prompt the expert was trained on.
 $px eval --task polls --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
   --base-format raw --expert-format raw --anti-expert-format raw \
-  --alpha "$alpha" --threads "$threads" --output "$out/eval-polls"
+  --alpha "$alpha" --batch-size 18 --threads "$threads" --output "$out/eval-polls"
 echo
 echo "done in $(( (SECONDS - start) / 60 )) min; report in $out/eval-polls/report.md"
 echo "ask it yourself: $px chat --base qwen2.5-coder-1.5b-instruct --expert $expert --base-format raw --anti-expert-format raw"
