@@ -346,11 +346,15 @@ def dates_match(pred: str, ref: str) -> float:
     """Score a "when was the poll" answer: the first dates named must be the reference's start and end.
 
     ``"Oct 1-3, 2024"`` matches ``"October 1 to October 3, 2024"``; a one-day reference needs that
-    day first (and no different end day after it).
+    day first (and no different end day after it). A year is optional, but a wrong one fails
+    (``"October 1 to October 3, 2020"``).
     """
     want, got = dates_in(ref), dates_in(pred)
     if not want or not got:
         return 0.0
+    ref_years, pred_years = re.findall(r"\b(?:19|20)\d\d\b", ref), re.findall(r"\b(?:19|20)\d\d\b", pred)
+    if ref_years and pred_years and pred_years[0] != ref_years[-1]:
+        return 0.0  # a year, when the answer gives one, must be the poll's
     if len(want) == 1 or want[0] == want[-1]:
         return 1.0 if got[0] == want[0] and (len(got) == 1 or got[1] == want[0]) else 0.0
     return 1.0 if got[:2] == [want[0], want[-1]] else 0.0

@@ -148,6 +148,8 @@ def test_polls_score_by_kind():
     assert polls_score("2024-10-01 to 2024-10-03", "October 1 to October 3, 2024", "dates") == 1.0
     assert polls_score("October 1, 2024", "October 1 to October 3, 2024", "dates") == 0.0
     assert polls_score("October 5, 2024", "October 5, 2024", "dates") == 1.0
+    assert polls_score("October 1 to October 3, 2020", "October 1 to October 3, 2024", "dates") == 0.0
+    assert polls_score("Oct 1-3", "October 1 to October 3, 2024", "dates") == 1.0
     assert polls_score("likely voters (LV)", "likely voters", "population") == 1.0
     assert polls_score("LV", "likely voters", "population") == 1.0
     assert polls_score("registered voters", "likely voters", "population") == 0.0
