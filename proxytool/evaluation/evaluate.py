@@ -28,7 +28,17 @@ from proxytool.decoding import scoring
 from proxytool.decoding.generate import ProxyModels, complete
 from proxytool.decoding.setup import ProxySetup, ResolvedSetup, load_proxy_models, resolve_roles
 from proxytool.errors import ProxyToolError
-from proxytool.evaluation.report import BASE, DIRECT, EXPERT, Report, SystemResult, is_proxy, proxy_name, write_report
+from proxytool.evaluation.report import (
+    BASE,
+    DIRECT,
+    EXPERT,
+    GROUP_KEYS,
+    Report,
+    SystemResult,
+    is_proxy,
+    proxy_name,
+    write_report,
+)
 from proxytool.evaluation.tasks import Example, Task, load_task
 from proxytool.models.loading import pick_device, pick_dtype
 from proxytool.models.registry import ModelSpec, resolve
@@ -234,6 +244,7 @@ def run_system(
 def score_example(task: Task, example: Example, output) -> dict:
     """One per-example record: id, prompt, completion, answer, score (+ choices for choice tasks)."""
     record = {"id": example.id, "prompt": example.prompt}
+    record.update({key: example.meta[key] for key in GROUP_KEYS if key in example.meta})
     if task.kind == "choice":
         scores = [float(s) for s in output]
         best = max(range(len(scores)), key=lambda i: scores[i])

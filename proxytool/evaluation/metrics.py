@@ -214,7 +214,7 @@ def is_number(text: str) -> bool:
 
 # --------------------------------------------------------------------------- QA and polls
 
-POLL_KINDS = ("leader", "share", "sample_size", "margin")
+POLL_KINDS = ("leader", "share", "sample_size", "margin", "dates", "population", "pollster", "place")
 """Question kinds written by ``proxytool data polls``."""
 
 
@@ -234,13 +234,17 @@ def qa_score(pred: str, ref: str) -> float:
 
 
 def polls_score(pred: str, ref: str, kind: str | None, candidates: list[str] | tuple[str, ...] | None = None) -> float:
-    """Score an answer to a poll question by its kind.
+    """Score an answer to a poll question by its value, whatever the wording.
 
-    * ``leader``: :func:`leader_match` (the first candidate named must be the reference).
-    * ``share``: first number within 0.05 points (``47.5`` == ``47.50`` == ``"47.5%"``).
+    * ``leader``: :func:`leader_match` (the first candidate named must be the reference; a full
+      name such as "Kamala Harris" names Harris).
+    * ``share``: first number within 0.05 points (``47.3`` == ``"47.3%"`` == ``"47.3 percent"``).
     * ``margin``: like ``share`` but on absolute values (the margin is ``|Harris - Trump|``);
-      a reference that also names a candidate (``"Harris +3"``) requires that leader too.
+      a zero margin is also answered by "tie"; a reference that names a candidate (``"Harris +3"``)
+      requires that leader too.
     * ``sample_size``: first number, exactly (``"1,200"`` == ``1200``).
+    * ``dates``: :func:`dates_match`; ``population``: :func:`population_match`;
+      ``pollster``: :func:`pollster_match`; ``place``: :func:`place_match`.
     * anything else: :func:`qa_score`.
 
     Args:
@@ -259,14 +263,195 @@ def polls_score(pred: str, ref: str, kind: str | None, candidates: list[str] | t
     if kind == "sample_size":
         return numeric_match(pred, ref)
     if kind == "margin":
-        p, r = first_number(pred), _as_number(ref)
-        if p is None or r is None or not _close(abs(p), abs(r), 0.0, 0.05):
-            return 0.0
-        named = re.sub(r"\b(?:points?|pts?|pp|percent(?:age)?)\b", " ", normalize_text(ref))
-        if re.search(r"[^\W\d_]", named):  # the reference names a leader as well
-            return leader_match(pred, ref, candidates)
-        return 1.0
+        return _margin_match(pred, ref, candidates)
+    if kind == "dates":
+        return dates_match(pred, ref)
+    if kind == "population":
+        return population_match(pred, ref)
+    if kind == "pollster":
+        return pollster_match(pred, ref)
+    if kind == "place":
+        return place_match(pred, ref)
     return qa_score(pred, ref)
+
+
+def _margin_match(pred: str, ref: str, candidates) -> float:
+    p, r = first_number(pred), _as_number(ref)
+    if r == 0 and re.search(r"\b(?:tie|tied|dead heat|even)\b", normalize_text(pred)):
+        return 1.0
+    if p is None or r is None or not _close(abs(p), abs(r), 0.0, 0.05):
+        return 0.0
+    named = re.sub(r"\b(?:points?|pts?|pp|percent(?:age)?|tie|tied)\b", " ", normalize_text(ref))
+    if re.search(r"[^\W\d_]", named):  # the reference names a leader as well
+        return leader_match(pred, ref, candidates)
+    return 1.0
+
+
+_MONTH_NAMES = {
+    name: i + 1
+    for i, names in enumerate(
+        (
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        )
+    )
+    for name in names
+}
+_MONTH_RE = "|".join(sorted(_MONTH_NAMES, key=len, reverse=True))
+_DAY_SPAN = re.compile(
+    rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b"
+    rf"(?:\s*(?:-|–|—|to|through|until|and)\s*(?:({_MONTH_RE})\.?\s+)?(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*:))?",
+    re.IGNORECASE,
+)
+_ISO_DATE = re.compile(r"\b\d{4}-(\d{2})-(\d{2})\b")
+
+
+def dates_in(text: str) -> list[tuple[int, int]]:
+    """The (month, day) pairs written in ``text``, in order.
+
+    Understands ``"October 1 to October 3, 2024"``, ``"Oct 1-3"``, ``"Sep 28-Oct 2"``, ``"Oct. 1st"``
+    and ISO ``2024-10-01``. Years are ignored (every poll is from 2024).
+    """
+    found: list[tuple[int, tuple[int, int]]] = []
+    for m in _DAY_SPAN.finditer(text):
+        month = _MONTH_NAMES[m.group(1).lower()]
+        found.append((m.start(), (month, int(m.group(2)))))
+        if m.group(4):
+            end_month = _MONTH_NAMES[m.group(3).lower()] if m.group(3) else month
+            found.append((m.start(4), (end_month, int(m.group(4)))))
+    for m in _ISO_DATE.finditer(text):
+        found.append((m.start(), (int(m.group(1)), int(m.group(2)))))
+    return [d for _, d in sorted(found)]
+
+
+def dates_match(pred: str, ref: str) -> float:
+    """Score a "when was the poll" answer: the first dates named must be the reference's start and end.
+
+    ``"Oct 1-3, 2024"`` matches ``"October 1 to October 3, 2024"``; a one-day reference needs that
+    day first (and no different end day after it). A year is optional, but a wrong one fails
+    (``"October 1 to October 3, 2020"``).
+    """
+    want, got = dates_in(ref), dates_in(pred)
+    if not want or not got:
+        return 0.0
+    ref_years, pred_years = re.findall(r"\b(?:19|20)\d\d\b", ref), re.findall(r"\b(?:19|20)\d\d\b", pred)
+    if ref_years and pred_years and pred_years[0] != ref_years[-1]:
+        return 0.0  # a year, when the answer gives one, must be the poll's
+    if len(want) == 1 or want[0] == want[-1]:
+        return 1.0 if got[0] == want[0] and (len(got) == 1 or got[1] == want[0]) else 0.0
+    return 1.0 if got[:2] == [want[0], want[-1]] else 0.0
+
+
+_POPULATION_WORDS = (("likely", "lv"), ("registered", "rv"), ("adult", "a"), ("voter", "v"))
+
+
+def _population_code(text: str) -> str | None:
+    norm = normalize_text(text)
+    hits = []
+    for word, code in _POPULATION_WORDS:
+        m = re.search(rf"\b{word}s?\b", norm)
+        if m:
+            hits.append((m.start(), code))
+    if not hits:
+        return None
+    hits.sort()
+    first = hits[0][1]
+    # "likely voters": "likely" comes first anyway; a bare "voters" counts only when no qualifier is given
+    return first
+
+
+def population_match(pred: str, ref: str) -> float:
+    """Score a population answer by the population it names first: likely voters, registered voters,
+    adults or (all) voters; ``"LV"``/``"RV"`` count too."""
+    norm = normalize_text(pred).split()
+    abbrev = {"lv": "lv", "rv": "rv"}.get(norm[0]) if norm else None
+    got = abbrev or _population_code(pred)
+    return 1.0 if got is not None and got == _population_code(ref) else 0.0
+
+
+_GENERIC_POLLSTER_WORDS = {
+    "and",
+    "of",
+    "for",
+    "poll",
+    "polls",
+    "polling",
+    "research",
+    "group",
+    "strategies",
+    "strategy",
+    "college",
+    "university",
+    "institute",
+    "center",
+    "associates",
+    "inc",
+    "llc",
+    "co",
+    "news",
+    "survey",
+    "surveys",
+    "insights",
+    "analytics",
+    "partners",
+    "consulting",
+    "opinion",
+    "public",
+    "policy",
+}
+
+
+def _pollster_words(text: str) -> list[str]:
+    return normalize_text(text.replace("&", " and ")).split()
+
+
+def pollster_match(pred: str, ref: str) -> float:
+    """Score a pollster answer: the reference name appears in the answer (``"Marist College poll"``),
+    or the answer's name is a distinctive part of it (``"Marist"`` for ``"Marist College"``).
+
+    Case, punctuation, ``&``/``and`` and articles are ignored; the answer's name is its text up to
+    the first comma or full stop.
+    """
+    r = " ".join(_pollster_words(ref))
+    p_all = " ".join(_pollster_words(pred))
+    if not r:
+        return 0.0
+    if r == p_all or f" {r} " in f" {p_all} ":
+        return 1.0
+    head = " ".join(_pollster_words(re.split(r"[,.;\n]", _strip_filler_text(pred), maxsplit=1)[0]))
+    if not head or not set(head.split()) - _GENERIC_POLLSTER_WORDS:
+        return 0.0
+    return 1.0 if f" {head} " in f" {r} " else 0.0
+
+
+def _strip_filler_text(text: str) -> str:
+    return re.sub(r"^\s*(?:it was|the answer is|answer:?|by)\s+", "", text, flags=re.IGNORECASE)
+
+
+_NATIONAL = ("national", "nationwide", "nation", "united states", "us", "usa", "america", "country", "nationally")
+
+
+def place_match(pred: str, ref: str) -> float:
+    """Score a place answer: a state (or district, "Nebraska CD-2") must be named as in the reference;
+    a national poll is answered by "national", "nationwide", "the United States", ...; the first place
+    named counts, so "Pennsylvania, not Ohio" matches Pennsylvania."""
+    r, p = normalize_text(ref), normalize_text(pred)
+    if not r or not p:
+        return 0.0
+    if r in ("national", "nationwide"):
+        first = p.split()[0] if p.split() else ""
+        return 1.0 if any(_starts_with_words(p, n) for n in _NATIONAL) or first in _NATIONAL else 0.0
+    return 1.0 if _starts_with_words(p, r) or _starts_with_words(_strip_filler(p), r) or f" {r} " in f" {p} " else 0.0
 
 
 # --------------------------------------------------------------------------- GSM8K

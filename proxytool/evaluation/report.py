@@ -13,6 +13,8 @@ from proxytool.files.atomic import write_text
 
 BASE, EXPERT, DIRECT, PROXY = "base", "expert", "direct", "proxy"
 """System names used in reports, output files and the gap-closed formula."""
+GROUP_KEYS = ("split", "fact")
+"""Example tags (polls: ``split`` and ``fact``) that reports break scores down by."""
 
 
 @dataclass
@@ -70,9 +72,41 @@ class Report:
             return {r.name: None for r in self.proxies}
         return {r.name: metrics.gap_closed(base.score, r.score, target.score) for r in self.proxies}
 
+    def breakdown(self, key: str) -> dict[str, dict[str, float]]:
+        """Mean score per value of a per-example tag (``split``, ``fact``): ``{group: {system: score}}``.
+
+        Empty when the examples carry no such tag. Groups keep their first-seen order.
+        """
+        table: dict[str, dict[str, float]] = {}
+        for name, result in self.results.items():
+            groups: dict[str, list[float]] = {}
+            for record in result.outputs:
+                if key in record:
+                    groups.setdefault(str(record[key]), []).append(record["score"])
+            for group, scores in groups.items():
+                table.setdefault(group, {})[name] = sum(scores) / len(scores)
+        return table
+
+    def breakdown_gap_closed(self, key: str) -> dict[str, dict[str, float | None]]:
+        """Gap closed per group of :meth:`breakdown`: ``{group: {proxy system: gap}}``."""
+        out = {}
+        for group, scores in self.breakdown(key).items():
+            base, target = scores.get(BASE), scores.get(self.target) if self.target else None
+            out[group] = {
+                r.name: None if base is None or target is None else metrics.gap_closed(base, scores[r.name], target)
+                for r in self.proxies
+                if r.name in scores
+            }
+        return out
+
     def to_json(self) -> dict:
         """Everything but the per-example outputs, as a JSON-friendly dict (report.json)."""
         gaps = self.gap_closed()
+        by = {
+            f"by_{key}": {"score": self.breakdown(key), "gap_closed": self.breakdown_gap_closed(key)}
+            for key in GROUP_KEYS
+            if self.breakdown(key)
+        }
         systems = {
             name: {"score": r.score, "n": r.n, "seconds": round(r.seconds, 3), "alpha": r.alpha}
             for name, r in self.results.items()
@@ -87,6 +121,7 @@ class Report:
             "systems": systems,
             "gap_closed": gaps,
             "sweep": sweep,
+            **by,
             **self.meta,
         }
 
@@ -150,11 +185,36 @@ def markdown(report: Report, command: str = "") -> str:
         "Greedy decoding for every system; score = " + report.metric + ".",
         "",
     ]
+    for key in GROUP_KEYS:
+        lines += breakdown_lines(report, key)
     if len(report.proxies) > 1:
         lines += ["![score vs alpha](alpha_sweep.png)", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def breakdown_lines(report: Report, key: str) -> list[str]:
+    """A markdown table of scores (%) per ``key`` group and system, with gap closed per proxy."""
+    table = report.breakdown(key)
+    if not table:
+        return []
+    gaps = report.breakdown_gap_closed(key)
+    systems = list(report.results)
+    proxies = [r.name for r in report.proxies]
+    headers = [key, "n"] + systems + [f"gap {p}" for p in proxies]
+    counts: dict[str, int] = {}
+    for record in next(iter(report.results.values())).outputs:
+        if key in record:
+            counts[str(record[key])] = counts.get(str(record[key]), 0) + 1
+    lines = [f"By {key} (score %, gap closed %):", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    for group, scores in table.items():
+        cells = [group, str(counts.get(group, ""))]
+        cells += [f"{100 * scores[s]:.1f}" if s in scores else "" for s in systems]
+        cells += [("n/a" if gaps[group].get(p) is None else f"{100 * gaps[group][p]:.0f}") for p in proxies]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def write_report(report: Report, folder: Path, command: str = "") -> None:

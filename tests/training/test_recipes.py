@@ -70,7 +70,7 @@ def test_precedence_default_recipe_flag(tmp_path):
     assert config.batch_size == 2 and sources["batch_size"] == str(path)  # recipe beats default
     assert config.epochs == TrainConfig().epochs and sources["epochs"] == "default"  # None = not given
     assert config.target_modules == ["q_proj"]
-    assert config.output == str(Path("runs/m-d").resolve())
+    assert config.output == str(Path("runs/d-expert").resolve())
 
 
 @pytest.mark.parametrize(

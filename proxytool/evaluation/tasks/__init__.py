@@ -3,10 +3,7 @@ to score them (a new task is one file plus one ``register`` line here).
 
 Built-in tasks (``load_task(name)``):
 
-* ``polls-recall`` / ``polls-unseen``: ``<data_dir>/eval_recall.jsonl`` / ``eval_unseen.jsonl`` written
-  by ``proxytool data polls`` (``data_dir`` defaults to ``work/polls``). The prompt is the question
-  verbatim (it already says how to answer, and it is exactly the user turn the polls expert was
-  trained on); scored by kind with :func:`proxytool.evaluation.metrics.polls_score`.
+* ``polls``, ``polls-trained``, ``polls-documents``, ``polls-unseen``: see :mod:`.polls`.
 * ``gsm8k``: the test split. Prompt ``"Question: <q>\\nAnswer:"``, preceded by ``few_shot`` worked
   examples (default :data:`GSM8K_FEW_SHOT` = 2) taken from the start of the *train* split, written
   chain-of-thought style with the calculator annotations (``<<48/2=24>>``) removed and the
@@ -71,8 +68,10 @@ def register(spec: TaskSpec) -> None:
     REGISTRY[spec.name] = spec
 
 
-register(TaskSpec("polls-recall", partial(load_polls, "recall"), "held-out questions about trained polls"))
-register(TaskSpec("polls-unseen", partial(load_polls, "unseen"), "questions about polls never trained on"))
+register(TaskSpec("polls", partial(load_polls, "polls"), "the three polls splits, scored by split and fact"))
+register(TaskSpec("polls-trained", partial(load_polls, "polls-trained"), "trained polls, held-out phrasings"))
+register(TaskSpec("polls-documents", partial(load_polls, "polls-documents"), "polls seen only as documents"))
+register(TaskSpec("polls-unseen", partial(load_polls, "polls-unseen"), "polls never trained on"))
 register(TaskSpec("gsm8k", load_gsm8k, "grade-school math, few-shot, final number"))
 register(TaskSpec("truthfulqa-mc", load_truthfulqa, "TruthfulQA MC1 by log-likelihood"))
 register(TaskSpec("humaneval", load_humaneval, "Python pass@1 (needs --allow-code-execution)"))
@@ -89,7 +88,7 @@ def load_task(
     Args:
         name_or_path: One of :data:`TASK_NAMES`, or a path to a ``question``/``answer`` JSONL file.
         limit: Keep only the first N examples (file order, so deterministic); None keeps all.
-        data_dir: For ``polls-*``, the folder with ``eval_recall.jsonl``/``eval_unseen.jsonl``
+        data_dir: For ``polls*``, the folder with ``eval.jsonl`` and ``eval_<split>.jsonl``
             (default ``work/polls``); for the other built-ins, the evalsets folder (or the task's own
             subfolder), overriding ``$PROXYTOOL_EVALSETS`` and ``../shared/data/evalsets``.
             Ignored for JSONL paths.

@@ -194,9 +194,10 @@ def load_qa_jsonl(path: Path, *, require_id: bool = False, require_kind: bool = 
         answer = text_field(rec, path, line, "answer", numbers=True, required=choices is None)
         if answer is None:
             answer = choices[correct[0]]
-        meta = {k: v for k, v in rec.items() if k not in ("id", "question", "answer", "choices", "correct")}
+        prompt = text_field(rec, path, line, "prompt", required=False) or question
+        meta = {k: v for k, v in rec.items() if k not in ("id", "question", "prompt", "answer", "choices", "correct")}
         meta["question"] = question
-        examples.append(Example(id=ex_id, prompt=question, answer=answer, choices=choices, correct=correct, meta=meta))
+        examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices, correct=correct, meta=meta))
     if not examples:
         raise ProxyToolError(f"{at(path)}: no examples")
     return task_kind or "generate", examples

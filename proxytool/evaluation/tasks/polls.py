@@ -1,4 +1,12 @@
-"""``polls``: questions about the FiveThirtyEight polls, built by ``proxytool data polls``."""
+"""``polls``: questions about the FiveThirtyEight polls, built by ``proxytool data polls``.
+
+``<data_dir>/eval.jsonl`` (``data_dir`` defaults to ``work/polls``) holds held-out questions about
+trained polls, document-only polls and unseen polls, each line tagged with its ``split`` and ``fact``
+(the report breaks scores down by both); ``polls-trained`` / ``polls-documents`` / ``polls-unseen``
+are the single splits (``eval_<split>.jsonl``). The prompt is the line's ``prompt``
+(``"Question: ...\nAnswer:"``, the raw format the expert was trained on); answers are scored by value
+with :func:`proxytool.evaluation.metrics.polls_score`.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +19,29 @@ DEFAULT_POLLS_DIR = Path("work/polls")
 """Where ``proxytool data polls`` writes its eval files by default (cwd-relative)."""
 
 
-def load_polls(which: str, data_dir: Path | None, few_shot: int | None) -> Task:
+POLLS_TASKS = {
+    "polls": "eval",
+    "polls-trained": "eval_trained",
+    "polls-documents": "eval_documents",
+    "polls-unseen": "eval_unseen",
+}
+"""Polls task name -> its file stem in the data folder."""
+
+
+def load_polls(name: str, data_dir: Path | None, few_shot: int | None) -> Task:
     if few_shot:
-        raise ProxyToolError(f"polls-{which} is zero-shot: few_shot must be 0")
+        raise ProxyToolError(f"{name} is zero-shot: few_shot must be 0")
     folder = Path(data_dir) if data_dir is not None else DEFAULT_POLLS_DIR
     path = require_file(
-        folder / f"eval_{which}.jsonl", f"run `proxytool data polls --out {folder}` to build the polls eval files"
+        folder / f"{POLLS_TASKS[name]}.jsonl",
+        f"run `proxytool data polls --out {folder}` to build the polls eval files",
     )
     kind, examples = load_qa_jsonl(path, require_id=True, require_kind=True)
     if kind != "generate":
         raise ProxyToolError(f"{at(path)}: polls questions have no choices")
     return Task(
-        name=f"polls-{which}",
+        name=name,
+        metric="accuracy (answer scored by value)",
         kind="generate",
         examples=examples,
         max_new_tokens=16,
