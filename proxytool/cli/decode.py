@@ -1,5 +1,6 @@
 """`proxytool decode`: proxy-tuned generation over a prompt file."""
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,11 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Also write, per generated token, the top candidates of every model and the proxy (JSONL)."),
+    ] = None,
+    trace_top: Annotated[int, typer.Option(help="Candidates per model in --trace.")] = 5,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -48,10 +54,11 @@ def decode(
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts
+    from proxytool.decoding.trace import Tracer
     from proxytool.errors import ProxyToolError
 
-    if batch_size < 1 or max_new_tokens < 0:
-        raise ProxyToolError("--batch-size must be >= 1 and --max-new-tokens >= 0")
+    if batch_size < 1 or max_new_tokens < 0 or trace_top < 1:
+        raise ProxyToolError("--batch-size and --trace-top must be >= 1 and --max-new-tokens >= 0")
     options = DecodeOptions(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -60,6 +67,8 @@ def decode(
     )
     items = read_prompts(prompts)
     check_writable(output)
+    if trace is not None:
+        check_writable(trace)
     setup = loading.setup(base, expert, anti_expert, alpha)
     resolve_roles(setup)  # name errors before any import-heavy work
     prepare_runtime(loading.threads)
@@ -82,7 +91,11 @@ def decode(
             generated[0] += n
             progress.update(task, advance=n, rate=clock.update(n))
 
-        done = decode_prompts(models, items, output, options, on_tokens)
+        with contextlib.ExitStack() as files:
+            tracer = None
+            if trace is not None:  # the trace covers the prompts decoded in this run
+                tracer = Tracer(files.enter_context(open(trace, "w", encoding="utf-8")), models.tokenizer, trace_top)
+            done = decode_prompts(models, items, output, options, on_tokens, tracer)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
     calls = getattr(getattr(models.base.source, "client", None), "calls", None)
     if calls is not None and generated[0]:

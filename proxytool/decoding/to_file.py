@@ -15,6 +15,7 @@ from pathlib import Path
 from proxytool.data.prompts import PromptItem
 from proxytool.decoding.generate import ProxyModels, completion_of, generate
 from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.trace import Tracer
 from proxytool.errors import ProxyToolError
 
 
@@ -69,11 +70,13 @@ def decode_prompts(
     output: Path,
     options: DecodeOptions,
     on_tokens: Callable[[int], None] = lambda n: None,
+    tracer: Tracer | None = None,
 ) -> int:
     """Decode every item not yet in the output, appending lines in input order. Returns the count done.
 
     Args:
         on_tokens: called with the number of tokens generated at each step (for progress bars).
+        tracer: records every role's top candidates per generated token (``decode --trace``).
     """
     done = completed_ids(output)
     todo = [item for item in items if item.id not in done]
@@ -81,7 +84,7 @@ def decode_prompts(
     with open(part, "a", encoding="utf-8") as sink:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]
-            lines = _decode_batch(models, batch, options, on_tokens)
+            lines = _decode_batch(models, batch, options, on_tokens, tracer)
             sink.write("".join(lines))
             sink.flush()
             os.fsync(sink.fileno())
@@ -90,7 +93,11 @@ def decode_prompts(
 
 
 def _decode_batch(
-    models: ProxyModels, batch: list[PromptItem], options: DecodeOptions, on_tokens: Callable[[int], None]
+    models: ProxyModels,
+    batch: list[PromptItem],
+    options: DecodeOptions,
+    on_tokens: Callable[[int], None],
+    tracer: Tracer | None = None,
 ) -> list[str]:
     rows, previous = [], 0
     for rows in generate(
@@ -100,10 +107,13 @@ def _decode_batch(
         sampling=options.sampling,
         stop=options.stop,
         row_seeds=[item.index for item in batch],
+        observe=tracer.observe if tracer is not None else None,
     ):
         total = sum(len(r.token_ids) for r in rows)
         on_tokens(total - previous)
         previous = total
+    if tracer is not None:
+        tracer.flush([item.id for item in batch], [len(row.token_ids) for row in rows])
     lines = []
     for item, row in zip(batch, rows):
         completion = completion_of(row, models.tokenizer)

@@ -206,7 +206,10 @@ class _API:
         return [base + i for i in range(count)]
 
     async def on_worker(self, fn):
-        return await asyncio.wrap_future(self.scheduler.call(fn))
+        try:
+            return await asyncio.wrap_future(self.scheduler.call(fn))
+        except ProxyToolError as err:  # e.g. a prompt the models' formats cannot take
+            raise APIError(400, str(err)) from None
 
     def max_tokens(self, prompt_len: int, asked: int | None) -> int:
         limit = self.models.base.source.max_length

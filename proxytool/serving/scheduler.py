@@ -162,11 +162,18 @@ class Scheduler:
                 if self._stopping:
                     break
                 started = self._admit()
-            self._run_calls()
-            for batch in started:
-                self._start(batch)
-            for batch in list(self._batches):
-                self._advance(batch)
+            try:
+                self._run_calls()
+                for batch in started:
+                    self._start(batch)
+                for batch in list(self._batches):
+                    self._advance(batch)
+            except Exception as err:  # noqa: BLE001 (a bug fails the running requests, not the server)
+                for batch in self._batches + started:
+                    for job in batch.jobs:
+                        if not job.done:
+                            job.done = True
+                            job.emit(ErrorEvent(f"internal error: {err}"))
             self._batches = [b for b in self._batches if not all(j.done for j in b.jobs)]
             self.stats.active_rows = self._active_rows()
         for batch in self._batches:

@@ -236,3 +236,17 @@ def test_sse_wire_format(server):
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e[len("data: ") :]) for e in events[:-1]]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_n_choices_and_experts_by_name(client, proxy_models):
+    """n seeded choices equal decoding the prompt n times with row seeds S·1000003 + i."""
+    reply = client.completions.create(
+        model="tiny", prompt=PROMPTS[2], max_tokens=6, temperature=1.0, seed=5, n=2,
+        extra_body={"experts": ["tiny-expert"]},
+    )  # fmt: skip
+    texts = [c.text for c in sorted(reply.choices, key=lambda c: c.index)]
+    expected = complete(
+        proxy_models, [PROMPTS[2]] * 2, max_new_tokens=6, sampling=SamplingConfig(temperature=1.0, seed=5)
+    )
+    assert texts == [e.text for e in expected]
+    assert reply.usage.completion_tokens == sum(len(e.token_ids) for e in expected)
