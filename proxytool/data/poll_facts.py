@@ -30,10 +30,12 @@ from pathlib import Path
 
 from proxytool.data.polls import (
     CANDIDATES,
+    MONTHS,
     POPULATIONS,
     PollQuestion,
     _jsonl,
     attribution_text,
+    format_date_range,
     format_number,
     read_poll_list,
 )
@@ -63,21 +65,7 @@ KIND_OF_FACT = {f: ("share" if f.startswith("share_") else f) for f in FACTS}
 QA_PROMPT = "Question: {question}\nAnswer:"
 """The raw prompt of every question, in training and in evaluation."""
 
-_SHORT_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+_SHORT_MONTHS = tuple(month[:3] for month in MONTHS)
 
 # --------------------------------------------------------------------------- the words of a poll
 
@@ -113,15 +101,6 @@ def _short_dates(start: str, end: str) -> str:
     return f"{_SHORT_MONTHS[sm - 1]} {sd}-{_SHORT_MONTHS[em - 1]} {ed}, {ey}"
 
 
-def _long_dates(start: str, end: str) -> str:
-    sy, sm, sd = (int(x) for x in start.split("-"))
-    ey, em, ed = (int(x) for x in end.split("-"))
-    end_text = f"{_MONTHS[em - 1]} {ed}, {ey}"
-    if (sy, sm, sd) == (ey, em, ed):
-        return end_text
-    return f"{_MONTHS[sm - 1]} {sd}" + (f", {sy}" if sy != ey else "") + f" to {end_text}"
-
-
 def poll_words(q: PollQuestion) -> PollWords:
     """The phrases of one poll question (see :class:`PollWords`)."""
     pollster = q.pollster[4:] if q.pollster.startswith("The ") else q.pollster
@@ -138,7 +117,7 @@ def poll_words(q: PollQuestion) -> PollWords:
         place_in="nationwide" if q.national else f"in {q.state}",
         place_adj="national" if q.national else q.state,
         population=POPULATIONS[q.population],
-        dates=_long_dates(q.start_date, q.end_date),
+        dates=format_date_range(q.start_date, q.end_date),
         dates_short=_short_dates(q.start_date, q.end_date),
         sample_size=str(q.sample_size),
         harris=format_number(q.shares["Harris"]),

@@ -47,7 +47,7 @@ CANDIDATES = ("Harris", "Trump")
 KINDS = ("leader", "share", "sample_size", "margin")
 """Question kinds, in the order they are written."""
 
-_MONTHS = (
+MONTHS = (
     "January",
     "February",
     "March",
@@ -134,10 +134,10 @@ def format_date_range(start: str, end: str) -> str:
     """
     sy, sm, sd = (int(x) for x in start.split("-"))
     ey, em, ed = (int(x) for x in end.split("-"))
-    end_text = f"{_MONTHS[em - 1]} {ed}, {ey}"
+    end_text = f"{MONTHS[em - 1]} {ed}, {ey}"
     if (sy, sm, sd) == (ey, em, ed):
         return end_text
-    start_text = f"{_MONTHS[sm - 1]} {sd}" + (f", {sy}" if sy != ey else "")
+    start_text = f"{MONTHS[sm - 1]} {sd}" + (f", {sy}" if sy != ey else "")
     return f"{start_text} to {end_text}"
 
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from proxytool.decoding.formats import RAW_USER
-from proxytool.decoding.generate import ProxyModels, completion_of, generate
+from proxytool.decoding.generate import ProxyModels, completion_of, generate, settled_text
 from proxytool.decoding.sampling import SamplingConfig
 
 
@@ -45,7 +45,7 @@ class ChatSession:
             row_seeds=[self.turn],
             alphas=self.alphas,
         ):
-            text = _settled(completion_of(rows[0], self.models.tokenizer).text, self.stop)
+            text = settled_text(completion_of(rows[0], self.models.tokenizer).text, self.stop)
             if text.startswith(shown) and len(text) > len(shown):
                 yield text[len(shown) :]
                 shown = text
@@ -54,13 +54,3 @@ class ChatSession:
             yield final[len(shown) :]
         self.turn += 1
         self.history += [{"role": "user", "content": user_message}, {"role": "assistant", "content": final.strip()}]
-
-
-def _settled(text: str, stop: tuple[str, ...]) -> str:
-    """Text safe to show: not ending in half a character or in what may become a stop string."""
-    text = text.rstrip("\ufffd")
-    for s in stop:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                return text[:-n]
-    return text

@@ -10,7 +10,17 @@ from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
 from proxytool.decoding.stepper import Stepper
 
-__all__ = ["Completion", "ExpertPair", "Member", "ProxyModels", "Row", "complete", "completion_of", "generate"]
+__all__ = [
+    "Completion",
+    "ExpertPair",
+    "Member",
+    "ProxyModels",
+    "Row",
+    "complete",
+    "completion_of",
+    "generate",
+    "settled_text",
+]
 
 StepObserver = Callable[[Stepper, torch.Tensor, torch.Tensor], None]  # (stepper, scores, chosen tokens)
 
@@ -162,3 +172,13 @@ def complete(models: ProxyModels, prompts: Sequence[Prompt], **kwargs) -> list[C
     for rows in generate(models, prompts, **kwargs):  # noqa: B007 (the last yield is the result)
         pass
     return [completion_of(row, models.tokenizer) for row in rows]
+
+
+def settled_text(text: str, stop: tuple[str, ...]) -> str:
+    """Text safe to stream: not ending in half a character or in what may become a stop string."""
+    text = text.rstrip("\ufffd")
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                return text[:-n]
+    return text

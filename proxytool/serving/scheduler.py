@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from proxytool.decoding.formats import Prompt
-from proxytool.decoding.generate import generate
+from proxytool.decoding.generate import generate, settled_text
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.serving.logprobs import TokenInfo, token_info
@@ -278,7 +278,7 @@ class Scheduler:
             job.emit(TokenEvent(token, "", info))
             self._finish(job, "stop", text[:cut])
             return
-        shown = _settled(text, job.stop)
+        shown = settled_text(text, job.stop)
         new = shown[job.sent :] if len(shown) > job.sent else ""
         job.sent += len(new)
         job.emit(TokenEvent(token, new, info))
@@ -297,16 +297,6 @@ class Scheduler:
 def _stop_at(text: str, stop: tuple[str, ...]) -> int | None:
     hits = [text.find(s) for s in stop if s and s in text]
     return min(hits) if hits else None
-
-
-def _settled(text: str, stop: tuple[str, ...]) -> str:
-    """Text safe to send: not ending in half a character or in what may become a stop string."""
-    text = text.rstrip("\ufffd")
-    for s in stop:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                return text[:-n]
-    return text
 
 
 def wait_idle(scheduler: Scheduler, timeout: float = 10.0) -> bool:

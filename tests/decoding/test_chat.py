@@ -3,8 +3,8 @@
 from cli_runner import run_cli
 from engine_helpers import setup
 
-from proxytool.decoding.chat import ChatSession, _settled
-from proxytool.decoding.generate import complete
+from proxytool.decoding.chat import ChatSession
+from proxytool.decoding.generate import complete, settled_text
 
 
 def test_piped_chat_replies_a_line_per_message_and_obeys_commands(tiny_models):
@@ -75,6 +75,6 @@ def test_session_streams_the_full_reply_and_keeps_history(tiny_models):
 
 
 def test_text_that_may_start_a_stop_string_is_held_back():
-    assert _settled("Sure.\nUs", ("\nUser:",)) == "Sure."
-    assert _settled("Sure.\ufffd", ()) == "Sure."
-    assert _settled("Sure. U", ("\nUser:",)) == "Sure. U"
+    assert settled_text("Sure.\nUs", ("\nUser:",)) == "Sure."
+    assert settled_text("Sure.\ufffd", ()) == "Sure."
+    assert settled_text("Sure. U", ("\nUser:",)) == "Sure. U"
