@@ -384,3 +384,26 @@ def test_serve_returns_logprob_token_ids_at_every_position(remote):
     bad = dict(body, logprob_token_ids=[10**9])
     answer = httpx.post(remote.url + "/completions", json=bad, headers={"Authorization": f"Bearer {KEY}"})
     assert answer.status_code == 400
+
+
+@torch.no_grad()
+def test_eos_outside_the_top_k_now_ends_the_answer(tiny_models, models_of, remote):
+    """The case of issue #12: EOS, outside the base's top K, is what the proxy picks; with the extra
+    ids the answer can end there, which the top-K set alone never allows (more answers end)."""
+    top_k, alpha = 5, 3.0
+    prompts = random_prompts(20, seed=5)
+    plain = remote_setup(tiny_models, remote.url, remote_top_k=top_k, alphas=[alpha])
+    extra = remote_setup(tiny_models, remote.url, remote_top_k=top_k, remote_extra=5, alphas=[alpha])
+    without = [c.token_ids for c in complete(plain, prompts, max_new_tokens=20)]
+    got = [c.token_ids for c in complete(extra, prompts, max_new_tokens=20)]
+    eos = set(extra.eos_ids)
+    stopped = 0
+    for prompt, ids in zip(prompts, got):
+        if not ids or ids[-1] not in eos:
+            continue
+        context = extra.tokenizer(prompt)["input_ids"] + ids[:-1]
+        logp = torch.log_softmax(models_of["base"](torch.tensor([context])).logits[0, -1], -1)
+        if ids[-1] not in logp.topk(top_k).indices.tolist():  # EOS outside the base's top K
+            stopped += 1  # the top-K set alone gives EOS -inf there: it could not have stopped
+    assert stopped >= 1
+    assert sum(bool(ids) and ids[-1] in eos for ids in got) > sum(bool(ids) and ids[-1] in eos for ids in without)
