@@ -407,3 +407,9 @@ def test_eos_outside_the_top_k_now_ends_the_answer(tiny_models, models_of, remot
             stopped += 1  # the top-K set alone gives EOS -inf there: it could not have stopped
     assert stopped >= 1
     assert sum(bool(ids) and ids[-1] in eos for ids in got) > sum(bool(ids) and ids[-1] in eos for ids in without)
+
+
+def test_speculative_with_extra_ids_is_refused_in_one_line(tiny_models, remote):
+    models = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5)
+    with pytest.raises(ProxyToolError, match="--remote-extra 0"):
+        complete(models, ["Hello"], max_new_tokens=3, speculative=2)
