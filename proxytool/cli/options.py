@@ -52,6 +52,13 @@ RemoteTopK = Annotated[int, typer.Option(help="Remote base: top-K log-probabilit
 RemoteLookahead = Annotated[
     int, typer.Option(help="Remote base: greedy tokens asked per call, used while decoding follows them (0 = off).")
 ]
+RemoteExtra = Annotated[
+    int,
+    typer.Option(
+        help="Remote base: also score the local pair's top M candidates and EOS where the server takes "
+        "logprob_token_ids (proxytool serve), so they can win outside the top K (0 = off)."
+    ),
+]
 RemoteDraft = Annotated[
     str,
     typer.Option(
@@ -109,6 +116,7 @@ _LOADING_TYPES = {
     "trust_pickle": TrustPickle,
     "remote_top_k": RemoteTopK,
     "remote_lookahead": RemoteLookahead,
+    "remote_extra": RemoteExtra,
     "remote_draft": RemoteDraft,
     "base_api_key": BaseApiKey,
 }

@@ -36,6 +36,7 @@ class LoadingOptions:
     trust_pickle: bool = False  # allow pickled .bin weights (safetensors only otherwise)
     remote_top_k: int = 20  # a remote base (--base URL): log-probabilities per position
     remote_lookahead: int = 0  # a remote base: greedy tokens asked per call (0 = one position per call)
+    remote_extra: int = 5  # a remote base: the pair's top M (and EOS) scored by the server too (logprob_token_ids)
     remote_draft: str = "pair"  # a remote base: lookahead along its greedy path only (base), or the pair's guess too
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
 
@@ -57,6 +58,8 @@ class LoadingOptions:
         _one_of("--remote-draft", self.remote_draft, REMOTE_DRAFTS)
         if self.remote_top_k < 1:
             raise ProxyToolError(f"--remote-top-k must be >= 1 (got {self.remote_top_k})")
+        if self.remote_extra < 0:
+            raise ProxyToolError(f"--remote-extra must be >= 0 (got {self.remote_extra})")
         if self.remote_lookahead < 0:
             raise ProxyToolError(f"--remote-lookahead must be >= 0 (got {self.remote_lookahead})")
         if self.threads is not None and self.threads < 1:

@@ -69,6 +69,11 @@ def generate(
         from proxytool.decoding.speculative import speculative_generate
         from proxytool.errors import ProxyToolError
 
+        if getattr(models.base.source, "extra_top", 0) and models.pairs:  # verification has no pair logits first
+            raise ProxyToolError(
+                "speculative decoding with a remote base that takes extra candidates is not supported: "
+                "use --remote-lookahead, or --remote-extra 0"
+            )
         if observe is not None:
             raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
         yield from speculative_generate(

@@ -36,6 +36,18 @@ class _Path:
     anchor: list[int]
     tokens: list[int | None]
     dists: list[dict[int, float]]  # dists[j]: top-K log-probs after anchor + tokens[:j]
+    extras: list[dict[int, float]] | None = None  # extras[j]: the asked extra ids' log-probs there
+
+    def covers(self, j: int, ids: set[int]) -> bool:
+        """Whether position j knows the base log-prob of every id in ``ids``."""
+        return all(i in self.dists[j] or (self.extras is not None and i in self.extras[j]) for i in ids)
+
+    def dist(self, j: int, ids: set[int]) -> dict[int, float]:
+        """The candidate set at position j: the top K plus those of ``ids`` the server scored."""
+        out = dict(self.dists[j])
+        if ids and self.extras is not None:
+            out.update({i: lp for i, lp in self.extras[j].items() if i in ids and i not in out})
+        return out
 
     def offset(self, context: list[int]) -> int | None:
         """j such that ``context == anchor + tokens[:j]`` and dists[j] is known, else None."""
@@ -87,6 +99,7 @@ class RemoteSource:
         lookahead: int = 0,
         draft: str = "pair",
         text_prompts: bool = False,
+        extra: int = 0,
     ):
         if draft not in ("base", "pair"):
             raise ProxyToolError(f"--remote-draft must be base or pair (got '{draft}')")
@@ -101,6 +114,9 @@ class RemoteSource:
         self.lookahead = lookahead
         self.text_prompts = text_prompts
         self.guess_length = lookahead if draft == "pair" else 0  # Stepper.propose: the pair's guesses
+        # Stepper: the pair's top `extra_top` (and the EOS ids) join the candidate set (logprob_token_ids);
+        # 0 where off or where the server does not score extra ids (connect finds out)
+        self.extra_top = extra
         self.vocab_size = len(tokenizer)
         self.device = torch.device("cpu")
         self.max_length = None
@@ -111,31 +127,46 @@ class RemoteSource:
         return [self.groups[0].prompt_format.encode(p) for p in prompts]
 
     def prefill(
-        self, prompts: list[Prompt], all_positions: bool = False, guesses: list[list[int]] | None = None
+        self,
+        prompts: list[Prompt],
+        all_positions: bool = False,
+        guesses: list[list[int]] | None = None,
+        extra: list[set[int]] | None = None,
+        guess_extra: list[list[set[int]]] | None = None,
     ) -> tuple[RemoteState, list[torch.Tensor]]:
-        """The top-K after each prompt; with ``guesses`` the same call scores them too (see prefetch)."""
+        """The top-K after each prompt; with ``guesses`` the same call scores them too (see prefetch).
+
+        ``extra``: per row, ids that join the candidate set after the prompt (the Stepper's pair top-M and
+        EOS); ``guess_extra``: per row, those along the guess, asked in the same call."""
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported with a remote base")
         state = RemoteState([list(r) for r in self.encode(prompts)])
         state.paths = [None] * len(state.contexts)
         if guesses is not None and self.guess_length > 0:
-            jobs = list(zip(state.contexts, guesses))
-            state.paths = list(self._pool.map(lambda job: self._call(job[0], job[1]), jobs))
-        return state, [self._next(state)]
+            asked = [_union(extra, i, guess_extra) for i in range(len(state.contexts))]
+            jobs = list(zip(state.contexts, guesses, asked))
+            state.paths = list(self._pool.map(lambda job: self._call(*job), jobs))
+        return state, [self._next(state, extra)]
 
-    def extend(self, state: RemoteState, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """Append ``tokens`` [prompts, k]; the top-K log-probs after each [prompts, k, vocab]."""
+    def extend(
+        self, state: RemoteState, tokens: torch.Tensor, extra: list[list[set[int]]] | None = None
+    ) -> list[torch.Tensor]:
+        """Append ``tokens`` [prompts, k]; the top-K log-probs after each [prompts, k, vocab].
+
+        ``extra[row][j]``: ids that join the candidate set after the j-th token (see prefill)."""
         if tokens.shape[1] == 0:
             return [torch.full((len(state.contexts), 0, self.vocab_size), float("-inf"))]
+        hint = None if extra is None else [set().union(*row) for row in extra]  # asked at once on a miss
         columns = []
-        for column in zip(*tokens.tolist()):
+        for j, column in enumerate(zip(*tokens.tolist())):
             for context, token in zip(state.contexts, column):
                 context.append(int(token))
-            columns.append(self._next(state))
+            columns.append(self._next(state, None if extra is None else [row[j] for row in extra], hint))
         return [torch.stack(columns, dim=1)]
 
-    def step(self, state: RemoteState, tokens: torch.Tensor) -> list[torch.Tensor]:
-        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1))]
+    def step(self, state: RemoteState, tokens: torch.Tensor, extra: list[set[int]] | None = None) -> list[torch.Tensor]:
+        extra = None if extra is None else [[ids] for ids in extra]
+        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1), extra)]
 
     def truncate(self, state: RemoteState, drop: int) -> None:
         if drop > 0:
@@ -155,44 +186,64 @@ class RemoteSource:
                 drafts[-1] = drafts[-1][: drafts[-1].index(None)]
         return drafts
 
-    def prefetch(self, state: RemoteState, tokens: torch.Tensor, guesses: list[list[int]]) -> None:
+    def prefetch(
+        self,
+        state: RemoteState,
+        tokens: torch.Tensor,
+        guesses: list[list[int]],
+        extra: list[list[set[int]]] | None = None,
+    ) -> None:
         """One call per row for the positions after ``tokens`` [prompts] and then along ``guesses``
-        (echoed, so the server scores the guessed tokens), and the server's greedy path beyond them."""
+        (echoed, so the server scores the guessed tokens), and the server's greedy path beyond them;
+        ``extra[row]``: the extra ids along the guess, asked in the same call."""
         anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
-        jobs = [(anchor, guess) for anchor, guess in zip(anchors, guesses)]
-        for i, path in enumerate(self._pool.map(lambda job: self._call(job[0], job[1]), jobs)):
+        asked = [set().union(*extra[i]) if extra is not None else set() for i in range(len(anchors))]
+        jobs = list(zip(anchors, guesses, asked))
+        for i, path in enumerate(self._pool.map(lambda job: self._call(*job), jobs)):
             state.paths[i] = path
 
-    def _next(self, state: RemoteState) -> torch.Tensor:
-        """The top-K log-probs after each row's context [prompts, vocab]; calls the server where unknown."""
+    def _next(
+        self, state: RemoteState, extra: list[set[int]] | None = None, hint: list[set[int]] | None = None
+    ) -> torch.Tensor:
+        """The log-probs after each row's context [prompts, vocab] on the candidate set (top K, plus
+        ``extra[row]`` where given); calls the server where unknown, asking ``extra`` (and ``hint``) ids."""
+        wanted = [set() if extra is None else set(extra[i]) for i in range(len(state.contexts))]
         missing: dict[tuple, list[int]] = {}  # rows with the same context share one call (n > 1, sampling)
         for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
-            if path is None or path.offset(context) is None:
+            j = path.offset(context) if path is not None else None
+            if j is None or not path.covers(j, wanted[i]):
                 missing.setdefault(tuple(context), []).append(i)
-        for rows, path in zip(missing.values(), self._pool.map(lambda c: self._call(list(c)), missing)):
+        jobs = [
+            (list(c), (), set().union(*(wanted[i] | _union(None, i, hint) for i in rows)))
+            for c, rows in missing.items()
+        ]
+        for rows, path in zip(missing.values(), self._pool.map(lambda job: self._call(*job), jobs)):
             for i in rows:
                 state.paths[i] = path
         out = torch.full((len(state.contexts), self.vocab_size), float("-inf"))
         for row, (context, path) in enumerate(zip(state.contexts, state.paths)):
-            dist = path.dists[path.offset(context)]
+            dist = path.dist(path.offset(context), wanted[row])
             ids = [i for i in dist if 0 <= i < self.vocab_size]
             out[row, ids] = torch.tensor([dist[i] for i in ids], dtype=torch.float32)
         return out
 
-    def _call(self, context: list[int], guess: list[int] = ()) -> _Path:
-        """From ``context``: the top K after it, after each ``guess`` prefix (echoed), then greedy onwards."""
+    def _call(self, context: list[int], guess: list[int] = (), extra: set[int] = frozenset()) -> _Path:
+        """From ``context``: the top K after it, after each ``guess`` prefix (echoed), then greedy onwards;
+        ``extra`` ids are asked too (``logprob_token_ids``) where the server scores them."""
+        extra = extra if self.extra_top > 0 else frozenset()
         positions = self.client.complete(
             self._prompt(context + list(guess)),
             max_tokens=max(1, self.lookahead),
             top_k=self.top_k,
             key_to_id=self.keys,
             echo=bool(guess),
+            extra_ids=sorted(extra),
         )
         if guess:  # echoed prompt positions first: keep those after the context
             positions = positions[len(context) :]
             if len(positions) <= len(guess) or any(p.token != g for p, g in zip(positions[: len(guess)], guess)):
                 self.guess_length = 0  # this server does not echo the prompt's tokens: no guesses from now on
-                return self._call(context)
+                return self._call(context, (), extra)
         if not positions or not positions[0].top:
             raise ProxyToolError(f"the server at {self.client.where} returned no log-probabilities for a position")
         wanted = min(self.top_k, self.vocab_size)
@@ -201,7 +252,8 @@ class RemoteSource:
                 f"the server at {self.client.where} returned {positions[0].n_keys} log-probabilities per position "
                 f"where {wanted} were asked: lower --remote-top-k or raise the server's limit (vLLM: --max-logprobs)"
             )
-        return _Path(list(context), [p.token for p in positions], [p.top for p in positions])
+        extras = [p.extra for p in positions] if extra else None
+        return _Path(list(context), [p.token for p in positions], [p.top for p in positions], extras)
 
     def _prompt(self, context: list[int]) -> list[int] | str:
         if not self.text_prompts:
@@ -216,25 +268,51 @@ class RemoteSource:
 
 
 def connect(
-    client: RemoteClient, tokenizer, prompt_format: PromptFormat, *, top_k: int, lookahead: int, draft: str = "pair"
+    client: RemoteClient,
+    tokenizer,
+    prompt_format: PromptFormat,
+    *,
+    top_k: int,
+    lookahead: int,
+    draft: str = "pair",
+    extra: int = 0,
 ):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
-    Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text.
+    Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text. With
+    ``extra`` > 0 the probe also asks extra ids (``logprob_token_ids``): a server that refuses the field
+    or leaves those ids out gets none from then on (``extra_top`` 0: the top-K candidate set alone).
     """
     check_tokenizer(client, tokenizer)
-    source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft)
+    source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft, extra=extra)
     probe = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"][:8]
+    asked = {len(tokenizer) - 1, 0} if extra > 0 else set()  # ids a top K rarely holds
     try:
-        source._call(probe)
+        path = source._call(probe, (), asked)
     except RemoteHTTPError as err:
-        if err.status not in (400, 422) or "prompt" not in str(err).lower():
+        if err.status not in (400, 422):
             raise
-        source.text_prompts = True
-        source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
-        source._call(probe)
+        if asked and "logprob_token_ids" in str(err):
+            source.extra_top, asked = 0, set()
+        elif "prompt" in str(err).lower():
+            source.text_prompts = True
+            source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
+        else:
+            raise
+        path = source._call(probe, (), asked)
+    if asked and not (path.extras and asked <= set(path.extras[0])):
+        source.extra_top = 0  # the server ignores logprob_token_ids
     client.calls.completions = client.calls.retries = 0  # count decoding's calls only
     return source
+
+
+def _union(first: list[set[int]] | None, row: int, rest: list | None) -> set[int]:
+    """Row ``row``'s ids of ``first`` (a set per row) and of ``rest`` (a set, or a list of sets, per row)."""
+    out = set(first[row]) if first is not None else set()
+    if rest is not None:
+        more = rest[row]
+        out |= set().union(*more) if isinstance(more, list) else set(more)
+    return out
 
 
 def check_tokenizer(client: RemoteClient, tokenizer) -> None:

@@ -162,6 +162,7 @@ def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer) -> Member:
         top_k=options.remote_top_k,
         lookahead=options.remote_lookahead,
         draft=options.remote_draft,
+        extra=options.remote_extra,
     )
     return Member(source, 0)
 

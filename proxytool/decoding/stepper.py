@@ -42,17 +42,50 @@ class Stepper:
         # prefill is compute-bound and scales with threads: one model at a time, each with all of them
         base = self.models.base.source
         guessing = not all_positions and getattr(base, "guess_length", 0) > 0 and self.models.pairs
+        extra = not all_positions and self._extra_top() > 0
         for source in self.models.sources:
-            if not (guessing and source is base):
+            if not ((guessing or extra) and source is base):
                 self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
-        if guessing:  # a remote base's first call also scores the pair's guess (see propose)
-            first = self._stand_in(self._logits).argmax(-1, keepdim=True)
-            guess = torch.cat([first, self._guess(first, base.guess_length - 1)], dim=1).tolist()
-            self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, guesses=guess)
+        if guessing or extra:  # a remote base's first call also scores the pair's guess / candidates
+            stand_in = self._stand_in(self._logits)
+            first_extra = self._extra_ids(stand_in) if extra else None
+            kwargs = {"extra": first_extra} if extra else {}
+            if guessing:
+                first = stand_in.argmax(-1, keepdim=True)
+                rest, guess_extra = self._guess(first, base.guess_length - 1, with_extra=extra)
+                kwargs["guesses"] = torch.cat([first, rest], dim=1).tolist()
+                if extra:
+                    kwargs["guess_extra"] = guess_extra
+            self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, **kwargs)
         return self.scores()
+
+    def _extra_top(self) -> int:
+        """M where the base takes extra candidates (a remote base scoring ``logprob_token_ids``), else 0."""
+        return getattr(self.models.base.source, "extra_top", 0) if self.models.pairs else 0
+
+    def _extra_ids(self, stand_in: torch.Tensor) -> list:
+        """The extra candidates for a remote base: per row (and position, for [prompts, k, vocab]) the
+        pair's top M of ``anti + Σ α (expert − anti)`` and the EOS ids (docs/decoding.md)."""
+        top = stand_in.topk(min(self._extra_top(), stand_in.shape[-1]), dim=-1).indices.tolist()
+        eos = set(self.models.eos_ids)
+
+        def of(item):
+            return set(item) | eos if not item or isinstance(item[0], int) else [of(x) for x in item]
+
+        return [of(row) for row in top]
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens`` [prompts, k] to every model; returns the scores after each [prompts, k, vocab]."""
+        if (
+            self._extra_top() > 0 and tokens.shape[1] > 0
+        ):  # the pair first: its candidates go to the remote base's calls
+            base = self.models.base.source
+            local = [s for s in self.models.sources if s is not base]
+            logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local)
+            extra = self._extra_ids(self._pair_scores(logits))
+            logits[id(base)] = base.extend(self._states[id(base)], tokens, extra)
+            self._logits = logits
+            return self.scores()
         self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens))
         return self.scores()
 
@@ -87,35 +120,47 @@ class Stepper:
         n = min(limit, getattr(base, "guess_length", 0))
         if n <= 0 or not self.models.pairs:
             return None
-        guess = self._guess(tokens.unsqueeze(1), n).tolist()
-        base.prefetch(self._states[id(base)], tokens, guess)
-        return guess
+        extra = self._extra_top() > 0
+        guess, guess_extra = self._guess(tokens.unsqueeze(1), n, with_extra=extra)
+        base.prefetch(self._states[id(base)], tokens, guess.tolist(), **({"extra": guess_extra} if extra else {}))
+        return guess.tolist()
 
-    def _guess(self, column: torch.Tensor, n: int) -> torch.Tensor:
+    def _guess(self, column: torch.Tensor, n: int, with_extra: bool = False) -> tuple[torch.Tensor, list | None]:
         """``n`` greedy tokens after ``column`` [prompts, 1] from the local pairs alone; their states are
-        restored afterwards. Returns [prompts, n]."""
+        restored afterwards. Returns [prompts, n] and, ``with_extra``, per row the extra candidates at
+        the n + 1 positions after ``column`` and after each guessed token (one more local forward)."""
         base = self.models.base.source
         local = [s for s in self.models.sources if s is not base]
-        guesses = []
-        for _ in range(n):
+        guesses, extra = [], [[] for _ in range(column.shape[0])] if with_extra else None
+        steps = n + 1 if with_extra and n > 0 else n  # the candidates after the whole guess too
+        for step in range(steps):
             fed = column
             logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local)
-            column = self._stand_in(logits).argmax(-1, keepdim=True)
-            guesses.append(column)
+            stand_in = self._stand_in(logits)
+            column = stand_in.argmax(-1, keepdim=True)
+            if step < n:
+                guesses.append(column)
+            if with_extra:
+                for row, ids in zip(extra, self._extra_ids(stand_in)):
+                    row.append(ids)
         for source in local:
-            source.truncate(self._states[id(source)], n)
-        return torch.cat(guesses, dim=1) if guesses else column[:, :0]
+            source.truncate(self._states[id(source)], steps)
+        return (torch.cat(guesses, dim=1) if guesses else column[:, :0]), extra
 
     def _stand_in(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
         """``anti + Σ α (expert − anti)`` at the last position, the first anti-expert standing in for the base."""
+        scores = self._pair_scores(logits)
+        return scores if scores.dim() == 2 else scores[:, -1]
+
+    def _pair_scores(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+        """``anti + Σ α (expert − anti)`` at every position the logits have."""
         pairs = self.models.pairs
 
-        def last(m: Member) -> torch.Tensor:
-            t = logits[id(m.source)][m.group]
-            return t if t.dim() == 2 else t[:, -1]
+        def at(m: Member) -> torch.Tensor:
+            return logits[id(m.source)][m.group]
 
-        steers = [Steer(a, last(p.expert), last(p.anti_expert)) for a, p in zip(self.alphas, pairs)]
-        return proxy_scores(last(pairs[0].anti_expert), steers, len(self.models.tokenizer))
+        steers = [Steer(a, at(p.expert), at(p.anti_expert)) for a, p in zip(self.alphas, pairs)]
+        return proxy_scores(at(pairs[0].anti_expert), steers, len(self.models.tokenizer))
 
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""

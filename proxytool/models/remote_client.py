@@ -10,7 +10,7 @@ everything else becomes one :class:`ProxyToolError` line.
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import sleep
 
@@ -57,6 +57,7 @@ class Position:
     top: dict[int, float]
     n_keys: int  # log-probabilities the server sent for this position (before mapping keys to ids)
     by_id: bool = True  # keyed "token_id:N"; token strings may collide (lone bytes), so fewer keys than asked
+    extra: dict[int, float] = field(default_factory=dict)  # the asked extra ids the server returned, any rank
 
 
 @dataclass
@@ -120,11 +121,14 @@ class RemoteClient:
         top_k: int,
         key_to_id: Callable[[str], int | None],
         echo: bool = False,
+        extra_ids: Sequence[int] = (),
     ) -> list[Position]:
         """Greedy completion of up to ``max_tokens`` tokens with the top ``top_k`` log-probs at each position.
 
         With ``echo`` the prompt's positions come first (the first one has no log-probs). Servers add the
         chosen (or prompt) token to the top K when it is not among them; only the K best are kept.
+        ``extra_ids`` are sent as ``logprob_token_ids`` (proxytool serve; servers that do not know the
+        field ignore it): those of them the server returns at a position go to ``Position.extra``.
         """
         body = {
             "model": self.model(),
@@ -135,6 +139,9 @@ class RemoteClient:
             "echo": echo,
             "return_tokens_as_token_ids": True,  # vLLM / proxytool serve; others ignore it
         }
+        if extra_ids:
+            body["logprob_token_ids"] = sorted(set(extra_ids))
+        asked = frozenset(extra_ids)
         with self._lock:  # rows call concurrently
             self.calls.completions += 1
         reply = self._request("POST", "/completions", body)
@@ -157,7 +164,14 @@ class RemoteClient:
                 if i is not None:
                     ids[i] = max(float(lp), ids.get(i, float("-inf")))
             by_id = all(k.startswith("token_id:") for k in (top or {}))
-            positions.append(Position(key_to_id(key) if key is not None else None, ids, len(top or {}), by_id))
+            extra = {}
+            if asked:
+                for k, lp in (top or {}).items():
+                    i = key_to_id(k) if lp is not None else None
+                    if i in asked:
+                        extra[i] = float(lp)
+            token = key_to_id(key) if key is not None else None
+            positions.append(Position(token, ids, len(top or {}), by_id, extra))
         return positions
 
     def tokenize(self, text: str) -> list[int] | None:

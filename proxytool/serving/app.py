@@ -102,6 +102,11 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
         body = await api.parse(request, CompletionRequest)
         if body.logprobs is not None and body.logprobs > config.max_logprobs:
             raise APIError(400, f"logprobs: at most {config.max_logprobs} (--max-logprobs)", "logprobs")
+        if body.logprob_token_ids is not None:
+            if len(body.logprob_token_ids) > config.max_logprobs:
+                raise APIError(400, f"logprob_token_ids: at most {config.max_logprobs} ids", "logprob_token_ids")
+            if any(not 0 <= t < len(api.tokenizer) for t in body.logprob_token_ids):
+                raise APIError(400, f"logprob_token_ids: ids must be in [0, {len(api.tokenizer)})", "logprob_token_ids")
         prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None
         with api.admission((prompts or len(body.prompt)) * body.n):
             return await api.completions(body, request)
@@ -144,7 +149,13 @@ class _API:
             raise APIError(404, f"model '{name}' does not exist; this server has '{have}'", "model", "model_not_found")
 
     def model_card(self) -> dict:
-        return {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "proxytool"}
+        return {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "proxytool",
+            "logprob_token_ids": True,  # /v1/completions scores extra ids at every position (docs/remote.md)
+        }
 
     async def parse(self, request: Request, schema: type[BaseModel]):
         declared = request.headers.get("content-length")
@@ -247,6 +258,7 @@ class _API:
                 stop=body.stops(),
                 ignore_eos=body.ignore_eos,
                 top_logprobs=top_logprobs,
+                logprob_ids=tuple(getattr(body, "logprob_token_ids", None) or ()),
                 trace=body.proxy_trace,
             )
             job.events = events
@@ -319,6 +331,8 @@ class _API:
             else:
                 top = {self.piece(t, as_ids): lp for t, lp in info.top}
                 top.setdefault(piece, info.logprob)
+                for t, lp in info.extra:
+                    top.setdefault(self.piece(t, as_ids), lp)
                 tops.append(top)
         return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}
 
@@ -360,7 +374,9 @@ class _API:
         alphas = self.alphas(body)
         echo_infos = None
         if body.echo and body.logprobs is not None:
-            echo_infos = await self.on_worker(lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas))
+            echo_infos = await self.on_worker(
+                lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas, body.logprob_token_ids or ())
+            )
         if body.stream:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
             self.submit(jobs)

@@ -7,7 +7,7 @@ log-probabilities at the same positions.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,12 @@ class TokenInfo:
     top: list[tuple[int, float]]
     base_logprob: float | None = None
     base_top: list[tuple[int, float]] | None = None
+    extra: list[tuple[int, float]] = field(default_factory=list)  # asked ids (``logprob_token_ids``), any rank
+
+
+def _extra(logp: torch.Tensor, ids: Sequence[int]) -> list[tuple[int, float]]:
+    ids = [i for i in ids if 0 <= i < logp.shape[-1]]
+    return list(zip(ids, logp[ids].tolist())) if ids else []
 
 
 def _top(logp: torch.Tensor, n: int) -> list[tuple[int, float]]:
@@ -36,11 +42,16 @@ def _top(logp: torch.Tensor, n: int) -> list[tuple[int, float]]:
 
 
 def token_info(
-    scores: torch.Tensor, token: int, top_n: int | None, base_logits: torch.Tensor | None = None
+    scores: torch.Tensor,
+    token: int,
+    top_n: int | None,
+    base_logits: torch.Tensor | None = None,
+    extra_ids: Sequence[int] = (),
 ) -> TokenInfo:
-    """For one row of combined ``scores`` [vocab] and the chosen ``token``."""
+    """For one row of combined ``scores`` [vocab] and the chosen ``token``; ``extra_ids``: ids whose
+    log-probabilities are returned too, whatever their rank (vLLM's ``logprob_token_ids``)."""
     logp = torch.log_softmax(scores.float(), dim=-1)
-    info = TokenInfo(logp[token].item(), _top(logp, top_n or 0))
+    info = TokenInfo(logp[token].item(), _top(logp, top_n or 0), extra=_extra(logp, extra_ids))
     if base_logits is not None:
         base = torch.log_softmax(base_logits[: scores.shape[-1]].float(), dim=-1)
         info.base_logprob = base[token].item()
@@ -51,7 +62,11 @@ def token_info(
 
 
 def prompt_token_infos(
-    models: ProxyModels, prompts: Sequence[TokenPrompt], top_n: int, alphas: Sequence[float] | None = None
+    models: ProxyModels,
+    prompts: Sequence[TokenPrompt],
+    top_n: int,
+    alphas: Sequence[float] | None = None,
+    extra_ids: Sequence[int] = (),
 ) -> list[list[TokenInfo | None]]:
     """Per prompt, each token's log-probability given the ones before (None for the first), in one forward.
 
@@ -68,6 +83,6 @@ def prompt_token_infos(
         infos: list[TokenInfo | None] = [None]
         for t in range(1, len(ids)):
             row = logp[i, start + t - 1]
-            infos.append(TokenInfo(row[ids[t]].item(), _top(row, top_n)))
+            infos.append(TokenInfo(row[ids[t]].item(), _top(row, top_n), extra=_extra(row, extra_ids)))
         out.append(infos)
     return out

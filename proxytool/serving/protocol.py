@@ -67,6 +67,9 @@ class CompletionRequest(ProxyFields):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0)  # at most ServerConfig.max_logprobs (checked by the app)
     return_tokens_as_token_ids: bool = False  # vLLM's convention: tokens and top keys as "token_id:123"
+    logprob_token_ids: list[int] | None = Field(
+        None, description="With logprobs: also these ids' log-probabilities at every position, whatever their rank."
+    )
 
 
 class Message(BaseModel):

@@ -61,6 +61,7 @@ class Job:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     top_logprobs: int | None = None  # None: no logprobs; else the chosen token's and this many alternatives
+    logprob_ids: tuple[int, ...] = ()  # with top_logprobs: these ids' log-probabilities too (any rank)
     trace: bool = False  # also the base's log-probabilities (the web page's view of what the proxy changed)
     cancelled: threading.Event = field(default_factory=threading.Event)
     token_ids: list[int] = field(default_factory=list)
@@ -217,7 +218,7 @@ class Scheduler:
                 if base is not None and base.dim() == 3:  # after a step: [prompts, 1, vocab]
                     base = base[:, -1]
                 batch.infos = [
-                    token_info(scores[i], int(tokens[i]), j.top_logprobs, base[i] if j.trace else None)
+                    token_info(scores[i], int(tokens[i]), j.top_logprobs, base[i] if j.trace else None, j.logprob_ids)
                     if not j.done and (j.top_logprobs is not None or j.trace)
                     else None
                     for i, j in enumerate(jobs)

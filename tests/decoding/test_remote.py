@@ -15,10 +15,14 @@ N = 10
 
 
 @torch.no_grad()
-def reference_topk_greedy(base, pairs, ids, top_k, max_new_tokens, tokenizer, eos_id=0, dropped=()):
+def reference_topk_greedy(
+    base, pairs, ids, top_k, max_new_tokens, tokenizer, eos_id=0, dropped=(), extra_top=0, extra_eos=()
+):
     """Greedy proxy decoding with the base restricted to its top-K log-probs, by full recomputation.
 
     ``dropped``: ids a server keyed by token strings cannot name (their string is shared), out of the set.
+    ``extra_top``: the candidate set also holds the pair's top M of ``anti + Σ α (expert − anti)`` and
+    the ids ``extra_eos`` (a server scoring ``logprob_token_ids``).
     """
     ids, out = list(ids), []
     for _ in range(max_new_tokens):
@@ -30,6 +34,12 @@ def reference_topk_greedy(base, pairs, ids, top_k, max_new_tokens, tokenizer, eo
         top = logp.topk(min(top_k, width))
         scores = torch.full((width,), float("-inf"))
         scores[top.indices] = top.values
+        if extra_top:
+            stand_in = logits[2][:width].float()
+            for i, (alpha, _, _) in enumerate(pairs):
+                stand_in = stand_in + alpha * (logits[1 + 2 * i][:width].float() - logits[2 + 2 * i][:width].float())
+            extra = stand_in.topk(extra_top).indices.tolist() + list(extra_eos)
+            scores[extra] = logp[extra]
         scores[list(dropped)] = float("-inf")
         for i, (alpha, _, _) in enumerate(pairs):
             scores += alpha * (logits[1 + 2 * i][:width] - logits[2 + 2 * i][:width])
@@ -65,6 +75,7 @@ KEY = "secret"
 def remote_setup(tiny_models, url, **kwargs):
     kwargs.setdefault("alphas", [1.5])
     kwargs.setdefault("base_api_key", KEY)
+    kwargs.setdefault("remote_extra", 0)  # the top-K candidate set alone unless a test asks for more
     return load_proxy_models(
         proxy_setup(url, experts=[str(tiny_models["expert"])], anti_experts=[str(tiny_models["anti"])], **kwargs)
     )
@@ -228,7 +239,8 @@ def test_decode_command_through_a_remote_base(tiny_models, remote, tmp_path, mon
     assert code == 0, err
     assert "calls for" in err and "per token" in err
     got = json.loads(out.read_text())
-    models = remote_setup(tiny_models, remote.url, remote_top_k=5)
+    models = remote_setup(tiny_models, remote.url, remote_top_k=5, remote_extra=5)  # the CLI's default M
+    assert models.base.source.extra_top == 5
     assert got["completion"] == complete(models, ["The poll of likely"], max_new_tokens=N)[0].text
 
 
@@ -279,3 +291,125 @@ def test_a_server_that_does_not_echo_gets_no_guesses_and_stays_exact(tiny_models
         assert models.base.source.guess_length == 0
     pairs = [(1.5, models_of["expert"], models_of["anti"])]
     assert got == reference_topk_greedy(models_of["base"], pairs, tokenizer(prompt)["input_ids"], 5, N, tokenizer)
+
+
+# ---- extra candidates: the pair's top M and EOS scored by the server (logprob_token_ids) ----------------
+
+
+@pytest.mark.parametrize("top_k, extra", [(1, 5), (5, 5), (5, 1)])
+def test_extra_ids_equal_the_top_k_union_pair_top_m_reference(tiny_models, models_of, remote, top_k, extra):
+    models = remote_setup(tiny_models, remote.url, remote_top_k=top_k, remote_extra=extra)
+    assert models.base.source.extra_top == extra  # proxytool serve scores logprob_token_ids
+    tokenizer = models.tokenizer
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    prompts = random_prompts(3, seed=11 + top_k)
+    got = [c.token_ids for c in complete(models, prompts, max_new_tokens=N)]
+    for prompt, ids in zip(prompts, got):
+        ids_in = tokenizer(prompt)["input_ids"]
+        want = reference_topk_greedy(
+            models_of["base"], pairs, ids_in, top_k, N, tokenizer, extra_top=extra, extra_eos=models.eos_ids
+        )
+        assert ids == want
+
+
+def test_extra_ids_bring_remote_decoding_closer_to_local(tiny_models, models_of, remote):
+    """With K = 1 the base alone picks the candidates; the pair's own top M lets the proxy choose
+    tokens outside them (EOS among them), so remote decoding agrees with local decoding for longer."""
+    local = load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[str(tiny_models["expert"])],
+            anti_experts=[str(tiny_models["anti"])],
+            alphas=[1.5],
+        )
+    )
+    prompts = random_prompts(6, seed=21)
+    want = [c.token_ids for c in complete(local, prompts, max_new_tokens=N)]
+    plain = [
+        c.token_ids for c in complete(remote_setup(tiny_models, remote.url, remote_top_k=1), prompts, max_new_tokens=N)
+    ]
+    extra = remote_setup(tiny_models, remote.url, remote_top_k=1, remote_extra=5)
+    more = [c.token_ids for c in complete(extra, prompts, max_new_tokens=N)]
+
+    def agree(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    print([agree(w, p) for w, p in zip(want, plain)], [agree(w, m) for w, m in zip(want, more)])
+    assert sum(agree(w, m) for w, m in zip(want, more)) > sum(agree(w, p) for w, p in zip(want, plain))
+    assert all(agree(w, m) >= agree(w, p) for w, p, m in zip(want, plain, more))
+    assert more != plain  # some chosen tokens lie outside the base's top K
+
+
+@pytest.mark.parametrize("draft", ["base", "pair"])
+def test_extra_ids_with_lookahead_equal_no_lookahead(tiny_models, remote, draft):
+    prompts = random_prompts(3, seed=9)
+    plain = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5)
+    ahead = remote_setup(
+        tiny_models, remote.url, remote_top_k=3, remote_extra=5, remote_lookahead=6, remote_draft=draft
+    )
+    for alpha in (0.3, 1.5):
+        want = [c.token_ids for c in complete(plain, prompts, max_new_tokens=N, alphas=[alpha])]
+        got = [c.token_ids for c in complete(ahead, prompts, max_new_tokens=N, alphas=[alpha])]
+        assert got == want
+        assert [complete(ahead, [p], max_new_tokens=N, alphas=[alpha])[0].token_ids for p in prompts] == want
+    calls = ahead.base.source.client.calls.completions, plain.base.source.client.calls.completions
+    print(draft, calls)
+    assert calls[0] < 2 * calls[1]  # `ahead` decoded every prompt twice (a batch, then alone)
+
+
+def test_a_server_that_ignores_extra_ids_gets_the_top_k_set(tiny_models, models_of):
+    tokenizer = tokenizer_of(tiny_models["base"])
+    prompt = "Who leads the national poll?"
+    with FakeServer(models_of["base"], tokenizer) as server:  # ignores logprob_token_ids
+        models = remote_setup(tiny_models, server.url, remote_top_k=2, remote_extra=5, remote_lookahead=3)
+        assert models.base.source.extra_top == 0
+        got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
+    assert all("logprob_token_ids" not in (body or {}) for _, body in server.requests[-3:])
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    assert got == reference_topk_greedy(models_of["base"], pairs, tokenizer(prompt)["input_ids"], 2, N, tokenizer)
+
+
+def test_serve_returns_logprob_token_ids_at_every_position(remote):
+    import httpx
+
+    body = {
+        "model": "tiny-base", "prompt": [5, 6, 7], "max_tokens": 3, "temperature": 0, "logprobs": 1,
+        "echo": True, "return_tokens_as_token_ids": True, "logprob_token_ids": [0, 3, 250],
+    }  # fmt: skip
+    reply = httpx.post(remote.url + "/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}).json()
+    tops = reply["choices"][0]["logprobs"]["top_logprobs"]
+    assert tops[0] is None and len(tops) == 6
+    for top in tops[1:]:
+        assert {"token_id:0", "token_id:3", "token_id:250"} <= set(top)
+    bad = dict(body, logprob_token_ids=[10**9])
+    answer = httpx.post(remote.url + "/completions", json=bad, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 400
+
+
+@torch.no_grad()
+def test_eos_outside_the_top_k_now_ends_the_answer(tiny_models, models_of, remote):
+    """The case of issue #12: EOS, outside the base's top K, is what the proxy picks; with the extra
+    ids the answer can end there, which the top-K set alone never allows (more answers end)."""
+    top_k, alpha = 5, 3.0
+    prompts = random_prompts(20, seed=5)
+    plain = remote_setup(tiny_models, remote.url, remote_top_k=top_k, alphas=[alpha])
+    extra = remote_setup(tiny_models, remote.url, remote_top_k=top_k, remote_extra=5, alphas=[alpha])
+    without = [c.token_ids for c in complete(plain, prompts, max_new_tokens=20)]
+    got = [c.token_ids for c in complete(extra, prompts, max_new_tokens=20)]
+    eos = set(extra.eos_ids)
+    stopped = 0
+    for prompt, ids in zip(prompts, got):
+        if not ids or ids[-1] not in eos:
+            continue
+        context = extra.tokenizer(prompt)["input_ids"] + ids[:-1]
+        logp = torch.log_softmax(models_of["base"](torch.tensor([context])).logits[0, -1], -1)
+        if ids[-1] not in logp.topk(top_k).indices.tolist():  # EOS outside the base's top K
+            stopped += 1  # the top-K set alone gives EOS -inf there: it could not have stopped
+    assert stopped >= 1
+    assert sum(bool(ids) and ids[-1] in eos for ids in got) > sum(bool(ids) and ids[-1] in eos for ids in without)
+
+
+def test_speculative_with_extra_ids_is_refused_in_one_line(tiny_models, remote):
+    models = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5)
+    with pytest.raises(ProxyToolError, match="--remote-extra 0"):
+        complete(models, ["Hello"], max_new_tokens=3, speculative=2)
