@@ -220,7 +220,8 @@ def connect(
 ):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
-    Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text.
+    Token-id prompts are tried first; a server that rejects them gets text (llama-cpp-python 0.3.36 answers
+    HTTP 500 "validation errors" naming the prompt, others 400/422).
     """
     check_tokenizer(client, tokenizer)
     source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft)
@@ -228,7 +229,8 @@ def connect(
     try:
         source._call(probe)
     except RemoteHTTPError as err:
-        if err.status not in (400, 422) or "prompt" not in str(err).lower():
+        refused = err.status in (400, 422) or (err.status == 500 and "validation error" in str(err).lower())
+        if not refused or "prompt" not in str(err).lower():
             raise
         source.text_prompts = True
         source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
