@@ -16,7 +16,8 @@ class FakeServer:
     def __init__(self, model, tokenizer, *, faults=(), logprobs=True, tokenize_shift=0, text_only=False):
         self.model, self.tokenizer = model, tokenizer
         self.faults = list(faults)  # HTTP statuses answered (in order) before serving completions
-        self.logprobs, self.tokenize_shift, self.text_only = logprobs, tokenize_shift, text_only
+        self.logprobs, self.tokenize_shift = logprobs, tokenize_shift
+        self.text_only = text_only  # True: 422 for token-id prompts; "llama-cpp-python": its 500
         self.requests = []
         self.auth = set()  # Authorization headers seen
         self.lock = threading.Lock()
@@ -45,6 +46,10 @@ class FakeServer:
                 if fault is not None:
                     return self.reply(fault, {"error": {"message": f"scripted {fault}"}})
                 if isinstance(body["prompt"], list) and server.text_only:
+                    if server.text_only == "llama-cpp-python":  # 0.3.36: HTTP 500 with pydantic's errors
+                        message = "2 validation errors: {'loc': ('body', 'prompt', 'str'), 'msg': 'Input should be a "
+                        message += "valid string'}"
+                        return self.reply(500, {"error": {"message": message, "type": "internal_server_error"}})
                     return self.reply(422, {"error": {"message": "prompt must be a string"}})
                 self.reply(200, server.complete(body))
 

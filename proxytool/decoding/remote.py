@@ -279,9 +279,10 @@ def connect(
 ):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
-    Token-id prompts are tried first; a server that rejects them (llama-cpp-python) gets text. With
-    ``extra`` > 0 the probe also asks extra ids (``logprob_token_ids``): a server that refuses the field
-    or leaves those ids out gets none from then on (``extra_top`` 0: the top-K candidate set alone).
+    Token-id prompts are tried first; a server that rejects them gets text (llama-cpp-python 0.3.36 answers
+    HTTP 500 "validation errors" naming the prompt, others 400/422). With ``extra`` > 0 the probe also asks
+    extra ids (``logprob_token_ids``): a server that refuses the field or leaves those ids out gets none
+    from then on (``extra_top`` 0: the top-K candidate set alone).
     """
     check_tokenizer(client, tokenizer)
     source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft, extra=extra)
@@ -290,7 +291,8 @@ def connect(
     try:
         path = source._call(probe, (), asked)
     except RemoteHTTPError as err:
-        if err.status not in (400, 422):
+        refused = err.status in (400, 422) or (err.status == 500 and "validation error" in str(err).lower())
+        if not refused:
             raise
         if asked and "logprob_token_ids" in str(err):
             source.extra_top, asked = 0, set()

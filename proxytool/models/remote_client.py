@@ -204,7 +204,7 @@ class RemoteClient:
                     ) from None
                 self._wait(attempt, None)
                 continue
-            if response.status_code in RETRY_STATUS and not last:
+            if response.status_code in RETRY_STATUS and not last and not _invalid_request(response):
                 self._wait(attempt, response.headers.get("retry-after"))
                 continue
             if response.status_code in (404, 405) and absolute:
@@ -249,6 +249,12 @@ class RemoteHTTPError(ProxyToolError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _invalid_request(response: httpx.Response) -> bool:
+    """A 500 that is really a refused request: llama-cpp-python answers a body it cannot validate (e.g. a
+    token-id prompt) with HTTP 500 "N validation errors: ..."; retrying cannot help."""
+    return response.status_code == 500 and "validation error" in _message(response).lower()
 
 
 def _message(response: httpx.Response) -> str:

@@ -207,15 +207,18 @@ def test_wrong_api_key_and_unknown_model_are_one_line(tiny_models, remote):
         remote_setup(tiny_models, remote.url + "#other")
 
 
-def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of):
-    """llama-cpp-python's way: text prompts, log-probs keyed by token strings (shared strings dropped)."""
+@pytest.mark.parametrize("refusal", [True, "llama-cpp-python"])
+def test_text_only_server_gets_text_and_string_keys(tiny_models, models_of, refusal):
+    """llama-cpp-python's way: text prompts, log-probs keyed by token strings (shared strings dropped).
+    Its real server refuses token-id prompts with HTTP 500 "validation errors": not retried, text instead."""
     tokenizer = tokenizer_of(tiny_models["base"])
     pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
     shared = {i for i, p in enumerate(pieces) if pieces.count(p) > 1}
     prompt = "The poll of likely"
-    with FakeServer(models_of["base"], tokenizer, text_only=True) as server:
+    with FakeServer(models_of["base"], tokenizer, text_only=refusal) as server:
         models = remote_setup(tiny_models, server.url, remote_top_k=20, remote_lookahead=4)
         assert models.base.source.text_prompts
+        assert models.base.source.client.calls.retries == 0
         got = complete(models, [prompt], max_new_tokens=N)[0].token_ids
         assert models.base.source.guess_length == 0  # text prompts: the server's greedy path only
     pairs = [(1.5, models_of["expert"], models_of["anti"])]

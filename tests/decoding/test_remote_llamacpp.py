@@ -2,6 +2,8 @@
 
 Run with a server already up (docs/remote.md has the commands):
     PROXYTOOL_LLAMACPP_URL=http://127.0.0.1:8932/v1 pytest -m remote_llamacpp tests/decoding/test_remote_llamacpp.py
+PROXYTOOL_LLAMACPP_PAIR must then be a model folder (the tests get an empty registry of their own), e.g.
+~/.cache/proxytool/gguf/qwen2.5-coder-0.5b-instruct-1d9614638d18024d (the converted 0.5B).
 The local pair is qwen2.5-coder-0.5b-instruct twice (α has no effect: expert == anti-expert), so the
 proxy must reproduce the server's own greedy completion, through text prompts and string keys.
 """
