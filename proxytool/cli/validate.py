@@ -6,13 +6,14 @@ never reaches it.
 """
 
 import math
-import re
 from collections.abc import Sequence
 
-from proxytool.decoding.config import MAX_ALPHA  # noqa: F401  (chat's /alpha checks against it)
+from proxytool.decoding.config import (
+    DEVICE_PATTERN,
+    MAX_ALPHA,  # noqa: F401  (chat's /alpha checks against it)
+)
 from proxytool.errors import ProxyToolError
 
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
 MAX_SEED = 2**63 - 1
 

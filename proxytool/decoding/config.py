@@ -15,7 +15,7 @@ from proxytool.models.registry import DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 ROLES = ("base", "expert", "anti-expert")
 OVERLAP_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_THREADS = 4096
 MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
 
@@ -53,7 +53,7 @@ class LoadingOptions:
         _one_of("--overlap", self.overlap, OVERLAP_MODES)
         for role, fmt in self.formats.items():
             _one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
-        if not _DEVICE.match(self.device):
+        if not DEVICE_PATTERN.match(self.device):
             raise ProxyToolError(f"--device must be auto, cpu, mps, cuda or cuda:N (got '{self.device}')")
         _one_of("--remote-draft", self.remote_draft, REMOTE_DRAFTS)
         if self.remote_top_k < 1:

@@ -38,6 +38,27 @@ class Row:
         return self.finish_reason is not None
 
 
+@dataclass
+class RowSampling:
+    """What a generation draws with: one seeded generator per prompt, the warpers, the ids that end a row."""
+
+    generators: list[torch.Generator]
+    warpers: object
+    eos_ids: frozenset[int]
+
+    @classmethod
+    def start(cls, models: ProxyModels, n_prompts: int, sampling: SamplingConfig, row_seeds, ignore_eos: bool):
+        seeds = list(row_seeds if row_seeds is not None else range(n_prompts))
+        return cls(row_generators(sampling, seeds), sampling.warpers(), frozenset() if ignore_eos else models.eos_ids)
+
+
+def finished(rows: list[Row]) -> list[Row]:
+    """Rows that got no token budget: every one ends for ``length``."""
+    for row in rows:
+        row.finish_reason = "length"
+    return rows
+
+
 def generate(
     models: ProxyModels,
     prompts: Sequence[Prompt],
@@ -69,11 +90,6 @@ def generate(
         from proxytool.decoding.speculative import speculative_generate
         from proxytool.errors import ProxyToolError
 
-        if getattr(models.base.source, "extra_top", 0) and models.pairs:  # verification has no pair logits first
-            raise ProxyToolError(
-                "speculative decoding with a remote base that takes extra candidates is not supported: "
-                "use --remote-lookahead, or --remote-extra 0"
-            )
         if observe is not None:
             raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
         yield from speculative_generate(
@@ -91,23 +107,19 @@ def generate(
         return
     rows = [Row() for _ in prompts]
     if max_new_tokens <= 0:
-        for row in rows:
-            row.finish_reason = "length"
-        yield rows
+        yield finished(rows)
         return
-    generators = row_generators(sampling, list(row_seeds if row_seeds is not None else range(len(prompts))))
-    warpers = sampling.warpers()
-    eos_ids = frozenset() if ignore_eos else models.eos_ids
+    draw = RowSampling.start(models, len(prompts), sampling, row_seeds, ignore_eos)
     with Stepper(models, alphas) as stepper:
         scores = stepper.prefill(prompts)
         ahead: list[tuple[torch.Tensor, torch.Tensor]] = []  # positions scored in advance (see _advance)
         for step in range(max_new_tokens):
-            tokens = choose_next(scores, sampling, generators, warpers)
+            tokens = choose_next(scores, sampling, draw.generators, draw.warpers)
             if observe is not None:
                 observe(stepper, scores, tokens)
             for row, token in zip(rows, tokens.tolist()):
                 if not row.done:
-                    _append(row, token, models.tokenizer, eos_ids, stop)
+                    _append(row, token, models.tokenizer, draw.eos_ids, stop)
             if step == max_new_tokens - 1:
                 for row in rows:
                     row.finish_reason = row.finish_reason or "length"

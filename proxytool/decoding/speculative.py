@@ -24,7 +24,7 @@ import torch
 
 from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import Member, ProxyModels
-from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
+from proxytool.decoding.sampling import SamplingConfig, choose_next
 from proxytool.decoding.stepper import Stepper
 from proxytool.errors import ProxyToolError
 
@@ -52,20 +52,22 @@ def speculative_generate(
             the first anti-expert standing in for the base; equal to ``expert`` at α = 1 with one pair).
         stats: if given, filled with ``rounds``, ``drafted`` and ``accepted`` (draft tokens kept).
     """
-    from proxytool.decoding.generate import Row, _append
+    from proxytool.decoding.generate import Row, RowSampling, _append, finished
 
     if k < 1:
         raise ProxyToolError(f"--speculative must be >= 1 to speculate (got {k}; 0 decodes plainly)")
     check_speculative(k, draft, has_expert=bool(models.pairs))
+    if getattr(models.base.source, "extra_top", 0):  # verification has no pair logits to pick the extra ids from
+        raise ProxyToolError(
+            "speculative decoding with a remote base that takes extra candidates is not supported: "
+            "use --remote-lookahead, or --remote-extra 0"
+        )
     rows = [Row() for _ in prompts]
     if max_new_tokens <= 0:
-        for row in rows:
-            row.finish_reason = "length"
-        yield rows
+        yield finished(rows)
         return
-    generators = row_generators(sampling, list(row_seeds if row_seeds is not None else range(len(prompts))))
-    warpers = sampling.warpers()
-    eos_ids = frozenset() if ignore_eos else models.eos_ids
+    draw = RowSampling.start(models, len(prompts), sampling, row_seeds, ignore_eos)
+    generators, warpers, eos_ids = draw.generators, draw.warpers, draw.eos_ids
     counts = stats if stats is not None else {}
     counts.update(rounds=0, drafted=0, accepted=0)
     emitted = 0
