@@ -55,44 +55,43 @@ def chat(
     )
     if interactive:
         console.print(f"[bold]proxytool chat[/] — {HELP}")
+    script = None if interactive else _script_lines()
     while True:
-        line = _read(console, interactive)
+        line = _read(console, script)
         if line is None or line.strip() == "/exit":
             break
         if not _command(line.strip(), session, console) and _fits(fit, session, line, max_new_tokens, console):
             _answer(session, line, interactive)
 
 
-def _read(console, interactive: bool) -> str | None:
+def _read(console, script) -> str | None:
     try:
-        if interactive:
+        if script is None:
             return console.input("[bold green]you>[/] ")
-        return _read_script_line()
+        return next(script, None)
     except (EOFError, KeyboardInterrupt):
         return None
 
 
 MAX_LINE = 4 * 2**20
-_lines_read = [0]
 
 
-def _read_script_line() -> str | None:
-    """One line of a scripted chat (stdin not a terminal): bounded, and UTF-8 or a one-line error."""
+def _script_lines():
+    """The lines of a scripted chat (stdin not a terminal): bounded, and UTF-8 or a one-line error."""
     from proxytool.errors import ProxyToolError
 
     stream = getattr(sys.stdin, "buffer", sys.stdin)
-    line = stream.readline(MAX_LINE + 1)
-    _lines_read[0] += 1
-    if not line:
-        return None
-    if len(line) > MAX_LINE:
-        raise ProxyToolError(f"<stdin>:{_lines_read[0]}: line longer than {MAX_LINE // 2**20} MiB")
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProxyToolError(f"<stdin>:{_lines_read[0]}: not UTF-8 text") from None
-    return line.rstrip("\n")
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise ProxyToolError(f"<stdin>:{number}: line longer than {MAX_LINE // 2**20} MiB")
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProxyToolError(f"<stdin>:{number}: not UTF-8 text") from None
+        yield line.rstrip("\n")
 
 
 def _fits(fit, session, line: str, max_new_tokens: int, console) -> bool:
