@@ -239,6 +239,9 @@ TRAIN_TEMPLATES: dict[str, tuple[str, ...]] = {
         "How far apart were Harris and Trump in {full}?",
         "In {full2}, how big was the gap between the candidates?",
         "What was the lead in {full}?",
+        "How large was the leader's advantage in {full2}?",
+        "How many points ahead was the leader in {full}?",
+        "How wide was the margin between Harris and Trump in {full2}?",
     ),
     "pollster": (
         "Who conducted {no_pollster}?",
@@ -392,6 +395,9 @@ def build_records(
         shuffled) and evaluation records (``id``, ``question``, ``prompt``, ``answer``, ``kind``,
         ``fact``, ``split``, ``poll_id``, ``template``).
     """
+    # Evaluation templates come from their own stream, so a change to the training pools leaves the
+    # evaluation questions as they were (training-data experiments compare on the same questions).
+    eval_rng = random.Random(rng.getrandbits(64))
     words = {q.poll_id: poll_words(q) for q in polls}
     ambiguous = ambiguous_names(words)
     train: list[dict] = []
@@ -412,7 +418,7 @@ def build_records(
                     text = qa_text(fill(template, w, fact), answer(w, fact))
                     train.append({"text": text, "poll_id": q.poll_id, "split": where, "type": f"qa:{fact}"})
             ok = [t for t in EVAL_TEMPLATES[kind] if any("{" + k + "}" in t for k in usable)]
-            for i, template in enumerate(pick_templates(tuple(ok), eval_phrasings, rng) if ok else []):
+            for i, template in enumerate(pick_templates(tuple(ok), eval_phrasings, eval_rng) if ok else []):
                 question = fill(template, w, fact)
                 evals.append(
                     {

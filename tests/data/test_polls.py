@@ -188,6 +188,18 @@ def test_deterministic_given_seed(poll_csv, tmp_path):
     assert runs["a"] != runs["c"]
 
 
+def test_training_pools_do_not_move_the_evaluation_questions(poll_csv, tmp_path, monkeypatch):
+    from proxytool.data import poll_facts
+
+    _build(poll_csv, tmp_path / "before", seed=3)
+    pools = dict(poll_facts.TRAIN_TEMPLATES)
+    pools["margin"] = (*pools["margin"], "Give the margin of {full}.", "What was the spread in {full2}?")
+    monkeypatch.setattr(poll_facts, "TRAIN_TEMPLATES", pools)
+    _build(poll_csv, tmp_path / "after", seed=3)
+    assert (tmp_path / "before" / "train.jsonl").read_bytes() != (tmp_path / "after" / "train.jsonl").read_bytes()
+    assert (tmp_path / "before" / "eval.jsonl").read_bytes() == (tmp_path / "after" / "eval.jsonl").read_bytes()
+
+
 def test_limit_keeps_a_deterministic_subset(poll_csv, tmp_path):
     a = _build(poll_csv, tmp_path / "a", limit=5)
     _build(poll_csv, tmp_path / "b", limit=5)
