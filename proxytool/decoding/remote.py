@@ -276,18 +276,22 @@ def connect(
     lookahead: int,
     draft: str = "pair",
     extra: int = 0,
+    n_eos: int = 1,
 ):
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
     Token-id prompts are tried first; a server that rejects them gets text (llama-cpp-python 0.3.36 answers
     HTTP 500 "validation errors" naming the prompt, others 400/422). With ``extra`` > 0 the probe also asks
-    extra ids (``logprob_token_ids``): a server that refuses the field or leaves those ids out gets none
-    from then on (``extra_top`` 0: the top-K candidate set alone).
+    extra ids (``logprob_token_ids``), as many as one decoding call may ask (:func:`extra_ids_per_call`,
+    ``n_eos`` EOS ids included): a server that refuses the field or that many ids, or leaves them out,
+    gets none from then on (``extra_top`` 0: the top-K candidate set alone).
     """
     check_tokenizer(client, tokenizer)
     source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft, extra=extra)
     probe = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"][:8]
-    asked = {len(tokenizer) - 1, 0} if extra > 0 else set()  # ids a top K rarely holds
+    # ids a top K rarely holds (the end of the vocabulary), as many as a call of this decoding may ask
+    n_asked = min(len(tokenizer), extra_ids_per_call(extra, lookahead, n_eos)) if extra > 0 else 0
+    asked = set(range(len(tokenizer) - n_asked, len(tokenizer)))
     try:
         path = source._call(probe, (), asked)
     except RemoteHTTPError as err:
@@ -306,6 +310,12 @@ def connect(
         source.extra_top = 0  # the server ignores logprob_token_ids
     client.calls.completions = client.calls.retries = 0  # count decoding's calls only
     return source
+
+
+def extra_ids_per_call(extra: int, lookahead: int, n_eos: int) -> int:
+    """The most extra ids one call asks: the pair's top ``extra`` and the EOS ids at each position it
+    covers (after the context, along a guess of up to ``lookahead`` tokens, and after the guess)."""
+    return (extra + n_eos) * (lookahead + 2)
 
 
 def _union(first: list[set[int]] | None, row: int, rest: list | None) -> set[int]:

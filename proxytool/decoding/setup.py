@@ -138,7 +138,7 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     eos = set()
     for host in hosts.values():
         eos |= _eos_ids(host.model, tokenizer_of(host.spec))
-    base = _remote_base(base_spec, options, tokenizer) if remote else member(base_place)
+    base = _remote_base(base_spec, options, tokenizer, len(eos)) if remote else member(base_place)
     models = ProxyModels(
         base=base,
         pairs=tuple(ExpertPair(a, member(e), member(n)) for a, e, n in pair_places),
@@ -148,7 +148,7 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     return dataclasses.replace(models, lanes=_lanes(models, options.overlap))
 
 
-def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer) -> Member:
+def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer, n_eos: int) -> Member:
     """Connect to the server (its tokenizer checked against the shared one) as the base's source."""
     from proxytool.decoding.remote import connect
     from proxytool.models.remote_client import RemoteClient, parse_endpoint
@@ -163,6 +163,7 @@ def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer) -> Member:
         lookahead=options.remote_lookahead,
         draft=options.remote_draft,
         extra=options.remote_extra,
+        n_eos=n_eos,
     )
     return Member(source, 0)
 

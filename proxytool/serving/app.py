@@ -27,6 +27,10 @@ from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token
 from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
 from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent
 
+MAX_LOGPROB_TOKEN_IDS = 4096
+"""The most ``logprob_token_ids`` per request: a remote-base client asks its candidates along a whole
+guess at once (``extra_ids_per_call`` in decoding/remote.py); each costs one gather per position."""
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -103,8 +107,8 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
         if body.logprobs is not None and body.logprobs > config.max_logprobs:
             raise APIError(400, f"logprobs: at most {config.max_logprobs} (--max-logprobs)", "logprobs")
         if body.logprob_token_ids is not None:
-            if len(body.logprob_token_ids) > config.max_logprobs:
-                raise APIError(400, f"logprob_token_ids: at most {config.max_logprobs} ids", "logprob_token_ids")
+            if len(body.logprob_token_ids) > MAX_LOGPROB_TOKEN_IDS:
+                raise APIError(400, f"logprob_token_ids: at most {MAX_LOGPROB_TOKEN_IDS} ids", "logprob_token_ids")
             if any(not 0 <= t < len(api.tokenizer) for t in body.logprob_token_ids):
                 raise APIError(400, f"logprob_token_ids: ids must be in [0, {len(api.tokenizer)})", "logprob_token_ids")
         prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None

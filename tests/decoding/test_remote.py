@@ -416,3 +416,37 @@ def test_speculative_with_extra_ids_is_refused_in_one_line(tiny_models, remote):
     models = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5)
     with pytest.raises(ProxyToolError, match="--remote-extra 0"):
         complete(models, ["Hello"], max_new_tokens=3, speculative=2)
+
+
+@pytest.fixture
+def default_serve(tiny_models):
+    """``proxytool serve`` on the tiny base with its default limits (--max-logprobs 20)."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    base = load_proxy_models(proxy_setup(tiny_models["base"], overlap="off"))
+    with BackgroundServer(base, ServerConfig(model_name="tiny-base", api_key=KEY)) as server:
+        server.url += "/v1"
+        yield server
+
+
+def test_candidates_along_a_long_guess_fit_a_default_server(tiny_models, default_serve):
+    """One call asks the pair's top M and EOS at every position of the guess (more ids than --max-logprobs)."""
+    from proxytool.decoding.remote import extra_ids_per_call
+
+    assert extra_ids_per_call(5, 8, 1) > 20
+    prompts = random_prompts(2, seed=4)
+    plain = remote_setup(tiny_models, default_serve.url, remote_top_k=3, remote_extra=5)
+    ahead = remote_setup(tiny_models, default_serve.url, remote_top_k=3, remote_extra=5, remote_lookahead=8)
+    assert ahead.base.source.extra_top == 5
+    want = [c.token_ids for c in complete(plain, prompts, max_new_tokens=N)]
+    assert [c.token_ids for c in complete(ahead, prompts, max_new_tokens=N)] == want
+
+
+def test_a_server_with_fewer_extra_ids_than_a_call_asks_gets_the_top_k_set(tiny_models, default_serve, monkeypatch):
+    from proxytool.serving import app
+
+    monkeypatch.setattr(app, "MAX_LOGPROB_TOKEN_IDS", 30)
+    models = remote_setup(tiny_models, default_serve.url, remote_top_k=3, remote_extra=5, remote_lookahead=8)
+    assert models.base.source.extra_top == 0  # found by the probe, before decoding
+    assert len(complete(models, random_prompts(1, seed=2), max_new_tokens=N)[0].token_ids) > 0
