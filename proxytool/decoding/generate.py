@@ -127,10 +127,11 @@ def generate(
             if all(row.done for row in rows):
                 return
             room = max_new_tokens - step - 2 if observe is None else 0
-            scores, ahead = _advance(stepper, tokens, ahead, [i for i, r in enumerate(rows) if not r.done], room)
+            active = [i for i, r in enumerate(rows) if not r.done]
+            scores, ahead = _advance(stepper, tokens, ahead, active, room, draw.eos_ids)
 
 
-def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int):
+def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int, eos_ids=frozenset()):
     """The scores after the chosen ``tokens``, and the positions scored in advance beyond them.
 
     Where the base offers a draft (a remote base's greedy lookahead, or the pair's guess it fetched
@@ -138,22 +139,32 @@ def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[i
     models score them in one forward.
     While later choices equal the draft (on every unfinished row) their scores are already there;
     at the first difference the rest is truncated. Sampling draws the same random numbers either way.
+    A draft stops before an end of sequence in ``eos_ids``: no row needs the positions after it.
     """
     if ahead:
         drafted, scores = ahead[0]
         if all(int(drafted[i]) == int(tokens[i]) for i in active):
             return scores, ahead[1:]
         stepper.truncate(len(ahead))
-    drafts = stepper.draft(tokens) if room > 0 else []
+    offered = stepper.draft(tokens) if room > 0 else []
+    drafts = [until_eos(d, eos_ids) for d in offered]
     m = min([room] + [len(d) for d in drafts]) if drafts else 0
-    if m == 0 and room > 0:  # the base's path is exhausted: guess with the pair, paid by the call due anyway
+    if m == 0 and any(not d for d in offered):  # the base's path is exhausted: guess with the pair (the call is due)
         drafts = stepper.propose(tokens, room) or []
         m = min(len(d) for d in drafts) if drafts else 0
     if m == 0:
         return stepper.step(tokens), []
     draft = torch.tensor([d[:m] for d in drafts], dtype=torch.long, device=tokens.device)
-    scored = stepper.extend(torch.cat([tokens.unsqueeze(1), draft], dim=1))
-    return scored[:, 0], [(draft[:, j], scored[:, j + 1]) for j in range(m)]
+    scored = stepper.extend(torch.cat([tokens.unsqueeze(1), draft], dim=1), lazy=True)
+    known = stepper.known(m + 1) - 1  # drafted positions that hold scores; the rest are dropped
+    if known < m:
+        stepper.truncate(m - known)
+    return scored[:, 0], [(draft[:, j], scored[:, j + 1]) for j in range(known)]
+
+
+def until_eos(tokens: list[int], eos_ids) -> list[int]:
+    """``tokens`` up to (not including) the first of ``eos_ids``."""
+    return next((tokens[:i] for i, t in enumerate(tokens) if t in eos_ids), tokens)
 
 
 def _append(row: Row, token: int, tokenizer, eos_ids: frozenset[int], stop: Sequence[str]) -> None:

@@ -63,6 +63,7 @@ class RemoteState:
 
     contexts: list[list[int]]
     paths: list[_Path | None] = field(default_factory=list)
+    known: int | None = None  # after a lazy extend: how many of its columns hold scores (see extend)
 
 
 class TokenKeys:
@@ -149,20 +150,44 @@ class RemoteSource:
         return state, [self._next(state, extra)]
 
     def extend(
-        self, state: RemoteState, tokens: torch.Tensor, extra: list[list[set[int]]] | None = None
+        self,
+        state: RemoteState,
+        tokens: torch.Tensor,
+        extra: list[list[set[int]]] | None = None,
+        lazy: bool = False,
     ) -> list[torch.Tensor]:
         """Append ``tokens`` [prompts, k]; the top-K log-probs after each [prompts, k, vocab].
 
-        ``extra[row][j]``: ids that join the candidate set after the j-th token (see prefill)."""
+        ``extra[row][j]``: ids that join the candidate set after the j-th token (see prefill).
+        ``lazy``: after the first column, stop at the first one the last calls do not cover (no call for
+        positions a draft may never reach); ``state.known`` says how many columns hold scores."""
+        state.known = None
         if tokens.shape[1] == 0:
             return [torch.full((len(state.contexts), 0, self.vocab_size), float("-inf"))]
         hint = None if extra is None else [set().union(*row) for row in extra]  # asked at once on a miss
         columns = []
-        for j, column in enumerate(zip(*tokens.tolist())):
-            for context, token in zip(state.contexts, column):
-                context.append(int(token))
-            columns.append(self._next(state, None if extra is None else [row[j] for row in extra], hint))
+        rows = tokens.tolist()
+        for j in range(tokens.shape[1]):
+            for context, row in zip(state.contexts, rows):
+                context.append(int(row[j]))
+            wanted = None if extra is None else [row[j] for row in extra]
+            if lazy and j > 0 and not self._known(state, wanted):
+                state.known = j  # the contexts take every token all the same: the caller truncates
+                for context, row in zip(state.contexts, rows):
+                    context.extend(int(t) for t in row[j + 1 :])
+                blank = torch.full((len(state.contexts), self.vocab_size), float("-inf"))
+                columns.extend([blank] * (tokens.shape[1] - j))
+                break
+            columns.append(self._next(state, wanted, hint))
         return [torch.stack(columns, dim=1)]
+
+    def _known(self, state: RemoteState, wanted: list[set[int]] | None) -> bool:
+        """Whether every row's position after its context (with the ``wanted`` ids) is already known."""
+        for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            j = path.offset(context) if path is not None else None
+            if j is None or not path.covers(j, set() if wanted is None else wanted[i]):
+                return False
+        return True
 
     def step(self, state: RemoteState, tokens: torch.Tensor, extra: list[set[int]] | None = None) -> list[torch.Tensor]:
         extra = None if extra is None else [[ids] for ids in extra]

@@ -53,9 +53,10 @@ class Stepper:
             if guessing:
                 first = stand_in.argmax(-1, keepdim=True)
                 rest, guess_extra = self._guess(first, base.guess_length - 1, with_extra=extra)
-                kwargs["guesses"] = torch.cat([first, rest], dim=1).tolist()
-                if extra:
-                    kwargs["guess_extra"] = guess_extra
+                guesses = self._until_eos(torch.cat([first, rest], dim=1).tolist())
+                kwargs["guesses"] = guesses
+                if extra:  # the candidates after each kept guessed token (after the prompt: `extra`)
+                    kwargs["guess_extra"] = [row[: len(g)] for row, g in zip(guess_extra, guesses)]
             self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, **kwargs)
         return self.scores()
 
@@ -74,20 +75,29 @@ class Stepper:
 
         return [of(row) for row in top]
 
-    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append ``tokens`` [prompts, k] to every model; returns the scores after each [prompts, k, vocab]."""
-        if (
-            self._extra_top() > 0 and tokens.shape[1] > 0
-        ):  # the pair first: its candidates go to the remote base's calls
-            base = self.models.base.source
+    def extend(self, tokens: torch.Tensor, lazy: bool = False) -> torch.Tensor:
+        """Append ``tokens`` [prompts, k] to every model; returns the scores after each [prompts, k, vocab].
+
+        ``lazy`` (drafted tokens): a remote base scores only the columns it already knows after the
+        first, so that no call is made for positions the decoding may never reach; :meth:`known` says
+        how many columns hold scores (the rest are to be truncated)."""
+        base = self.models.base.source
+        remote = hasattr(base, "draft")
+        if remote and tokens.shape[1] > 0:  # the pair first: its candidates go to the remote base's calls
             local = [s for s in self.models.sources if s is not base]
             logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local)
-            extra = self._extra_ids(self._pair_scores(logits))
-            logits[id(base)] = base.extend(self._states[id(base)], tokens, extra)
+            extra = self._extra_ids(self._pair_scores(logits)) if self._extra_top() > 0 else None
+            logits[id(base)] = base.extend(self._states[id(base)], tokens, extra, lazy=lazy)
             self._logits = logits
             return self.scores()
         self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens))
         return self.scores()
+
+    def known(self, k: int) -> int:
+        """How many of the last ``extend``'s ``k`` columns hold scores (fewer only after a lazy one)."""
+        base = self.models.base.source
+        state = self._states.get(id(base))
+        return k if getattr(state, "known", None) is None else state.known
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per prompt; returns the next scores [prompts, vocab]."""
@@ -122,8 +132,16 @@ class Stepper:
             return None
         extra = self._extra_top() > 0
         guess, guess_extra = self._guess(tokens.unsqueeze(1), n, with_extra=extra)
-        base.prefetch(self._states[id(base)], tokens, guess.tolist(), **({"extra": guess_extra} if extra else {}))
-        return guess.tolist()
+        guesses = self._until_eos(guess.tolist())
+        if extra:  # the candidates after ``tokens`` and after each kept guessed token
+            guess_extra = [row[: len(g) + 1] for row, g in zip(guess_extra, guesses)]
+        base.prefetch(self._states[id(base)], tokens, guesses, **({"extra": guess_extra} if extra else {}))
+        return guesses
+
+    def _until_eos(self, guesses: list[list[int]]) -> list[list[int]]:
+        """Each row's guess up to its first EOS: no call needs the positions after one."""
+        eos = self.models.eos_ids
+        return [next((g[:i] for i, t in enumerate(g) if t in eos), g) for g in guesses]
 
     def _guess(self, column: torch.Tensor, n: int, with_extra: bool = False) -> tuple[torch.Tensor, list | None]:
         """``n`` greedy tokens after ``column`` [prompts, 1] from the local pairs alone; their states are

@@ -450,3 +450,27 @@ def test_a_server_with_fewer_extra_ids_than_a_call_asks_gets_the_top_k_set(tiny_
     models = remote_setup(tiny_models, default_serve.url, remote_top_k=3, remote_extra=5, remote_lookahead=8)
     assert models.base.source.extra_top == 0  # found by the probe, before decoding
     assert len(complete(models, random_prompts(1, seed=2), max_new_tokens=N)[0].token_ids) > 0
+
+
+def test_a_lazy_extend_calls_only_for_its_first_position(tiny_models, remote):
+    """Drafted positions past what the calls made so far know are left unscored (and cost no call)."""
+    from proxytool.decoding.stepper import Stepper
+
+    models = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5, remote_lookahead=4)
+    calls = models.base.source.client.calls
+    off_path = torch.tensor([[7, 300, 11, 12]])  # greedy paths of the tiny base never take these
+    with Stepper(models) as eager:
+        eager.prefill(["a poll of voters"])
+        before = calls.completions
+        want = eager.extend(off_path)
+        assert calls.completions - before == 4 and eager.known(4) == 4
+    with Stepper(models) as lazy:
+        lazy.prefill(["a poll of voters"])
+        before = calls.completions
+        got = lazy.extend(off_path, lazy=True)
+        assert calls.completions - before == 1 and lazy.known(4) == 1
+        assert torch.equal(got[:, 0], want[:, 0])
+        lazy.truncate(3)
+        again = lazy.step(off_path[:, 1])  # the dropped position, now called for (one local forward vs four)
+        assert torch.equal(again.isinf(), want[:, 1].isinf())
+        assert torch.allclose(again[~again.isinf()], want[:, 1][~again.isinf()], atol=1e-4)
