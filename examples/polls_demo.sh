@@ -14,7 +14,7 @@
 # Run from the repository root:  bash examples/polls_demo.sh [POLL_LIST_CSV]
 # Environment: POLLS (polls kept, default 6: 2 trained, 2 document-only, 2 unseen), ALPHA (proxy
 #              alpha or comma list, default 1), THREADS (default 2), OUT (default runs/demo).
-# Measured on 2 CPU cores: see docs/results.md (about 30 minutes with the pack install).
+# Measured on 2 idle CPU cores: 16.5 minutes with the pack install (docs/results.md).
 set -euo pipefail
 csv=${1:-../shared/data/polls/538_2024_forecast_poll_list.csv}
 polls=${POLLS:-6}
