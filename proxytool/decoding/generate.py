@@ -120,6 +120,7 @@ def generate(
             for row, token in zip(rows, tokens.tolist()):
                 if not row.done:
                     _append(row, token, models.tokenizer, draw.eos_ids, stop)
+            stepper.retire({i for i, row in enumerate(rows) if row.done})
             if step == max_new_tokens - 1:
                 for row in rows:
                     row.finish_reason = row.finish_reason or "length"
@@ -146,15 +147,20 @@ def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[i
         if all(int(drafted[i]) == int(tokens[i]) for i in active):
             return scores, ahead[1:]
         stepper.truncate(len(ahead))
-    offered = stepper.draft(tokens) if room > 0 else []
+    offered = [d for i, d in enumerate(stepper.draft(tokens)) if i in active] if room > 0 else []
     drafts = [until_eos(d, eos_ids) for d in offered]
     m = min([room] + [len(d) for d in drafts]) if drafts else 0
     if m == 0 and any(not d for d in offered):  # the base's path is exhausted: guess with the pair (the call is due)
-        drafts = stepper.propose(tokens, room) or []
+        exhausted = [i for i, d in zip(active, offered) if not d]  # only these rows call
+        guessed = stepper.propose(tokens, room, rows=exhausted)
+        drafts = [guessed[i] if i in exhausted else d for i, d in zip(active, drafts)] if guessed else []
         m = min(len(d) for d in drafts) if drafts else 0
     if m == 0:
         return stepper.step(tokens), []
-    draft = torch.tensor([d[:m] for d in drafts], dtype=torch.long, device=tokens.device)
+    by_row = dict(zip(active, drafts))  # finished rows take any tokens: the first active row's
+    draft = torch.tensor(
+        [by_row.get(i, drafts[0])[:m] for i in range(len(tokens))], dtype=torch.long, device=tokens.device
+    )
     scored = stepper.extend(torch.cat([tokens.unsqueeze(1), draft], dim=1), lazy=True)
     known = stepper.known(m + 1) - 1  # drafted positions that hold scores; the rest are dropped
     if known < m:

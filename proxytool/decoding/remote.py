@@ -13,6 +13,7 @@ scores those positions in one forward). That is exact for greedy decoding and fo
 the distribution at every step is the same top-K proxy distribution; only the number of calls changes.
 """
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class RemoteState:
     contexts: list[list[int]]
     paths: list[_Path | None] = field(default_factory=list)
     known: int | None = None  # after a lazy extend: how many of its columns hold scores (see extend)
+    retired: set[int] = field(default_factory=set)  # finished rows: never called for again (see retire)
 
 
 class TokenKeys:
@@ -184,6 +186,8 @@ class RemoteSource:
     def _known(self, state: RemoteState, wanted: list[set[int]] | None) -> bool:
         """Whether every row's position after its context (with the ``wanted`` ids) is already known."""
         for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            if i in state.retired:
+                continue
             j = path.offset(context) if path is not None else None
             if j is None or not path.covers(j, set() if wanted is None else wanted[i]):
                 return False
@@ -193,15 +197,23 @@ class RemoteSource:
         extra = None if extra is None else [[ids] for ids in extra]
         return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1), extra)]
 
+    def retire(self, state: RemoteState, rows: set[int]) -> None:
+        """Rows whose generation ended: no call is made for them from now on, and their scores are
+        zeros (read by nobody)."""
+        state.retired |= set(rows)
+
     def truncate(self, state: RemoteState, drop: int) -> None:
         if drop > 0:
             state.contexts = [c[:-drop] for c in state.contexts]
 
-    def draft(self, state: RemoteState, tokens: torch.Tensor) -> list[list[int]]:
+    def draft(self, state: RemoteState, tokens: torch.Tensor) -> list[list[int] | None]:
         """Per row, the tokens that may follow ``tokens`` [prompts] at no call: the server's greedy
-        path after them, as far as the position after the last one is known."""
+        path after them, as far as the position after the last one is known (None: a retired row)."""
         drafts = []
-        for context, path, token in zip(state.contexts, state.paths, tokens.tolist()):
+        for row, (context, path, token) in enumerate(zip(state.contexts, state.paths, tokens.tolist())):
+            if row in state.retired:
+                drafts.append(None)
+                continue
             j = path.offset(context) if path is not None else None
             if j is None or j >= len(path.tokens) or path.tokens[j] != token:
                 drafts.append([])
@@ -217,14 +229,16 @@ class RemoteSource:
         tokens: torch.Tensor,
         guesses: list[list[int]],
         extra: list[list[set[int]]] | None = None,
+        rows: Sequence[int] | None = None,
     ) -> None:
-        """One call per row for the positions after ``tokens`` [prompts] and then along ``guesses``
-        (echoed, so the server scores the guessed tokens), and the server's greedy path beyond them;
-        ``extra[row]``: the extra ids along the guess, asked in the same call."""
+        """One call per row of ``rows`` (default: every row not retired) for the positions after ``tokens``
+        [prompts] and then along ``guesses`` (echoed, so the server scores the guessed tokens), and the
+        server's greedy path beyond them; ``extra[row]``: the extra ids along the guess, asked in the same call."""
         anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
         asked = [set().union(*extra[i]) if extra is not None else set() for i in range(len(anchors))]
-        jobs = list(zip(anchors, guesses, asked))
-        for i, path in enumerate(self._pool.map(lambda job: self._call(*job), jobs)):
+        rows = [i for i in (range(len(anchors)) if rows is None else rows) if i not in state.retired]
+        jobs = [(anchors[i], guesses[i], asked[i]) for i in rows]
+        for i, path in zip(rows, self._pool.map(lambda job: self._call(*job), jobs)):
             state.paths[i] = path
 
     def _next(
@@ -235,6 +249,8 @@ class RemoteSource:
         wanted = [set() if extra is None else set(extra[i]) for i in range(len(state.contexts))]
         missing: dict[tuple, list[int]] = {}  # rows with the same context share one call (n > 1, sampling)
         for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            if i in state.retired:
+                continue
             j = path.offset(context) if path is not None else None
             if j is None or not path.covers(j, wanted[i]):
                 missing.setdefault(tuple(context), []).append(i)
@@ -247,6 +263,9 @@ class RemoteSource:
                 state.paths[i] = path
         out = torch.full((len(state.contexts), self.vocab_size), float("-inf"))
         for row, (context, path) in enumerate(zip(state.contexts, state.paths)):
+            if row in state.retired:
+                out[row] = 0.0
+                continue
             dist = path.dist(path.offset(context), wanted[row])
             ids = [i for i in dist if 0 <= i < self.vocab_size]
             out[row, ids] = torch.tensor([dist[i] for i in ids], dtype=torch.float32)

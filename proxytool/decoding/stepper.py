@@ -113,19 +113,28 @@ class Stepper:
         wanted = [s for s in self.models.sources if id(s) in tokens]
         return self._each_source(lambda s: s.extend(self._states[id(s)], tokens[id(s)]), wanted)
 
-    def draft(self, tokens: torch.Tensor) -> list[list[int]]:
+    def retire(self, rows: set[int]) -> None:
+        """Rows whose generation ended: a remote base makes no call for them any more (their scores
+        are then meaningless); a local base ignores this."""
+        base = self.models.base.source
+        if rows and hasattr(base, "retire"):
+            base.retire(self._states[id(base)], rows)
+
+    def draft(self, tokens: torch.Tensor) -> list[list[int] | None]:
         """Per row, tokens that may follow ``tokens`` [prompts] and that the base scores at no extra cost
-        (a remote base's greedy lookahead, see remote.py); empty lists for a local base."""
+        (a remote base's greedy lookahead, see remote.py); empty lists for a local base, None for a
+        retired row (anything may follow)."""
         base = self.models.base.source
         drafter = getattr(base, "draft", None)
         if drafter is None:
             return [[] for _ in range(tokens.shape[0])]
         return drafter(self._states[id(base)], tokens)
 
-    def propose(self, tokens: torch.Tensor, limit: int) -> list[list[int]] | None:
+    def propose(self, tokens: torch.Tensor, limit: int, rows: Sequence[int] | None = None) -> list[list[int]] | None:
         """Guess up to ``limit`` tokens after ``tokens`` [prompts] from the local pairs alone (the first
         anti-expert stands in for the base: ``anti + Σ α (expert − anti)``, greedy), and have the base
-        fetch its top-K along the guess in one call. None where the base takes no guesses (a local base)."""
+        fetch its top-K along the guess in one call per row of ``rows`` (default: every row). None where
+        the base takes no guesses (a local base)."""
         base = self.models.base.source
         n = min(limit, getattr(base, "guess_length", 0))
         if n <= 0 or not self.models.pairs:
@@ -135,7 +144,7 @@ class Stepper:
         guesses = self._until_eos(guess.tolist())
         if extra:  # the candidates after ``tokens`` and after each kept guessed token
             guess_extra = [row[: len(g) + 1] for row, g in zip(guess_extra, guesses)]
-        base.prefetch(self._states[id(base)], tokens, guesses, **({"extra": guess_extra} if extra else {}))
+        base.prefetch(self._states[id(base)], tokens, guesses, **({"extra": guess_extra} if extra else {}), rows=rows)
         return guesses
 
     def _until_eos(self, guesses: list[list[int]]) -> list[list[int]]:

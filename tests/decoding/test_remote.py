@@ -474,3 +474,32 @@ def test_a_lazy_extend_calls_only_for_its_first_position(tiny_models, remote):
         again = lazy.step(off_path[:, 1])  # the dropped position, now called for (one local forward vs four)
         assert torch.equal(again.isinf(), want[:, 1].isinf())
         assert torch.allclose(again[~again.isinf()], want[:, 1][~again.isinf()], atol=1e-4)
+
+
+def test_drafts_stop_before_an_end_of_sequence():
+    from proxytool.decoding.generate import until_eos
+
+    assert until_eos([5, 6, 0, 7], frozenset({0})) == [5, 6]
+    assert until_eos([0, 7], frozenset({0})) == []
+    assert until_eos([5, 6], frozenset({0})) == [5, 6]
+    assert until_eos([5, 0], frozenset()) == [5, 0]  # ignore_eos: no end
+
+
+@pytest.mark.parametrize("lookahead", [0, 6])
+def test_finished_rows_cost_a_remote_base_no_calls(tiny_models, remote, lookahead):
+    """A batch whose rows end at different steps: each row as alone, and no more calls than alone."""
+    models = remote_setup(tiny_models, remote.url, remote_top_k=3, remote_extra=5, remote_lookahead=lookahead)
+    calls = models.base.source.client.calls
+    prompts = random_prompts(3, seed=12)
+    first = complete(models, [prompts[0]], max_new_tokens=N)[0]
+    stop = [models.tokenizer.decode(first.token_ids[:3])[-2:]]  # ends row 0 after ~3 tokens
+    solo, solo_calls = [], 0
+    for prompt in prompts:
+        before = calls.completions
+        solo.append(complete(models, [prompt], max_new_tokens=N, stop=stop)[0])
+        solo_calls += calls.completions - before
+    before = calls.completions
+    batch = complete(models, prompts, max_new_tokens=N, stop=stop)
+    assert [c.token_ids for c in batch] == [c.token_ids for c in solo]
+    assert len({len(c.token_ids) for c in batch}) > 1  # the rows did end at different steps
+    assert calls.completions - before <= solo_calls
