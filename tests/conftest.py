@@ -34,3 +34,23 @@ def tiny_models(tmp_path_factory):
         "expert": save_model(root / "expert", seed=3, vocab_size=336),  # padded vocabulary
         "gpt2": save_model(root / "gpt2", arch="gpt2", seed=4, chat=False),
     }
+
+
+@pytest.fixture
+def sigint_after_first_train_step(monkeypatch):
+    """`proxytool train` gets one SIGINT (Ctrl-C) right after its first optimizer step, in every run
+    until the returned ``disarm()`` is called."""
+    import signal
+
+    from proxytool.cli import train as train_cli
+
+    original = train_cli.RichTrainProgress.step
+
+    def step(self, number, stats):
+        original(self, number, stats)
+        if number == 1 and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train_cli.RichTrainProgress, "step", step)
+    return lambda: monkeypatch.setattr(train_cli.RichTrainProgress, "step", original)

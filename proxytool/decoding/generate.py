@@ -8,7 +8,7 @@ import torch
 from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
-from proxytool.decoding.stepper import Stepper
+from proxytool.decoding.stepper import Stepper, until_eos
 
 __all__ = [
     "Completion",
@@ -166,11 +166,6 @@ def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[i
     if known < m:
         stepper.truncate(m - known)
     return scored[:, 0], [(draft[:, j], scored[:, j + 1]) for j in range(known)]
-
-
-def until_eos(tokens: list[int], eos_ids) -> list[int]:
-    """``tokens`` up to (not including) the first of ``eos_ids``."""
-    return next((tokens[:i] for i, t in enumerate(tokens) if t in eos_ids), tokens)
 
 
 def _append(row: Row, token: int, tokenizer, eos_ids: frozenset[int], stop: Sequence[str]) -> None:

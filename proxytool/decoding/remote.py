@@ -184,14 +184,19 @@ class RemoteSource:
         return [torch.stack(columns, dim=1)]
 
     def _known(self, state: RemoteState, wanted: list[set[int]] | None) -> bool:
-        """Whether every row's position after its context (with the ``wanted`` ids) is already known."""
-        for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
-            if i in state.retired:
-                continue
-            j = path.offset(context) if path is not None else None
-            if j is None or not path.covers(j, set() if wanted is None else wanted[i]):
-                return False
-        return True
+        """Whether every live row's position after its context (with the ``wanted`` ids) is already known."""
+        return all(
+            self._row_known(state, i, set() if wanted is None else wanted[i])
+            for i in range(len(state.contexts))
+            if i not in state.retired
+        )
+
+    @staticmethod
+    def _row_known(state: RemoteState, row: int, ids: set[int]) -> bool:
+        """Whether row ``row``'s last call knows the position after its context, ``ids`` included."""
+        path = state.paths[row]
+        j = path.offset(state.contexts[row]) if path is not None else None
+        return j is not None and path.covers(j, ids)
 
     def step(self, state: RemoteState, tokens: torch.Tensor, extra: list[set[int]] | None = None) -> list[torch.Tensor]:
         extra = None if extra is None else [[ids] for ids in extra]
@@ -248,11 +253,8 @@ class RemoteSource:
         ``extra[row]`` where given); calls the server where unknown, asking ``extra`` (and ``hint``) ids."""
         wanted = [set() if extra is None else set(extra[i]) for i in range(len(state.contexts))]
         missing: dict[tuple, list[int]] = {}  # rows with the same context share one call (n > 1, sampling)
-        for i, (context, path) in enumerate(zip(state.contexts, state.paths)):
-            if i in state.retired:
-                continue
-            j = path.offset(context) if path is not None else None
-            if j is None or not path.covers(j, wanted[i]):
+        for i, context in enumerate(state.contexts):
+            if i not in state.retired and not self._row_known(state, i, wanted[i]):
                 missing.setdefault(tuple(context), []).append(i)
         jobs = [
             (list(c), (), set().union(*(wanted[i] | _union(None, i, hint) for i in rows)))

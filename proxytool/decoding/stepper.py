@@ -53,7 +53,7 @@ class Stepper:
             if guessing:
                 first = stand_in.argmax(-1, keepdim=True)
                 rest, guess_extra = self._guess(first, base.guess_length - 1, with_extra=extra)
-                guesses = self._until_eos(torch.cat([first, rest], dim=1).tolist())
+                guesses = [until_eos(g, self.models.eos_ids) for g in torch.cat([first, rest], dim=1).tolist()]
                 kwargs["guesses"] = guesses
                 if extra:  # the candidates after each kept guessed token (after the prompt: `extra`)
                     kwargs["guess_extra"] = [row[: len(g)] for row, g in zip(guess_extra, guesses)]
@@ -141,16 +141,11 @@ class Stepper:
             return None
         extra = self._extra_top() > 0
         guess, guess_extra = self._guess(tokens.unsqueeze(1), n, with_extra=extra)
-        guesses = self._until_eos(guess.tolist())
+        guesses = [until_eos(g, self.models.eos_ids) for g in guess.tolist()]
         if extra:  # the candidates after ``tokens`` and after each kept guessed token
             guess_extra = [row[: len(g) + 1] for row, g in zip(guess_extra, guesses)]
         base.prefetch(self._states[id(base)], tokens, guesses, **({"extra": guess_extra} if extra else {}), rows=rows)
         return guesses
-
-    def _until_eos(self, guesses: list[list[int]]) -> list[list[int]]:
-        """Each row's guess up to its first EOS: no call needs the positions after one."""
-        eos = self.models.eos_ids
-        return [next((g[:i] for i, t in enumerate(g) if t in eos), g) for g in guesses]
 
     def _guess(self, column: torch.Tensor, n: int, with_extra: bool = False) -> tuple[torch.Tensor, list | None]:
         """``n`` greedy tokens after ``column`` [prompts, 1] from the local pairs alone; their states are
@@ -232,6 +227,11 @@ class Stepper:
         if lanes is None:
             return {id(s): fn(s) for s in sources}
         return lanes.map(fn, sources)
+
+
+def until_eos(tokens: list[int], eos_ids) -> list[int]:
+    """``tokens`` up to (not including) the first of ``eos_ids``: no position after an end is needed."""
+    return next((tokens[:i] for i, t in enumerate(tokens) if t in eos_ids), tokens)
 
 
 def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:

@@ -198,18 +198,9 @@ def test_resume_skips_an_incomplete_checkpoint_and_a_never_saved_run_starts_agai
     assert checkpoints.is_complete(trainer_dir / "checkpoint-3")  # saved again, completely
 
 
-def test_ctrl_c_during_train_exits_130_through_the_entry_point(tiny_models, data_file, tmp_path, monkeypatch):
-    from proxytool.cli import train as train_cli
-
-    original = train_cli.RichTrainProgress.step
-
-    def step(self, number, stats):
-        original(self, number, stats)
-        if number == 1 and not getattr(self, "sent", False):
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(train_cli.RichTrainProgress, "step", step)
+def test_ctrl_c_during_train_exits_130_through_the_entry_point(
+    tiny_models, data_file, tmp_path, sigint_after_first_train_step
+):
     output = tmp_path / "run"
     code, _, err = run_cli(
         "train", "--model", tiny_models["base"], "--data", data_file, "--output", output, "--max-steps", "3",

@@ -69,6 +69,19 @@ def remote(tiny_models):
         yield server
 
 
+@pytest.fixture(scope="module")
+def local(tiny_models):
+    """The same proxy with every model loaded here (the base too): what a remote base is compared with."""
+    return load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[str(tiny_models["expert"])],
+            anti_experts=[str(tiny_models["anti"])],
+            alphas=[1.5],
+        )
+    )
+
+
 KEY = "secret"
 
 
@@ -106,16 +119,8 @@ def test_lookahead_is_token_identical_and_saves_calls(tiny_models, remote, draft
     assert ahead.base.source.client.calls.completions < plain.base.source.client.calls.completions
 
 
-def test_top_k_covering_the_vocabulary_equals_local_proxy_decoding(tiny_models, remote):
+def test_top_k_covering_the_vocabulary_equals_local_proxy_decoding(tiny_models, remote, local):
     prompts = random_prompts(4, seed=3)
-    local = load_proxy_models(
-        proxy_setup(
-            tiny_models["base"],
-            experts=[str(tiny_models["expert"])],
-            anti_experts=[str(tiny_models["anti"])],
-            alphas=[1.5],
-        )
-    )
     want = [c.token_ids for c in complete(local, prompts, max_new_tokens=N)]
     models = remote_setup(tiny_models, remote.url, remote_top_k=10_000, remote_lookahead=4)
     assert [c.token_ids for c in complete(models, prompts, max_new_tokens=N)] == want  # a batch
@@ -315,17 +320,9 @@ def test_extra_ids_equal_the_top_k_union_pair_top_m_reference(tiny_models, model
         assert ids == want
 
 
-def test_extra_ids_bring_remote_decoding_closer_to_local(tiny_models, models_of, remote):
+def test_extra_ids_bring_remote_decoding_closer_to_local(tiny_models, models_of, remote, local):
     """With K = 1 the base alone picks the candidates; the pair's own top M lets the proxy choose
     tokens outside them (EOS among them), so remote decoding agrees with local decoding for longer."""
-    local = load_proxy_models(
-        proxy_setup(
-            tiny_models["base"],
-            experts=[str(tiny_models["expert"])],
-            anti_experts=[str(tiny_models["anti"])],
-            alphas=[1.5],
-        )
-    )
     prompts = random_prompts(6, seed=21)
     want = [c.token_ids for c in complete(local, prompts, max_new_tokens=N)]
     plain = [
@@ -477,7 +474,7 @@ def test_a_lazy_extend_calls_only_for_its_first_position(tiny_models, remote):
 
 
 def test_drafts_stop_before_an_end_of_sequence():
-    from proxytool.decoding.generate import until_eos
+    from proxytool.decoding.stepper import until_eos
 
     assert until_eos([5, 6, 0, 7], frozenset({0})) == [5, 6]
     assert until_eos([0, 7], frozenset({0})) == []

@@ -193,17 +193,10 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tiny_models, data_file,
         resolve_config(None, {"output": str(output), "lr": 0.5}, resume=True)
 
 
-def test_cli_ctrl_c_exits_130_and_resume_flag_continues(tiny_models, data_file, tmp_path, monkeypatch):
+def test_cli_ctrl_c_exits_130_and_resume_flag_continues(
+    tiny_models, data_file, tmp_path, sigint_after_first_train_step
+):
     output = tmp_path / "cli"
-    original = train_cli.RichTrainProgress.step
-
-    def step(self, number, stats):
-        original(self, number, stats)
-        if number == 1 and not getattr(self, "sent", False):
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(train_cli.RichTrainProgress, "step", step)
     args = [
         "train",
         "--data",
@@ -220,7 +213,7 @@ def test_cli_ctrl_c_exits_130_and_resume_flag_continues(tiny_models, data_file, 
     stopped = CliRunner().invoke(app(), args)
     assert stopped.exit_code == 130, stopped.output
     assert "resume with: proxytool train --resume --output" in stopped.output
-    monkeypatch.setattr(train_cli.RichTrainProgress, "step", original)
+    sigint_after_first_train_step()  # disarm: the resumed run goes to the end
     resumed = CliRunner().invoke(app(), ["train", "--resume", "--output", str(output)])
     assert resumed.exit_code == 0, resumed.output
     assert read_metadata(output)["metrics"]["global_step"] == 2
