@@ -52,9 +52,8 @@ def main() -> None:
     prepare_runtime(args.threads)
     import torch
 
-    from proxytool.decoding.generate import complete
+    from proxytool.decoding.generate import complete, generate
     from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
-    from proxytool.decoding.speculative import speculative_generate
 
     with open(args.prompts) as f:
         prompts = [json.loads(line)["prompt"] for line in f][: args.n_prompts]
@@ -99,7 +98,7 @@ def main() -> None:
             stats = {}
             t0 = time.perf_counter()
             rows = None
-            for rows in speculative_generate(models, [prompt], k=k, max_new_tokens=n, ignore_eos=True, stats=stats):  # noqa: B007
+            for rows in generate(models, [prompt], speculative=k, max_new_tokens=n, ignore_eos=True, stats=stats):  # noqa: B007
                 pass
             timed[f"speculative k={k}"] = time.perf_counter() - t0
             assert rows[0].token_ids == plain.token_ids, "speculative output differs from plain decoding"

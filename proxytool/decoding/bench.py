@@ -178,11 +178,17 @@ class _Speculative(_Proxy):
         self.k, self.draft, self.stats = config.speculative, config.draft, {}
 
     def decode(self, prompts, n):
-        from proxytool.decoding.speculative import speculative_generate
+        from proxytool.decoding.generate import generate
 
         self.stats = {}
-        rows = speculative_generate(
-            self.models, prompts, k=self.k, max_new_tokens=n, ignore_eos=True, draft=self.draft, stats=self.stats
+        rows = generate(
+            self.models,
+            prompts,
+            speculative=self.k,
+            max_new_tokens=n,
+            ignore_eos=True,
+            draft=self.draft,
+            stats=self.stats,
         )
         for _ in rows:
             self._mark_first()

@@ -1,14 +1,24 @@
-"""The decoding loop shared by decode, chat, eval and serve: prefill, combine, sample, stop; a generator."""
+"""The decoding loop shared by decode, chat, eval, serve and bench: a generator over rounds.
+
+One loop: prefill and choose the first tokens, then rounds until every row has ended. A round is a
+strategy: :class:`StepRounds` scores the position after the pending tokens and chooses one token
+(reusing positions a remote base scored ahead); :class:`proxytool.decoding.speculative.SpeculativeRounds`
+drafts k tokens with the small models and verifies them in one forward. Both share the row
+bookkeeping (decoding/rows.py), stop handling and the retirement of finished rows.
+"""
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
-from proxytool.decoding.sampling import SamplingConfig, choose_next, row_generators
+from proxytool.decoding.rows import Row, Rows, RowSampling
+from proxytool.decoding.sampling import SamplingConfig, choose_next
+from proxytool.decoding.speculative import SpeculativeRounds
 from proxytool.decoding.stepper import Stepper, until_eos
+from proxytool.errors import ProxyToolError
 
 __all__ = [
     "Completion",
@@ -25,40 +35,6 @@ __all__ = [
 StepObserver = Callable[[Stepper, torch.Tensor, torch.Tensor], None]  # (stepper, scores, chosen tokens)
 
 
-@dataclass
-class Row:
-    """One prompt's generation so far."""
-
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop" (EOS or stop string) or "length"
-    text_end: int | None = None  # where a stop string starts in the decoded text
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-
-@dataclass
-class RowSampling:
-    """What a generation draws with: one seeded generator per prompt, the warpers, the ids that end a row."""
-
-    generators: list[torch.Generator]
-    warpers: object
-    eos_ids: frozenset[int]
-
-    @classmethod
-    def start(cls, models: ProxyModels, n_prompts: int, sampling: SamplingConfig, row_seeds, ignore_eos: bool):
-        seeds = list(row_seeds if row_seeds is not None else range(n_prompts))
-        return cls(row_generators(sampling, seeds), sampling.warpers(), frozenset() if ignore_eos else models.eos_ids)
-
-
-def finished(rows: list[Row]) -> list[Row]:
-    """Rows that got no token budget: every one ends for ``length``."""
-    for row in rows:
-        row.finish_reason = "length"
-    return rows
-
-
 def generate(
     models: ProxyModels,
     prompts: Sequence[Prompt],
@@ -72,8 +48,9 @@ def generate(
     observe: StepObserver | None = None,
     speculative: int = 0,
     draft: str = "expert",
+    stats: dict | None = None,
 ) -> Iterator[list[Row]]:
-    """Decode ``prompts`` as one left-padded batch; yields the rows after every step.
+    """Decode ``prompts`` as one left-padded batch; yields the rows after every emitted token.
 
     Args:
         row_seeds: per-prompt seeds (default: positions in the batch), so a prompt samples the same
@@ -85,51 +62,55 @@ def generate(
             forward (proxytool/decoding/speculative.py); 0 decodes step by step. Greedy output is
             token-identical; sampling draws from the same distribution (not the same random stream).
         draft: what drafts when speculating: ``expert`` or ``small-proxy``.
+        stats: speculative only: filled with ``rounds``, ``drafted`` and ``accepted`` (drafts kept).
     """
-    if speculative:
-        from proxytool.decoding.speculative import speculative_generate
-        from proxytool.errors import ProxyToolError
-
-        if observe is not None:
-            raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
-        yield from speculative_generate(
-            models,
-            prompts,
-            k=speculative,
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            stop=stop,
-            row_seeds=row_seeds,
-            alphas=alphas,
-            ignore_eos=ignore_eos,
-            draft=draft,
-        )
+    if speculative and observe is not None:
+        raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
+    draw = RowSampling.start(models.eos_ids, len(prompts), sampling, row_seeds, ignore_eos)
+    rows = Rows(len(prompts), max_new_tokens, models.tokenizer, draw.eos_ids, stop)
+    if rows.over:
+        yield rows.rows
         return
-    rows = [Row() for _ in prompts]
-    if max_new_tokens <= 0:
-        yield finished(rows)
-        return
-    draw = RowSampling.start(models, len(prompts), sampling, row_seeds, ignore_eos)
     with Stepper(models, alphas) as stepper:
-        scores = stepper.prefill(prompts)
-        ahead: list[tuple[torch.Tensor, torch.Tensor]] = []  # positions scored in advance (see _advance)
-        for step in range(max_new_tokens):
-            tokens = choose_next(scores, sampling, draw.generators, draw.warpers)
-            if observe is not None:
-                observe(stepper, scores, tokens)
-            for row, token in zip(rows, tokens.tolist()):
-                if not row.done:
-                    _append(row, token, models.tokenizer, draw.eos_ids, stop)
-            stepper.retire({i for i, row in enumerate(rows) if row.done})
-            if step == max_new_tokens - 1:
-                for row in rows:
-                    row.finish_reason = row.finish_reason or "length"
-            yield rows
-            if all(row.done for row in rows):
-                return
-            room = max_new_tokens - step - 2 if observe is None else 0
-            active = [i for i, r in enumerate(rows) if not r.done]
-            scores, ahead = _advance(stepper, tokens, ahead, active, room, draw.eos_ids)
+        if speculative:
+            rounds = SpeculativeRounds(stepper, speculative, draft, sampling, draw, stats)
+        else:
+            rounds = StepRounds(stepper, sampling, draw, observe)
+        pending = rounds.first(prompts)
+        rows.emit(pending.tolist())
+        yield rows.rows
+        while not rows.over:
+            stepper.retire(rows.finished())
+            columns = rounds.next(pending, rows.active(), rows.left)
+            for j in range(columns.shape[1]):
+                rows.emit(columns[:, j].tolist())
+                yield rows.rows
+                if rows.over:
+                    return
+            pending = columns[:, -1]
+
+
+class StepRounds:
+    """One token per round: the proxy scores after the pending tokens, then the choice."""
+
+    def __init__(self, stepper: Stepper, sampling: SamplingConfig, draw: RowSampling, observe: StepObserver | None):
+        self.stepper, self.sampling, self.draw, self.observe = stepper, sampling, draw, observe
+        self.ahead: list[tuple[torch.Tensor, torch.Tensor]] = []  # positions scored in advance (see _advance)
+
+    def first(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        return self._choose(self.stepper.prefill(prompts))
+
+    def next(self, pending: torch.Tensor, active: list[int], left: int) -> torch.Tensor:
+        """The next token per row [prompts, 1], after ``pending`` [prompts]."""
+        room = left - 1 if self.observe is None else 0
+        scores, self.ahead = _advance(self.stepper, pending, self.ahead, active, room, self.draw.eos_ids)
+        return self._choose(scores).unsqueeze(1)
+
+    def _choose(self, scores: torch.Tensor) -> torch.Tensor:
+        tokens = choose_next(scores, self.sampling, self.draw.generators, self.draw.warpers)
+        if self.observe is not None:
+            self.observe(self.stepper, scores, tokens)
+        return tokens
 
 
 def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int, eos_ids=frozenset()):
@@ -166,18 +147,6 @@ def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[i
     if known < m:
         stepper.truncate(m - known)
     return scored[:, 0], [(draft[:, j], scored[:, j + 1]) for j in range(known)]
-
-
-def _append(row: Row, token: int, tokenizer, eos_ids: frozenset[int], stop: Sequence[str]) -> None:
-    row.token_ids.append(token)
-    if token in eos_ids:
-        row.finish_reason = "stop"
-        return
-    if stop:
-        text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
-        hits = [text.find(s) for s in stop if s in text]
-        if hits:
-            row.finish_reason, row.text_end = "stop", min(hits)
 
 
 @dataclass

@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from proxytool.decoding.sources import ModelSource
+from proxytool.decoding.sources import Source
 
 
 class Lanes:
     """Sources split into lanes that step concurrently; within a lane, one after another."""
 
-    def __init__(self, lanes: list[list[ModelSource]], threads: list[int]):
+    def __init__(self, lanes: list[list[Source]], threads: list[int]):
         self.lanes = lanes
         self.threads = threads
         self.pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="proxytool-lane")
@@ -26,9 +26,7 @@ class Lanes:
             [torch.cuda.Stream(device=device) for _ in lanes] if device.type == "cuda" else [None] * len(lanes)
         )
 
-    def map(
-        self, fn: Callable[[ModelSource], list[torch.Tensor]], wanted: list[ModelSource]
-    ) -> dict[int, list[torch.Tensor]]:
+    def map(self, fn: Callable[[Source], list[torch.Tensor]], wanted: list[Source]) -> dict[int, list[torch.Tensor]]:
         """``fn(source)`` for every wanted source; returns ``{id(source): result}``."""
         keep = {id(s) for s in wanted}
         lanes = [[s for s in lane if id(s) in keep] for lane in self.lanes]
@@ -56,7 +54,7 @@ class Lanes:
             return {id(s): fn(s) for s in lane}
 
 
-def plan_lanes(base: ModelSource, others: list[ModelSource], total_threads: int) -> Lanes | None:
+def plan_lanes(base: Source, others: list[Source], total_threads: int) -> Lanes | None:
     """Two lanes: the base, and the proxies; threads split evenly (at least one each). None if pointless."""
     if not others:
         return None

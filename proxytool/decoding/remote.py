@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from proxytool.decoding.formats import Prompt, PromptFormat
-from proxytool.decoding.sources import Group
+from proxytool.decoding.sources import Candidates, Group, Source
 from proxytool.errors import ProxyToolError
 from proxytool.models.remote_client import RemoteClient, RemoteHTTPError
 
@@ -89,8 +89,10 @@ class TokenKeys:
         return self._pieces.get(key)
 
 
-class RemoteSource:
+class RemoteSource(Source):
     """The base behind an HTTP API: one row group, top-K log-probabilities (``-inf`` elsewhere)."""
+
+    local = False
 
     def __init__(
         self,
@@ -122,32 +124,24 @@ class RemoteSource:
         self.extra_top = extra
         self.vocab_size = len(tokenizer)
         self.device = torch.device("cpu")
-        self.max_length = None
         self.keys = TokenKeys(tokenizer)
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="proxytool-remote")
 
-    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        return [self.groups[0].prompt_format.encode(p) for p in prompts]
-
     def prefill(
-        self,
-        prompts: list[Prompt],
-        all_positions: bool = False,
-        guesses: list[list[int]] | None = None,
-        extra: list[set[int]] | None = None,
-        guess_extra: list[list[set[int]]] | None = None,
+        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
     ) -> tuple[RemoteState, list[torch.Tensor]]:
-        """The top-K after each prompt; with ``guesses`` the same call scores them too (see prefetch).
-
-        ``extra``: per row, ids that join the candidate set after the prompt (the Stepper's pair top-M and
-        EOS); ``guess_extra``: per row, those along the guess, asked in the same call."""
+        """The top-K after each prompt; with ``candidates.guesses`` the same call scores them too (see
+        prefetch). ``candidates.after``: per row, ids that join the candidate set after the prompt (the
+        Stepper's pair top-M and EOS); ``candidates.along``: those along the guess, asked in the same call."""
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported with a remote base")
+        candidates = candidates or Candidates()
+        extra = candidates.after
         state = RemoteState([list(r) for r in self.encode(prompts)])
         state.paths = [None] * len(state.contexts)
-        if guesses is not None and self.guess_length > 0:
-            asked = [_union(extra, i, guess_extra) for i in range(len(state.contexts))]
-            jobs = list(zip(state.contexts, guesses, asked))
+        if candidates.guesses is not None and self.guess_length > 0:
+            asked = [_union(extra, i, candidates.along) for i in range(len(state.contexts))]
+            jobs = list(zip(state.contexts, candidates.guesses, asked))
             state.paths = list(self._pool.map(lambda job: self._call(*job), jobs))
         return state, [self._next(state, extra)]
 
@@ -155,14 +149,15 @@ class RemoteSource:
         self,
         state: RemoteState,
         tokens: torch.Tensor,
-        extra: list[list[set[int]]] | None = None,
+        candidates: list[list[set[int]]] | None = None,
         lazy: bool = False,
     ) -> list[torch.Tensor]:
         """Append ``tokens`` [prompts, k]; the top-K log-probs after each [prompts, k, vocab].
 
-        ``extra[row][j]``: ids that join the candidate set after the j-th token (see prefill).
+        ``candidates[row][j]``: ids that join the candidate set after the j-th token (see prefill).
         ``lazy``: after the first column, stop at the first one the last calls do not cover (no call for
         positions a draft may never reach); ``state.known`` says how many columns hold scores."""
+        extra = candidates
         state.known = None
         if tokens.shape[1] == 0:
             return [torch.full((len(state.contexts), 0, self.vocab_size), float("-inf"))]
@@ -198,9 +193,8 @@ class RemoteSource:
         j = path.offset(state.contexts[row]) if path is not None else None
         return j is not None and path.covers(j, ids)
 
-    def step(self, state: RemoteState, tokens: torch.Tensor, extra: list[set[int]] | None = None) -> list[torch.Tensor]:
-        extra = None if extra is None else [[ids] for ids in extra]
-        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1), extra)]
+    def known(self, state: RemoteState, k: int) -> int:
+        return k if state.known is None else state.known
 
     def retire(self, state: RemoteState, rows: set[int]) -> None:
         """Rows whose generation ended: no call is made for them from now on, and their scores are
@@ -233,12 +227,13 @@ class RemoteSource:
         state: RemoteState,
         tokens: torch.Tensor,
         guesses: list[list[int]],
-        extra: list[list[set[int]]] | None = None,
+        candidates: list[list[set[int]]] | None = None,
         rows: Sequence[int] | None = None,
     ) -> None:
         """One call per row of ``rows`` (default: every row not retired) for the positions after ``tokens``
         [prompts] and then along ``guesses`` (echoed, so the server scores the guessed tokens), and the
-        server's greedy path beyond them; ``extra[row]``: the extra ids along the guess, asked in the same call."""
+        server's greedy path beyond them; ``candidates[row]``: the extra ids along the guess, asked in the same call."""
+        extra = candidates
         anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
         asked = [set().union(*extra[i]) if extra is not None else set() for i in range(len(anchors))]
         rows = [i for i in (range(len(anchors)) if rows is None else rows) if i not in state.retired]

@@ -7,14 +7,14 @@ with its own :class:`proxytool.decoding.stepper.Stepper` (KV caches, α values).
 from dataclasses import dataclass
 
 from proxytool.decoding.overlap import Lanes
-from proxytool.decoding.sources import ModelSource
+from proxytool.decoding.sources import Source
 
 
 @dataclass(frozen=True)
 class Member:
     """Where one role's logits come from: a source and one of its row groups."""
 
-    source: ModelSource
+    source: Source
     group: int
 
 
@@ -38,7 +38,7 @@ class ProxyModels:
     lanes: Lanes | None = None  # run the base and the proxies concurrently (see overlap.py)
 
     @property
-    def sources(self) -> list[ModelSource]:
+    def sources(self) -> list[Source]:
         members = [self.base] + [m for p in self.pairs for m in (p.expert, p.anti_expert)]
         unique = []
         for member in members:

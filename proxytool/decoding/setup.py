@@ -174,7 +174,7 @@ def _lanes(models: ProxyModels, overlap: str):
     from proxytool.decoding.overlap import Lanes, plan_lanes
 
     base = models.base.source
-    if not isinstance(base, ModelSource):  # a remote base: wait for the server while the proxies compute
+    if not base.local:  # a remote base: wait for the server while the proxies compute
         if overlap == "off":
             return None
         return Lanes([[base], [s for s in models.sources if s is not base]], [1, torch.get_num_threads()])

@@ -1,4 +1,12 @@
-"""Logit sources: one loaded model run as one or more row groups per forward.
+"""Sources of next-token scores: the interface the Stepper talks to, and the local model behind it.
+
+A :class:`Source` gives next-token log-scores for a batch of rows over a *candidate set*: a local
+model scores its full vocabulary; a remote base (decoding/remote.py) scores its top-K (plus ids it
+is asked for) and gives ``-inf`` elsewhere. What a remote base can do beyond that (score a guess in
+the same call, take the pair's candidates, skip finished rows) is part of the interface, with
+defaults that a local model keeps, so the Stepper never asks what concrete type it holds.
+
+One loaded model runs as one or more row groups per forward.
 
 A group is a way of running the model: ``None`` for the plain model, or a PEFT adapter name
 (``"__base__"`` runs a PeftModel with its adapters off). Groups of one model run in a single batched
@@ -10,6 +18,7 @@ generation changes (KV cache, attention mask, positions) lives in the :class:`So
 """
 
 import inspect
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +59,84 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-class ModelSource:
-    """A causal LM producing next-token logits for several row groups."""
+@dataclass(frozen=True)
+class Candidates:
+    """What a partial source is asked to score at prefill besides its own set: per row, ``after``
+    the prompt; and, with a guess of the pair (``guesses``), ``along`` it (one set per guessed token)."""
+
+    after: list[set[int]] | None = None
+    guesses: list[list[int]] | None = None
+    along: list[list[set[int]]] | None = None
+
+
+class Source(ABC):
+    """Next-token scores for ``groups × prompts`` rows, over per-generation states.
+
+    Immutable once built: ``prefill`` returns the generation's state; ``extend`` / ``truncate`` update it.
+    """
+
+    groups: tuple[Group, ...]
+    device: torch.device
+    local: bool = True  # computes in this process (False: waits on a server; a lane of its own)
+    guess_length: int = 0  # tokens after a context it can score in the same call, when given a guess
+    extra_top: int = 0  # how many of the pair's top candidates it can score besides its own set
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest sequence it takes (prompt + generated), when known."""
+        return None
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        """Each group's token ids for each prompt (rows in ``groups × prompts`` order)."""
+        return [g.prompt_format.encode(p) for g in self.groups for p in prompts]
+
+    @abstractmethod
+    def prefill(
+        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+    ) -> tuple[object, list[torch.Tensor]]:
+        """Start a generation; returns its state and the scores per group ([prompts, vocab], or
+        [prompts, length, vocab] at every position with ``all_positions``)."""
+
+    @abstractmethod
+    def extend(
+        self, state, tokens: torch.Tensor, candidates: list[list[set[int]]] | None = None, lazy: bool = False
+    ) -> list[torch.Tensor]:
+        """Append ``tokens`` [prompts, k] to every group; the scores after each [prompts, k, vocab].
+
+        ``candidates[row][j]``: ids that join the candidate set after the j-th token (a partial
+        source; a full-vocabulary source ignores them). ``lazy``: a source may leave columns after the
+        first unscored rather than pay for them; :meth:`known` says how many hold scores."""
+
+    @abstractmethod
+    def truncate(self, state, drop: int) -> None:
+        """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""
+
+    def step(self, state, tokens: torch.Tensor, candidates: list[set[int]] | None = None) -> list[torch.Tensor]:
+        """Append one token per prompt; scores per group [prompts, vocab]."""
+        per_column = None if candidates is None else [[ids] for ids in candidates]
+        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1), per_column)]
+
+    def known(self, state, k: int) -> int:
+        """How many of the last ``extend``'s ``k`` columns hold scores (fewer only after a lazy one)."""
+        return k
+
+    def retire(self, state, rows: set[int]) -> None:
+        """Rows whose generation ended; a source may stop computing for them (their scores are then
+        meaningless). A local model computes every row of its batch anyway."""
+        return None
+
+    def draft(self, state, tokens: torch.Tensor) -> list[list[int] | None]:
+        """Per row, tokens that may follow ``tokens`` [prompts] whose scores cost nothing more (a remote
+        base's greedy lookahead); None for a retired row (anything may follow)."""
+        return [[] for _ in range(tokens.shape[0])]
+
+    def prefetch(self, state, tokens: torch.Tensor, guesses, candidates=None, rows=None) -> None:
+        """Score the positions after ``tokens`` and along ``guesses`` ahead of need (``guess_length`` > 0)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no guesses")
+
+
+class ModelSource(Source):
+    """A causal LM producing next-token logits for several row groups (its full vocabulary)."""
 
     def __init__(self, model, groups: list[Group], pad_id: int = 0):
         self.model = model
@@ -72,11 +157,9 @@ class ModelSource:
                 return value
         return None
 
-    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        """Each group's token ids for each prompt (rows in ``groups × prompts`` order)."""
-        return [g.prompt_format.encode(p) for g in self.groups for p in prompts]
-
-    def prefill(self, prompts: list[Prompt], all_positions: bool = False) -> tuple[SourceState, list[torch.Tensor]]:
+    def prefill(
+        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+    ) -> tuple[SourceState, list[torch.Tensor]]:
         """Run the prompts for every group; returns the new state and logits per group.
 
         Logits are ``[prompts, vocab]`` at the last position, or ``[prompts, length, vocab]`` at every
@@ -91,7 +174,9 @@ class ModelSource:
         logits = self._forward(state, ids, positions, keep=ids.shape[1] if all_positions else 1)
         return state, [t if all_positions else t[:, -1] for t in logits]
 
-    def extend(self, state: SourceState, tokens: torch.Tensor) -> list[torch.Tensor]:
+    def extend(
+        self, state: SourceState, tokens: torch.Tensor, candidates=None, lazy: bool = False
+    ) -> list[torch.Tensor]:
         """Append ``tokens`` [prompts, k] (the same tokens to every group); logits per group [prompts, k, vocab]."""
         ids = tokens.to(self.device).repeat(len(self.groups), 1)
         k = ids.shape[1]
@@ -99,10 +184,6 @@ class ModelSource:
         positions = state.last_position + torch.arange(1, k + 1, device=self.device)
         state.last_position = positions[:, -1:]
         return self._forward(state, ids, positions, keep=k)
-
-    def step(self, state: SourceState, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """Append one token per prompt; logits per group [prompts, vocab]."""
-        return [t[:, -1] for t in self.extend(state, tokens.unsqueeze(-1))]
 
     def truncate(self, state: SourceState, drop: int) -> None:
         """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""

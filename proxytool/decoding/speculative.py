@@ -18,12 +18,13 @@ round ends at the first position where any unfinished row rejects. Rows that wou
 more simply re-draft, so this costs acceptance, never exactness (docs/decoding.md).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from proxytool.decoding.formats import Prompt
-from proxytool.decoding.roles import Member, ProxyModels
+from proxytool.decoding.roles import ProxyModels
+from proxytool.decoding.rows import RowSampling
 from proxytool.decoding.sampling import SamplingConfig, choose_next
 from proxytool.decoding.stepper import Stepper
 from proxytool.errors import ProxyToolError
@@ -31,80 +32,48 @@ from proxytool.errors import ProxyToolError
 DRAFTERS = ("expert", "small-proxy")
 
 
-def speculative_generate(
-    models: ProxyModels,
-    prompts: Sequence[Prompt],
-    *,
-    k: int,
-    max_new_tokens: int,
-    sampling: SamplingConfig = SamplingConfig(),
-    stop: Sequence[str] = (),
-    row_seeds: Sequence[int] | None = None,
-    alphas: Sequence[float] | None = None,
-    ignore_eos: bool = False,
-    draft: str = "expert",
-    stats: dict | None = None,
-) -> Iterator[list]:
-    """Like :func:`proxytool.decoding.generate.generate`, drafting ``k`` tokens per round.
+class SpeculativeRounds:
+    """Rounds of the decoding loop (decoding/generate.py) that draft ``k`` tokens and verify them.
 
-    Args:
-        draft: ``expert`` (the first pair's expert alone) or ``small-proxy`` (the proxy formula with
-            the first anti-expert standing in for the base; equal to ``expert`` at α = 1 with one pair).
-        stats: if given, filled with ``rounds``, ``drafted`` and ``accepted`` (draft tokens kept).
+    ``draft``: ``expert`` (the first pair's expert alone) or ``small-proxy`` (the proxy formula with the
+    first anti-expert standing in for the base; equal to ``expert`` at α = 1 with one pair).
+    ``stats``: if given, filled with ``rounds``, ``drafted`` and ``accepted`` (draft tokens kept).
     """
-    from proxytool.decoding.generate import Row, RowSampling, _append, finished
 
-    if k < 1:
-        raise ProxyToolError(f"--speculative must be >= 1 to speculate (got {k}; 0 decodes plainly)")
-    check_speculative(k, draft, has_expert=bool(models.pairs))
-    if getattr(models.base.source, "extra_top", 0):  # verification has no pair logits to pick the extra ids from
-        raise ProxyToolError(
-            "speculative decoding with a remote base that takes extra candidates is not supported: "
-            "use --remote-lookahead, or --remote-extra 0"
-        )
-    rows = [Row() for _ in prompts]
-    if max_new_tokens <= 0:
-        yield finished(rows)
-        return
-    draw = RowSampling.start(models, len(prompts), sampling, row_seeds, ignore_eos)
-    generators, warpers, eos_ids = draw.generators, draw.warpers, draw.eos_ids
-    counts = stats if stats is not None else {}
-    counts.update(rounds=0, drafted=0, accepted=0)
-    emitted = 0
+    def __init__(
+        self, stepper: Stepper, k: int, draft: str, sampling: SamplingConfig, draw: RowSampling, stats: dict | None
+    ):
+        models = stepper.models
+        if k < 1:
+            raise ProxyToolError(f"--speculative must be >= 1 to speculate (got {k}; 0 decodes plainly)")
+        check_speculative(k, draft, has_expert=bool(models.pairs))
+        if models.base.source.extra_top:  # verification has no pair logits to pick the extra ids from
+            raise ProxyToolError(
+                "speculative decoding with a remote base that takes extra candidates is not supported: "
+                "use --remote-lookahead, or --remote-extra 0"
+            )
+        self.stepper, self.k, self.sampling, self.draw = stepper, k, sampling, draw
+        self.drafter = _Drafter(models, draft)
+        self.stats = stats if stats is not None else {}
+        self.stats.update(rounds=0, drafted=0, accepted=0)
+        self.width = 0
 
-    def emit(tokens: list[int]) -> bool:
-        """Append one token per row; True when generation is over."""
-        nonlocal emitted
-        for row, token in zip(rows, tokens):
-            if not row.done:
-                _append(row, token, models.tokenizer, eos_ids, stop)
-        emitted += 1
-        if emitted == max_new_tokens:
-            for row in rows:
-                row.finish_reason = row.finish_reason or "length"
-        return all(row.done for row in rows)
+    def first(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        scores = self.stepper.prefill(prompts)
+        self.width = scores.shape[-1]
+        return choose_next(scores, self.sampling, self.draw.generators, self.draw.warpers)
 
-    with Stepper(models, alphas) as stepper:
-        drafter = _Drafter(models, stepper.alphas, draft)
-        scores = stepper.prefill(prompts)
-        width = scores.shape[-1]
-        pending = choose_next(scores, sampling, generators, warpers)
-        over = emit(pending.tolist())
-        yield rows
-        while not over:
-            k_now = min(k, max_new_tokens - emitted - 1)
-            active = torch.tensor([not row.done for row in rows])
-            tokens, kept = _round(stepper, drafter, pending, k_now, width, sampling, generators, warpers, active)
-            counts["rounds"] += 1
-            counts["drafted"] += k_now
-            counts["accepted"] += kept - 1
-            stepper.truncate(k_now + 1 - kept)  # fed: pending + k drafts; kept: pending + kept - 1 drafts
-            for j in range(kept):
-                over = emit(tokens[:, j].tolist())
-                yield rows
-                if over:
-                    return
-            pending = tokens[:, kept - 1]
+    def next(self, pending: torch.Tensor, active: list[int], left: int) -> torch.Tensor:
+        """The tokens this round yields [prompts, 1 .. k + 1] after ``pending`` [prompts]."""
+        k_now = min(self.k, left - 1)
+        mask = torch.zeros(pending.shape[0], dtype=torch.bool)
+        mask[active] = True
+        tokens, kept = _round(self.stepper, self.drafter, pending, k_now, self.width, self.sampling, self.draw, mask)
+        self.stats["rounds"] += 1
+        self.stats["drafted"] += k_now
+        self.stats["accepted"] += kept - 1
+        self.stepper.truncate(k_now + 1 - kept)  # fed: pending + k drafts; kept: pending + kept - 1 drafts
+        return tokens[:, :kept]
 
 
 def check_speculative(k: int, draft: str, has_expert: bool) -> None:
@@ -120,32 +89,27 @@ def check_speculative(k: int, draft: str, has_expert: bool) -> None:
 class _Drafter:
     """Which sources step token by token while drafting, and the draft scores from their logits."""
 
-    def __init__(self, models: ProxyModels, alphas: tuple[float, ...], kind: str):
-        self.models, self.alphas, self.kind = models, alphas, kind
+    def __init__(self, models: ProxyModels, kind: str):
+        self.models, self.kind = models, kind
         members = [models.pairs[0].expert]
         if kind == "small-proxy":
             members = [m for p in models.pairs for m in (p.expert, p.anti_expert)]
         self.sources = [s for s in models.sources if any(m.source is s for m in members)]
         self.others = [s for s in models.sources if all(s is not d for d in self.sources)]
 
-    def scores(self, logits: dict[int, list[torch.Tensor]], width: int) -> torch.Tensor:
+    def scores(self, stepper: Stepper, logits: dict[int, list[torch.Tensor]], width: int) -> torch.Tensor:
         """Draft scores [prompts, width] from the drafting sources' last logits."""
-
-        def of(member: Member) -> torch.Tensor:
-            return logits[id(member.source)][member.group][:, -1, :width].float()
-
         pairs = self.models.pairs
         if self.kind == "expert":
-            return of(pairs[0].expert)
-        scores = of(pairs[0].anti_expert)
-        for alpha, pair in zip(self.alphas, pairs):
-            scores = scores + alpha * (of(pair.expert) - of(pair.anti_expert))
-        return scores
+            expert = pairs[0].expert
+            return logits[id(expert.source)][expert.group][:, -1, :width].float()
+        return stepper.combine(logits, base=pairs[0].anti_expert)[:, -1, :width]
 
 
 @torch.inference_mode()
-def _round(stepper, drafter, pending, k, width, sampling, generators, warpers, active):
+def _round(stepper, drafter, pending, k, width, sampling, draw: RowSampling, active):
     """Draft k tokens, verify them; returns (tokens [prompts, k + 1], how many of them to keep)."""
+    generators, warpers = draw.generators, draw.warpers
     column = pending.view(-1, 1)
     drafts, draft_probs = [], []
     steps: dict[int, list[list[torch.Tensor]]] = {id(s): [] for s in drafter.sources}
@@ -153,7 +117,7 @@ def _round(stepper, drafter, pending, k, width, sampling, generators, warpers, a
         out = stepper.extend_each({id(s): column for s in drafter.sources})
         for key, groups in out.items():
             steps[key].append(groups)
-        draft_scores = drafter.scores(out, width)
+        draft_scores = drafter.scores(stepper, out, width)
         if sampling.greedy:
             column = draft_scores.argmax(-1, keepdim=True)
         else:

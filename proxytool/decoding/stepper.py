@@ -13,7 +13,7 @@ import torch
 from proxytool.decoding.combine import Steer, proxy_scores
 from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import Member, ProxyModels
-from proxytool.decoding.sources import ModelSource
+from proxytool.decoding.sources import Candidates, Source
 from proxytool.errors import ProxyToolError
 
 
@@ -41,28 +41,34 @@ class Stepper:
             _check_same_ids(self.models.sources, prompts)
         # prefill is compute-bound and scales with threads: one model at a time, each with all of them
         base = self.models.base.source
-        guessing = not all_positions and getattr(base, "guess_length", 0) > 0 and self.models.pairs
+        guessing = not all_positions and base.guess_length > 0 and bool(self.models.pairs)
         extra = not all_positions and self._extra_top() > 0
         for source in self.models.sources:
             if not ((guessing or extra) and source is base):
                 self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
         if guessing or extra:  # a remote base's first call also scores the pair's guess / candidates
-            stand_in = self._stand_in(self._logits)
-            first_extra = self._extra_ids(stand_in) if extra else None
-            kwargs = {"extra": first_extra} if extra else {}
-            if guessing:
-                first = stand_in.argmax(-1, keepdim=True)
-                rest, guess_extra = self._guess(first, base.guess_length - 1, with_extra=extra)
-                guesses = [until_eos(g, self.models.eos_ids) for g in torch.cat([first, rest], dim=1).tolist()]
-                kwargs["guesses"] = guesses
-                if extra:  # the candidates after each kept guessed token (after the prompt: `extra`)
-                    kwargs["guess_extra"] = [row[: len(g)] for row, g in zip(guess_extra, guesses)]
-            self._states[id(base)], self._logits[id(base)] = base.prefill(prompts, **kwargs)
+            self._states[id(base)], self._logits[id(base)] = base.prefill(
+                prompts, candidates=self._first_candidates(guessing, extra)
+            )
         return self.scores()
+
+    def _first_candidates(self, guessing: bool, extra: bool) -> Candidates:
+        """What the base's first call scores besides its own set: the pair's candidates after the
+        prompt, and the pair's guess (with the candidates along it)."""
+        stand_in = self._stand_in(self._logits)
+        after = self._extra_ids(stand_in) if extra else None
+        if not guessing:
+            return Candidates(after=after)
+        first = stand_in.argmax(-1, keepdim=True)
+        rest, along = self._guess(first, self.models.base.source.guess_length - 1, with_extra=extra)
+        guesses = [until_eos(g, self.models.eos_ids) for g in torch.cat([first, rest], dim=1).tolist()]
+        if extra:  # the candidates after each kept guessed token (after the prompt: `after`)
+            along = [row[: len(g)] for row, g in zip(along, guesses)]
+        return Candidates(after=after, guesses=guesses, along=along)
 
     def _extra_top(self) -> int:
         """M where the base takes extra candidates (a remote base scoring ``logprob_token_ids``), else 0."""
-        return getattr(self.models.base.source, "extra_top", 0) if self.models.pairs else 0
+        return self.models.base.source.extra_top if self.models.pairs else 0
 
     def _extra_ids(self, stand_in: torch.Tensor) -> list:
         """The extra candidates for a remote base: per row (and position, for [prompts, k, vocab]) the
@@ -82,22 +88,20 @@ class Stepper:
         first, so that no call is made for positions the decoding may never reach; :meth:`known` says
         how many columns hold scores (the rest are to be truncated)."""
         base = self.models.base.source
-        remote = hasattr(base, "draft")
-        if remote and tokens.shape[1] > 0:  # the pair first: its candidates go to the remote base's calls
+        if self._extra_top() > 0 and tokens.shape[1] > 0:  # the pair first: its candidates go to the base
             local = [s for s in self.models.sources if s is not base]
             logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local)
-            extra = self._extra_ids(self._pair_scores(logits)) if self._extra_top() > 0 else None
-            logits[id(base)] = base.extend(self._states[id(base)], tokens, extra, lazy=lazy)
+            candidates = self._extra_ids(self._pair_scores(logits))
+            logits[id(base)] = base.extend(self._states[id(base)], tokens, candidates, lazy=lazy)
             self._logits = logits
-            return self.scores()
-        self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens))
+        else:
+            self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy))
         return self.scores()
 
     def known(self, k: int) -> int:
         """How many of the last ``extend``'s ``k`` columns hold scores (fewer only after a lazy one)."""
         base = self.models.base.source
-        state = self._states.get(id(base))
-        return k if getattr(state, "known", None) is None else state.known
+        return base.known(self._states[id(base)], k)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per prompt; returns the next scores [prompts, vocab]."""
@@ -116,19 +120,16 @@ class Stepper:
     def retire(self, rows: set[int]) -> None:
         """Rows whose generation ended: a remote base makes no call for them any more (their scores
         are then meaningless); a local base ignores this."""
-        base = self.models.base.source
-        if rows and hasattr(base, "retire"):
-            base.retire(self._states[id(base)], rows)
+        if rows:
+            for source in self.models.sources:
+                source.retire(self._states[id(source)], rows)
 
     def draft(self, tokens: torch.Tensor) -> list[list[int] | None]:
         """Per row, tokens that may follow ``tokens`` [prompts] and that the base scores at no extra cost
         (a remote base's greedy lookahead, see remote.py); empty lists for a local base, None for a
         retired row (anything may follow)."""
         base = self.models.base.source
-        drafter = getattr(base, "draft", None)
-        if drafter is None:
-            return [[] for _ in range(tokens.shape[0])]
-        return drafter(self._states[id(base)], tokens)
+        return base.draft(self._states[id(base)], tokens)
 
     def propose(self, tokens: torch.Tensor, limit: int, rows: Sequence[int] | None = None) -> list[list[int]] | None:
         """Guess up to ``limit`` tokens after ``tokens`` [prompts] from the local pairs alone (the first
@@ -136,7 +137,7 @@ class Stepper:
         fetch its top-K along the guess in one call per row of ``rows`` (default: every row). None where
         the base takes no guesses (a local base)."""
         base = self.models.base.source
-        n = min(limit, getattr(base, "guess_length", 0))
+        n = min(limit, base.guess_length)
         if n <= 0 or not self.models.pairs:
             return None
         extra = self._extra_top() > 0
@@ -144,7 +145,7 @@ class Stepper:
         guesses = [until_eos(g, self.models.eos_ids) for g in guess.tolist()]
         if extra:  # the candidates after ``tokens`` and after each kept guessed token
             guess_extra = [row[: len(g) + 1] for row, g in zip(guess_extra, guesses)]
-        base.prefetch(self._states[id(base)], tokens, guesses, **({"extra": guess_extra} if extra else {}), rows=rows)
+        base.prefetch(self._states[id(base)], tokens, guesses, guess_extra if extra else None, rows=rows)
         return guesses
 
     def _guess(self, column: torch.Tensor, n: int, with_extra: bool = False) -> tuple[torch.Tensor, list | None]:
@@ -175,14 +176,8 @@ class Stepper:
         return scores if scores.dim() == 2 else scores[:, -1]
 
     def _pair_scores(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
-        """``anti + Σ α (expert − anti)`` at every position the logits have."""
-        pairs = self.models.pairs
-
-        def at(m: Member) -> torch.Tensor:
-            return logits[id(m.source)][m.group]
-
-        steers = [Steer(a, at(p.expert), at(p.anti_expert)) for a, p in zip(self.alphas, pairs)]
-        return proxy_scores(at(pairs[0].anti_expert), steers, len(self.models.tokenizer))
+        """``anti + Σ α (expert − anti)`` at every position the logits have (the small models' own proxy)."""
+        return self.combine(logits, base=self.models.pairs[0].anti_expert)
 
     def truncate(self, drop: int) -> None:
         """Forget the last ``drop`` tokens of every row (e.g. rejected speculative tokens)."""
@@ -193,14 +188,15 @@ class Stepper:
         """The combined scores of the last prefill / extend: ``base + Σ α (expert − anti)``, fp32."""
         return self.combine(self._logits)
 
-    def combine(self, logits: dict[int, list[torch.Tensor]]) -> torch.Tensor:
-        """The proxy formula over logits per group by ``id(source)`` (as :meth:`extend_each` returns them)."""
+    def combine(self, logits: dict[int, list[torch.Tensor]], base: Member | None = None) -> torch.Tensor:
+        """The proxy formula over logits per group by ``id(source)`` (as :meth:`extend_each` returns them);
+        ``base`` stands in for the models' base (e.g. an anti-expert, for a guess from the pair alone)."""
 
         def of(member: Member) -> torch.Tensor:
             return logits[id(member.source)][member.group]
 
         steers = [Steer(alpha, of(p.expert), of(p.anti_expert)) for alpha, p in zip(self.alphas, self.models.pairs)]
-        return proxy_scores(of(self.models.base), steers, vocab_size=len(self.models.tokenizer))
+        return proxy_scores(of(base or self.models.base), steers, vocab_size=len(self.models.tokenizer))
 
     def logits_of(self, member: Member) -> torch.Tensor:
         """One role's raw logits from the last prefill / extend."""
@@ -221,7 +217,7 @@ class Stepper:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _each_source(self, fn, sources: list[ModelSource] | None = None) -> dict[int, list[torch.Tensor]]:
+    def _each_source(self, fn, sources: list[Source] | None = None) -> dict[int, list[torch.Tensor]]:
         sources = self.models.sources if sources is None else sources
         lanes = self.models.lanes
         if lanes is None:
@@ -234,12 +230,12 @@ def until_eos(tokens: list[int], eos_ids) -> list[int]:
     return next((tokens[:i] for i, t in enumerate(tokens) if t in eos_ids), tokens)
 
 
-def _check_same_ids(sources: list[ModelSource], prompts: list[Prompt]) -> None:
+def _check_same_ids(sources: list[Source], prompts: list[Prompt]) -> None:
     encodings = [row for s in sources for row in _by_prompt(s, prompts)]
     if any(e != encodings[0] for e in encodings):
         raise ProxyToolError("scoring prompt positions needs every model to see the same tokens (use raw formats)")
 
 
-def _by_prompt(source: ModelSource, prompts: list[Prompt]) -> list[list[list[int]]]:
+def _by_prompt(source: Source, prompts: list[Prompt]) -> list[list[list[int]]]:
     rows = source.encode(prompts)
     return [rows[g * len(prompts) : (g + 1) * len(prompts)] for g in range(len(source.groups))]

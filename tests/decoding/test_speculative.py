@@ -9,9 +9,9 @@ import torch
 from engine_helpers import random_prompts, setup
 from tiny import save_adapter
 
-from proxytool.decoding.generate import complete
+from proxytool.decoding.generate import complete, generate
 from proxytool.decoding.sampling import SamplingConfig
-from proxytool.decoding.speculative import _verify_sampled, speculative_generate
+from proxytool.decoding.speculative import _verify_sampled
 from proxytool.decoding.stepper import Stepper
 from proxytool.errors import ProxyToolError
 
@@ -49,7 +49,7 @@ def test_greedy_speculative_is_token_identical_to_plain(tiny_models, adapter, wi
             fast = _by_batches(models, prompts, batch, max_new_tokens=10, speculative=k)
             assert fast == plain, (alpha, k, batch)
         stats = {}
-        for _ in speculative_generate(models, prompts, k=3, max_new_tokens=10, stats=stats):
+        for _ in generate(models, prompts, speculative=3, max_new_tokens=10, stats=stats):
             pass
         accepted += stats["accepted"]
     if wiring == "anti-is-base":  # unrelated random models never agree; here p leans on the expert
@@ -155,10 +155,10 @@ def test_speculative_sampling_draws_the_proxy_distribution(tiny_models):
     for call in range(300):
         stats = {}
         seeds = list(range(call * batch, (call + 1) * batch))
-        for rows in speculative_generate(  # noqa: B007 (the last yield is the result)
+        for rows in generate(  # noqa: B007 (the last yield is the result)
             models,
             [prompt] * batch,
-            k=2,
+            speculative=2,
             max_new_tokens=3,
             sampling=sampling,
             row_seeds=seeds,
