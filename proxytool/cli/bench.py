@@ -35,9 +35,9 @@ def bench(
 
     from rich.table import Table
 
-    from proxytool.cli import validate as v
     from proxytool.cli.output import console as make_console
     from proxytool.cli.output import print_json
+    from proxytool.decoding import checks as v
     from proxytool.decoding.bench import MODES, BenchConfig, ratios, run
     from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError

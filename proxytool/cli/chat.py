@@ -31,7 +31,7 @@ def chat(
 ) -> None:
     from rich.console import Console
 
-    from proxytool.cli import validate as v
+    from proxytool.decoding import checks as v
     from proxytool.decoding.chat import ChatSession
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
@@ -108,7 +108,7 @@ def _fits(fit, session, line: str, max_new_tokens: int, console) -> bool:
 
 def _command(line: str, session, console) -> bool:
     """Handle a slash command; True when the line was one."""
-    from proxytool.cli import validate as v
+    from proxytool.decoding import checks as v
 
     if not line.startswith("/") or line.startswith("//"):
         return not line  # blank lines are skipped

@@ -54,8 +54,8 @@ def decode(
         TimeElapsedColumn,
     )
 
-    from proxytool.cli import validate as v
     from proxytool.data.prompts import read_prompts
+    from proxytool.decoding import checks as v
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
     from proxytool.decoding.speculative import check_speculative
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume

@@ -63,7 +63,7 @@ def eval_command(
 
     from rich.console import Console
 
-    from proxytool.cli import validate as v
+    from proxytool.decoding import checks as v
     from proxytool.evaluation.evaluate import EvalConfig, parse_alphas, prepare, run_prepared
     from proxytool.evaluation.report import models_note, target_note
 
@@ -119,7 +119,7 @@ def eval_command(
 
 def _check_prompt_lengths(prepared, formats: dict) -> None:
     """Each example (with its longest choice, or plus the generation budget) fits every model's context."""
-    from proxytool.cli import validate as v
+    from proxytool.decoding import checks as v
 
     task, config = prepared.task, prepared.config
     labels = {

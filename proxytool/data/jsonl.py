@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +10,29 @@ from pathlib import Path
 from proxytool.errors import ProxyToolError, at
 
 
-def parse_line(line: str | bytes, path, number: int) -> dict:
-    """One JSONL line as a dict, or a ProxyToolError naming ``path:number``."""
+class _HugeNumber(ValueError):
+    """An integer literal longer than Python converts (``sys.get_int_max_str_digits``)."""
+
+
+def _parse_int(digits: str) -> int:
     try:
-        record = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+        return int(digits)
+    except ValueError:
+        raise _HugeNumber(digits) from None
+
+
+def parse_line(line: str | bytes, path, number: int) -> dict:
+    """One JSONL line as a dict, or a ProxyToolError naming ``path:number`` (and the field where known)."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        record = json.loads(text, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise ProxyToolError(f"{at(path, number)}: not UTF-8 text") from None
+    except _HugeNumber as err:
+        digits = str(err).lstrip("-")
+        key = re.search(r'"([^"\\]{1,100})"\s*:\s*-?' + digits[:50], text)
+        where = at(path, number, key.group(1)) if key else at(path, number)
+        raise ProxyToolError(f"{where}: a number of {len(digits)} digits is too long to be an id or a value") from None
     except json.JSONDecodeError as err:
         raise ProxyToolError(f"{at(path, number)}: invalid JSON ({err.msg} at column {err.colno})") from None
     except RecursionError:

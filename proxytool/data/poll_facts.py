@@ -33,10 +33,10 @@ from proxytool.data.polls import (
     MONTHS,
     POPULATIONS,
     PollQuestion,
-    _jsonl,
     attribution_text,
     format_date_range,
     format_number,
+    jsonl_text,
     read_poll_list,
 )
 from proxytool.errors import ProxyToolError, at
@@ -497,10 +497,10 @@ def build_polls_dataset(
     train, evals = build_records(polls, split, rng, phrasings, eval_phrasings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "train.jsonl", _jsonl(train))
-    write_text(out_dir / "eval.jsonl", _jsonl(evals))
+    write_text(out_dir / "train.jsonl", jsonl_text(train))
+    write_text(out_dir / "eval.jsonl", jsonl_text(evals))
     for name in SPLITS:
-        write_text(out_dir / f"eval_{name}.jsonl", _jsonl([e for e in evals if e["split"] == name]))
+        write_text(out_dir / f"eval_{name}.jsonl", jsonl_text([e for e in evals if e["split"] == name]))
     write_text(out_dir / "ATTRIBUTION.md", attribution_text(Path(csv_path)))
     counts = {f"polls_{name}": sum(1 for s in split.values() if s == name) for name in SPLITS}
     counts["train_documents"] = sum(1 for t in train if t["type"].startswith("document"))

@@ -279,7 +279,7 @@ def read_poll_list(csv_path: Path) -> tuple[list[PollQuestion], dict]:
 # --------------------------------------------------------------------------- writing
 
 
-def _jsonl(records: list[dict]) -> str:
+def jsonl_text(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 

@@ -1,21 +1,13 @@
 """Read prompts for `decode`: JSONL with `prompt` or `messages` (optional `id`), plain text, or stdin."""
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from proxytool.data.jsonl import parse_line
-from proxytool.decoding.formats import Prompt
+from proxytool.decoding.formats import Prompt, PromptItem
 from proxytool.errors import ProxyToolError, at
 
 MAX_BYTES = 256 * 2**20  # prompts files larger than this are surely a mistake (/dev/zero, a binary)
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    id: str
-    prompt: Prompt
-    index: int  # position in the input file (seeds sampling, orders output)
 
 
 def read_prompts(path: str) -> list[PromptItem]:

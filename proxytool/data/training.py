@@ -170,7 +170,7 @@ def parse_record(record: dict, path: Path, line: int) -> Example:
         return Example(line, kind, prompt=values["prompt"], completion=values["completion"])
     answer = values["answer"].strip()
     if "####" in answer:  # a GSM8K solution: train in the style the few-shot eval prompt shows
-        from proxytool.evaluation.tasks import gsm8k_answer_text
+        from proxytool.data.gsm8k import gsm8k_answer_text
 
         answer = gsm8k_answer_text(answer)
     return Example(

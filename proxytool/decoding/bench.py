@@ -8,8 +8,10 @@ another at every step, each with its own KV cache, nothing shared.
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 
@@ -63,14 +65,19 @@ def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
 
 
 def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
-    payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch})
-    proc = subprocess.run([sys.executable, "-m", "proxytool.decoding.bench", payload], capture_output=True, text=True)
-    if proc.returncode != 0:
-        from proxytool.errors import ProxyToolError
+    """One run in a fresh process (clean peak memory); it writes its result to a temporary file."""
+    with tempfile.TemporaryDirectory(prefix="proxytool-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch, "out": str(out)})
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxytool.decoding.bench", payload], capture_output=True, text=True
+        )
+        if proc.returncode != 0 or not out.exists():
+            from proxytool.errors import ProxyToolError
 
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ProxyToolError(f"benchmark of {mode} at batch {batch} failed: {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ProxyToolError(f"benchmark of {mode} at batch {batch} failed: {last}")
+        return json.loads(out.read_text())
 
 
 def measure(config: BenchConfig, mode: str, batch: int) -> dict:
@@ -338,4 +345,5 @@ def ratios(results: list[dict]) -> list[dict]:
 
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
-    print(json.dumps(measure(BenchConfig.from_json(request["config"]), request["mode"], request["batch"])))
+    result = measure(BenchConfig.from_json(request["config"]), request["mode"], request["batch"])
+    Path(request["out"]).write_text(json.dumps(result))

@@ -4,20 +4,16 @@ Light on purpose (no torch import): the CLI builds these objects and validates t
 model loads; ``decoding/setup.py`` loads what they describe.
 """
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from proxytool.decoding.checks import MAX_THREADS, alpha, at_least, device, one_of
 from proxytool.errors import ProxyToolError
-from proxytool.models.registry import DTYPES, PROMPT_FORMATS, QUANTIZATIONS
+from proxytool.models.registry import DTYPE_ALIASES, DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 
 ROLES = ("base", "expert", "anti-expert")
 OVERLAP_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-MAX_THREADS = 4096
-MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
 
 
 @dataclass(frozen=True)
@@ -48,24 +44,17 @@ class LoadingOptions:
 
     def validate(self) -> None:
         """Every option checked at once, before anything loads."""
-        _one_of("--dtype", self.dtype, (*DTYPES, "fp32", "fp16", "bf16"))
-        _one_of("--quantize-base", self.quantize_base, QUANTIZATIONS)
-        _one_of("--overlap", self.overlap, OVERLAP_MODES)
+        one_of("--dtype", self.dtype, (*DTYPES, *DTYPE_ALIASES))
+        one_of("--quantize-base", self.quantize_base, QUANTIZATIONS)
+        one_of("--overlap", self.overlap, OVERLAP_MODES)
         for role, fmt in self.formats.items():
-            _one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
-        if not DEVICE_PATTERN.match(self.device):
-            raise ProxyToolError(f"--device must be auto, cpu, mps, cuda or cuda:N (got '{self.device}')")
-        _one_of("--remote-draft", self.remote_draft, REMOTE_DRAFTS)
-        if self.remote_top_k < 1:
-            raise ProxyToolError(f"--remote-top-k must be >= 1 (got {self.remote_top_k})")
-        if self.remote_extra < 0:
-            raise ProxyToolError(f"--remote-extra must be >= 0 (got {self.remote_extra})")
-        if self.remote_lookahead < 0:
-            raise ProxyToolError(f"--remote-lookahead must be >= 0 (got {self.remote_lookahead})")
-        if self.threads is not None and self.threads < 1:
-            raise ProxyToolError(f"--threads must be >= 1 (got {self.threads})")
-        if self.threads is not None and self.threads > MAX_THREADS:
-            raise ProxyToolError(f"--threads must be <= {MAX_THREADS} (got {self.threads})")
+            one_of(f"--{role}-format", fmt, PROMPT_FORMATS)
+        device(self.device)
+        one_of("--remote-draft", self.remote_draft, REMOTE_DRAFTS)
+        at_least("--remote-top-k", self.remote_top_k, 1)
+        at_least("--remote-extra", self.remote_extra, 0)
+        at_least("--remote-lookahead", self.remote_lookahead, 0)
+        at_least("--threads", self.threads, 1, MAX_THREADS)
 
     def to_json(self) -> dict:
         """The options as recorded in reports and fingerprints (an API key is never written out)."""
@@ -94,11 +83,8 @@ class ProxySetup:
             raise ProxyToolError("--alpha needs an --expert to steer with (got --alpha without --expert)")
         if len(self.anti_experts) > len(self.experts):
             raise ProxyToolError(f"{len(self.anti_experts)} --anti-expert given for {len(self.experts)} --expert")
-        for alpha in self.alphas:
-            if not math.isfinite(alpha):
-                raise ProxyToolError(f"--alpha must be a finite number (got {alpha})")
-            if abs(alpha) > MAX_ALPHA:
-                raise ProxyToolError(f"--alpha must be between -{MAX_ALPHA:g} and {MAX_ALPHA:g} (got {alpha:g})")
+        for value in self.alphas:
+            alpha("--alpha", value)
         self.pair_alphas()
 
     def pair_alphas(self) -> list[float]:
@@ -114,8 +100,3 @@ class ProxySetup:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _one_of(flag: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ProxyToolError(f"{flag} must be one of {', '.join(allowed)} (got '{value}')")

@@ -13,6 +13,15 @@ class TokenPrompt:
 Prompt = str | list[dict] | TokenPrompt  # raw text, chat messages [{"role": ..., "content": ...}], or ids
 
 
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a prompts file, as decode-to-file writes its row."""
+
+    id: str
+    prompt: Prompt
+    index: int  # position in the input file (seeds sampling, orders output)
+
+
 def as_messages(prompt: Prompt) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 

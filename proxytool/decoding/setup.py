@@ -9,6 +9,7 @@ there (docs/performance.md). Any model asked for twice (same weights, same quant
 import dataclasses
 from dataclasses import dataclass, field
 
+from proxytool.decoding.checks import quantization_fits
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 from proxytool.decoding.formats import PromptFormat
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
@@ -117,6 +118,7 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
         base_place = None
     else:
         base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
+        quantization_fits(base_spec, base_quant or "none", options.device)
         base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
     pair_places = []
     for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint

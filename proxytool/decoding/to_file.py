@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from proxytool.data.prompts import PromptItem
+from proxytool.decoding.formats import PromptItem
 from proxytool.decoding.generate import ProxyModels, completion_of, generate
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.decoding.trace import Tracer

@@ -408,9 +408,9 @@ def _describe(spec: ModelSpec) -> dict:
 
 
 def _meta(prep: Prepared, started: str) -> dict:
-    import transformers
+    from importlib.metadata import version
 
-    import proxytool
+    import transformers
 
     c, task = prep.config, prep.task
     loading = c.setup.loading
@@ -440,7 +440,7 @@ def _meta(prep: Prepared, started: str) -> dict:
         "command": c.command,
         "started_at": started,
         "versions": {
-            "proxytool": getattr(proxytool, "__version__", ""),
+            "proxytool": version("proxytool"),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },

@@ -26,12 +26,13 @@ from filelock import FileLock
 from proxytool.errors import ProxyToolError
 from proxytool.files.atomic import write_text
 from proxytool.files.paths import cache_dir
+from proxytool.models.registry import DTYPES as MODEL_DTYPES
 
 Progress = Callable[[str, str], None]
 """``progress(stage, message)``: called at each step; library code never prints."""
 
 RECORD = "proxytool-gguf.json"
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = tuple(d for d in MODEL_DTYPES if d != "auto")  # a conversion writes one concrete dtype
 # End-of-turn tokens of common chat formats. Generation must stop on these as well as on the file's
 # own eos id: Qwen instruct files name <|im_end|> as eos, yet a raw prompt ends with <|endoftext|>.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|eom_id|>")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxytool.errors import ProxyToolError
-from proxytool.models.registry import ModelSpec
+from proxytool.models.registry import DTYPE_ALIASES, DTYPES, ModelSpec
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
@@ -51,17 +51,10 @@ def pick_dtype(dtype: str | None, device: str):
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    try:
-        return {
-            "float32": torch.float32,
-            "fp32": torch.float32,
-            "float16": torch.float16,
-            "fp16": torch.float16,
-            "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16,
-        }[dtype]
-    except KeyError:
-        raise ProxyToolError(f"--dtype must be one of auto, float32, float16, bfloat16 (got '{dtype}')") from None
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name not in DTYPES:
+        raise ProxyToolError(f"--dtype must be one of {', '.join(DTYPES)} (got '{dtype}')")
+    return getattr(torch, name)
 
 
 def weights_folder(spec: ModelSpec) -> str:

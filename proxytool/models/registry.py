@@ -20,7 +20,8 @@ from proxytool.models.builtins import BUILTIN_MODELS
 from proxytool.models.checkpoint import read_metadata
 
 PROMPT_FORMATS = ("chat", "raw")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # the one list of dtype names (gguf, merge, loading use it)
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 QUANTIZATIONS = ("none", "4bit", "8bit")
 MAX_REGISTRY_BYTES = 16 * 2**20
 ENTRY_KEYS = {"source", "base", "revision", "dtype", "quantization", "prompt_format", "description"}

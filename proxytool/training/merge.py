@@ -15,8 +15,7 @@ from pathlib import Path
 
 from proxytool.errors import ProxyToolError, at
 from proxytool.models.checkpoint import hash_files, read_metadata, write_metadata
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+from proxytool.models.registry import DTYPES
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-import proxytool
 from proxytool.errors import ProxyToolError, at
 from proxytool.training.config import TrainConfig, build_config
 
@@ -44,7 +44,7 @@ class Recipe:
 
 def recipes_dir() -> Path:
     """The recipes shipped inside the package (``proxytool/recipes/``)."""
-    return Path(proxytool.__file__).resolve().parent / "recipes"
+    return Path(str(resources.files("proxytool"))) / "recipes"
 
 
 def list_recipes() -> list[Recipe]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from proxytool.data.gsm8k import gsm8k_answer_text, gsm8k_final_answer
 from proxytool.data.jsonl import read_jsonl
 from proxytool.errors import ProxyToolError, at
 from proxytool.evaluation import metrics
@@ -20,14 +20,6 @@ def _score_gsm8k(example: Example, completion: str) -> float:
     return metrics.gsm8k_score(completion, example.answer)
 
 
-_CALC = re.compile(r"<<[^<>]*>>")
-
-
-def gsm8k_final_answer(solution: str) -> str:
-    """The reference number of a GSM8K solution, without thousands commas (``"#### 2,125"`` -> ``"2125"``)."""
-    return solution.split("####", 1)[1].strip().replace(",", "")
-
-
 def gsm8k_exemplar(question: str, solution: str) -> str:
     """One worked GSM8K example for a few-shot prefix (ends with a blank line).
 
@@ -39,13 +31,6 @@ def gsm8k_exemplar(question: str, solution: str) -> str:
         ``"Question: ...\\nAnswer: <reasoning without <<calc>> annotations> The answer is N.\\n\\n"``.
     """
     return f"Question: {question.strip()}\nAnswer: {gsm8k_answer_text(solution)}\n\n"
-
-
-def gsm8k_answer_text(solution: str) -> str:
-    """A GSM8K solution in the few-shot style: reasoning without ``<<calc>>``, then "The answer is N."."""
-    reasoning = _CALC.sub("", solution.split("####", 1)[0]).strip()
-    reasoning = re.sub(r"\n\s*\n+", "\n", reasoning)  # a blank line would look like a new example
-    return f"{reasoning}\nThe answer is {gsm8k_final_answer(solution)}."
 
 
 def _gsm8k_rows(path: Path, limit: int | None = None) -> Iterator[tuple[int, str, str]]:

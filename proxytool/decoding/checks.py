@@ -1,21 +1,19 @@
-"""Flag checks that run before any model loads: every bad value is one line naming the flag.
+"""The one home of value checks that run before any model loads: each bad value is one line naming
+its flag (or field), exit code 2. Used by the loading options (config.py), the CLI and the server.
 
-Pure Python (no torch import) so a bad flag costs milliseconds, not a model load. The engine keeps
-its own checks; these exist so nonsense (NaN, inf, an empty stop string, an alpha with no expert)
-never reaches it.
+Pure Python (no torch import at module level) so a bad value costs milliseconds, not a model load.
 """
 
 import math
+import re
 from collections.abc import Sequence
 
-from proxytool.decoding.config import (
-    DEVICE_PATTERN,
-    MAX_ALPHA,  # noqa: F401  (chat's /alpha checks against it)
-)
 from proxytool.errors import ProxyToolError
 
 MAX_THREADS = 4096
 MAX_SEED = 2**63 - 1
+MAX_ALPHA = 1000.0  # beyond this the logit arithmetic overflows to inf/NaN in fp16/bf16 (and means nothing)
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def finite(flag: str, value: float | None, low: float | None = None, high: float | None = None, *, open_low=False):
@@ -69,6 +67,13 @@ def device_available(value: str, flag: str = "--device") -> None:
         raise ProxyToolError(f"{flag} {value}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
+def alpha(flag: str, value: float) -> None:
+    """A steering weight: finite, and within ±MAX_ALPHA."""
+    finite(flag, value)
+    if abs(value) > MAX_ALPHA:
+        raise ProxyToolError(f"{flag} must be between -{MAX_ALPHA:g} and {MAX_ALPHA:g} (got {value:g})")
+
+
 def names(flag: str, values: Sequence[str] | None) -> None:
     for value in values or ():
         if not value or not value.strip():
@@ -101,14 +106,8 @@ def generation(max_new_tokens: int | None, batch_size: int | None, stop: Sequenc
             raise ProxyToolError("--stop must not be empty (an empty stop string would end every completion at once)")
 
 
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
-
-
-def context_length(spec) -> int | None:
-    """The most tokens a model attends to, read from its config (None when the config does not say).
-
-    Reads ``config.json`` (through transformers' AutoConfig, so hub caches work offline); no weights load.
-    """
+def _text_config(spec):
+    """A model's (text) config, read without weights; None when it cannot be read here."""
     from proxytool.models.loading import weights_folder
 
     try:
@@ -119,7 +118,50 @@ def context_length(spec) -> int | None:
         raise
     except Exception:  # the loader reports unloadable models with its own message
         return None
-    config = getattr(config, "get_text_config", lambda: config)()
+    return getattr(config, "get_text_config", lambda: config)()
+
+
+NF4_BLOCK = 64  # bitsandbytes' CPU 4-bit kernels quantize input widths in blocks of 64
+
+
+def quantization_fits(spec, quantize: str, device_name: str) -> None:
+    """``--quantize-base 4bit`` on a CPU needs every linear layer's input width to be a multiple of 64
+    (bitsandbytes' CPU kernels fail in the first forward otherwise, after the whole load)."""
+    if quantize != "4bit" or spec.kind == "remote":
+        return
+    from proxytool.models.loading import pick_device
+
+    if pick_device(device_name) != "cpu":
+        return
+    config = _text_config(spec)
+    if config is None:
+        return
+    heads, head_dim = getattr(config, "num_attention_heads", None), getattr(config, "head_dim", None)
+    widths = {
+        "hidden_size": getattr(config, "hidden_size", None),
+        "intermediate_size": getattr(config, "intermediate_size", None),
+        "num_attention_heads × head_dim": heads * head_dim if heads and head_dim else None,
+    }
+    for name, width in widths.items():
+        if isinstance(width, int) and width % NF4_BLOCK:
+            raise ProxyToolError(
+                f"--quantize-base 4bit on CPU needs layer widths that are multiples of {NF4_BLOCK} "
+                f"(bitsandbytes' CPU kernels); the base {spec.name} has {name} {width}: "
+                "use --quantize-base 8bit or none, or a CUDA device"
+            )
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def context_length(spec) -> int | None:
+    """The most tokens a model attends to, read from its config (None when the config does not say).
+
+    Reads ``config.json`` (through transformers' AutoConfig, so hub caches work offline); no weights load.
+    """
+    config = _text_config(spec)
+    if config is None:
+        return None
     for key in CONTEXT_KEYS:
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
