@@ -18,8 +18,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(vocab_size: int = 320, chat: bool = True):
-    """A byte-level BPE tokenizer trained on a fixed corpus (deterministic, ~0.1 s)."""
+OTHER_CORPUS = [line.upper() if i % 2 else line[::-1] for i, line in enumerate(CORPUS)] + CORPUS[::2]
+
+
+def build_tokenizer(vocab_size: int = 320, chat: bool = True, corpus: list[str] = CORPUS):
+    """A byte-level BPE tokenizer trained on a fixed corpus (deterministic, ~0.1 s); another corpus or
+    size gives other merges and ids (a pair that does not share the base's tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -32,7 +36,7 @@ def build_tokenizer(vocab_size: int = 320, chat: bool = True):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|endoftext|>",
@@ -82,10 +86,16 @@ def build_model(arch: str = "llama", vocab_size: int = 320, seed: int = 0, layer
 
 
 def save_model(
-    path: Path, arch: str = "llama", seed: int = 0, vocab_size: int | None = None, chat: bool = True, **kwargs
+    path: Path,
+    arch: str = "llama",
+    seed: int = 0,
+    vocab_size: int | None = None,
+    chat: bool = True,
+    tokenizer=None,
+    **kwargs,
 ) -> Path:
     """Save a tiny model plus tokenizer under ``path``; ``vocab_size`` may pad beyond the tokenizer."""
-    tokenizer = build_tokenizer(chat=chat)
+    tokenizer = tokenizer or build_tokenizer(chat=chat)
     model = build_model(arch, vocab_size=vocab_size or len(tokenizer), seed=seed, **kwargs)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -69,6 +69,25 @@ RemoteDraft = Annotated[
 BaseApiKey = Annotated[
     str | None, typer.Option(help="Remote base: API key (default: $PROXYTOOL_BASE_API_KEY).", show_default=False)
 ]
+CrossTokenizer = Annotated[
+    str,
+    typer.Option(
+        help="A base whose tokenizer the pair does not share: auto (fast when the tokenizers differ), fast "
+        "(the pair scores each candidate's text along one tokenization), exact (summed over tokenizations), "
+        "off (refuse; docs/cross_tokenizer.md)."
+    ),
+]
+CrossTopK = Annotated[
+    int, typer.Option(help="Across tokenizers: the base's top-K tokens the pair scores per position.")
+]
+BaseTokenizer = Annotated[
+    str | None,
+    typer.Option(
+        help="A remote base's tokenizer when the pair does not share it: a model name or path whose tokenizer "
+        "the server uses.",
+        show_default=False,
+    ),
+]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 TrustPickle = Annotated[
     bool,
@@ -119,6 +138,9 @@ _LOADING_TYPES = {
     "remote_extra": RemoteExtra,
     "remote_draft": RemoteDraft,
     "base_api_key": BaseApiKey,
+    "cross_tokenizer": CrossTokenizer,
+    "cross_top_k": CrossTopK,
+    "base_tokenizer": BaseTokenizer,
 }
 
 

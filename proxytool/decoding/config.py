@@ -12,6 +12,7 @@ from proxytool.errors import ProxyToolError
 from proxytool.models.registry import DTYPE_ALIASES, DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 
 ROLES = ("base", "expert", "anti-expert")
+CROSS_MODES = ("auto", "off", "fast", "exact")
 OVERLAP_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
 
@@ -35,6 +36,9 @@ class LoadingOptions:
     remote_extra: int = 5  # a remote base: the pair's top M (and EOS) scored by the server too (logprob_token_ids)
     remote_draft: str = "pair"  # a remote base: lookahead along its greedy path only (base), or the pair's guess too
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
+    cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
+    cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
+    base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)
 
     @property
     def formats(self) -> dict[str, str]:
@@ -55,6 +59,10 @@ class LoadingOptions:
         at_least("--remote-extra", self.remote_extra, 0)
         at_least("--remote-lookahead", self.remote_lookahead, 0)
         at_least("--threads", self.threads, 1, MAX_THREADS)
+        one_of("--cross-tokenizer", self.cross_tokenizer, CROSS_MODES)
+        at_least("--cross-top-k", self.cross_top_k, 1, 4096)
+        if self.base_tokenizer is not None and not self.base_tokenizer.strip():
+            raise ProxyToolError("--base-tokenizer must not be empty")
 
     def to_json(self) -> dict:
         """The options as recorded in reports and fingerprints (an API key is never written out)."""

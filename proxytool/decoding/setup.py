@@ -73,85 +73,161 @@ def resolve_roles(setup: ProxySetup) -> ResolvedSetup:
 def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     """Check tokenizers (before any weights load), load each model once, wire the roles.
 
-    Takes a setup (validated and resolved here) or what :func:`resolve_roles` returned for it.
+    Takes a setup (validated and resolved here) or what :func:`resolve_roles` returned for it. A base
+    whose tokenizer the pair does not share is steered across tokenizers (decoding/cross_tokenizer.py).
     """
     resolved = setup if isinstance(setup, ResolvedSetup) else resolve_roles(setup)
-    base_spec, pair_specs, setup = resolved.base, resolved.pairs, resolved.setup
-    options = setup.loading
-    tokenizers: dict[tuple, object] = {}
-
-    def tokenizer_of(spec: ModelSpec):
-        if spec.key not in tokenizers:
-            tokenizers[spec.key] = load_tokenizer(spec)
-        return tokenizers[spec.key]
-
+    base_spec, pair_specs, options = resolved.base, resolved.pairs, resolved.setup.loading
     remote = base_spec.kind == "remote"
     if remote and not pair_specs:
         raise ProxyToolError("a remote base (--base URL) needs a local --expert: the shared tokenizer comes from it")
     for _, expert, anti in pair_specs:
         if "remote" in (expert.kind, anti.kind):
             raise ProxyToolError("only the base may be remote; experts and anti-experts run locally")
-    labelled = {} if remote else {"base": tokenizer_of(base_spec)}
-    for i, (_, expert, anti) in enumerate(pair_specs, start=1):
-        labelled[f"expert {i} ({expert.name})"] = tokenizer_of(expert)
-        labelled[f"anti-expert {i} ({anti.name})"] = tokenizer_of(anti)
-    check_compatible(labelled)
-    tokenizer = next(iter(labelled.values()))
+    tokenizers = _Tokenizers()
+    base_tokenizer, pair_tokenizer, cross = _match_tokenizers(resolved, tokenizers)
+    hosts = _Hosts(options, tokenizers)
+    base_place = None
+    if not remote:
+        base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
+        quantization_fits(base_spec, base_quant or "none", options.device)
+        base_place = hosts.place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
+    pair_places = [
+        (
+            alpha,
+            hosts.place(expert, "expert", QuantArgs(expert.quantization or "none"), f"expert{i}"),
+            hosts.place(anti, "anti-expert", QuantArgs(anti.quantization or "none"), f"anti{i}"),
+        )
+        for i, (alpha, expert, anti) in enumerate(pair_specs, start=1)  # proxies: only their registry hint
+    ]
+    pair_hosts = {id(h) for _, e, n in pair_places for h, _ in (e, n)}
+    for host in hosts.all():
+        pad = (pair_tokenizer if cross and id(host) in pair_hosts else base_tokenizer).pad_token_id
+        _load_host(host, options, pad if pad is not None else 0)
+    base_eos = {i for h in hosts.all() if id(h) not in pair_hosts or not cross for i in hosts.eos(h)}
+    pair_eos = {i for h in hosts.all() if id(h) in pair_hosts for i in hosts.eos(h)}
+    if remote:
+        base_eos = base_eos | (_eos_ids(None, base_tokenizer) if cross else pair_eos)
+        base = _remote_base(base_spec, options, base_tokenizer, len(base_eos), cross)
+    else:
+        base = Member(base_place[0].source, base_place[1])
+    if cross:
+        pairs = _cross_pairs(pair_places, options, base_tokenizer, pair_tokenizer, frozenset(pair_eos), base_eos)
+    else:
+        pairs = tuple(ExpertPair(a, Member(e[0].source, e[1]), Member(n[0].source, n[1])) for a, e, n in pair_places)
+    models = ProxyModels(base=base, pairs=pairs, tokenizer=base_tokenizer, eos_ids=frozenset(base_eos))
+    return dataclasses.replace(models, lanes=None if cross else _lanes(models, options.overlap))
 
-    hosts: dict[tuple, _Host] = {}
-    pad_id = tokenizer.pad_token_id
-    share = options.share_weights if options.share_weights is not None else pick_device(options.device) == "cpu"
 
-    def place(spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
-        style = options.formats.get(role) or spec.prompt_format
-        prompt_format = PromptFormat(tokenizer_of(spec), style)
-        if spec.kind == "adapter" and share:
-            host = hosts.setdefault((spec.base.key, quant), _Host(spec.base, quant))
+class _Tokenizers:
+    """Each model's tokenizer, loaded once."""
+
+    def __init__(self):
+        self._by_key: dict[tuple, object] = {}
+
+    def of(self, spec: ModelSpec):
+        if spec.key not in self._by_key:
+            self._by_key[spec.key] = load_tokenizer(spec)
+        return self._by_key[spec.key]
+
+
+class _Hosts:
+    """The models to load: each spec (and quantization) once, with the row groups its roles need."""
+
+    def __init__(self, options: LoadingOptions, tokenizers: _Tokenizers):
+        self.options, self.tokenizers = options, tokenizers
+        self._hosts: dict[tuple, _Host] = {}
+        device = pick_device(options.device)
+        self.share = options.share_weights if options.share_weights is not None else device == "cpu"
+
+    def place(self, spec: ModelSpec, role: str, quant: QuantArgs, adapter_name: str) -> tuple[_Host, int]:
+        style = self.options.formats.get(role) or spec.prompt_format
+        prompt_format = PromptFormat(self.tokenizers.of(spec), style)
+        if spec.kind == "adapter" and self.share:
+            host = self._hosts.setdefault((spec.base.key, quant), _Host(spec.base, quant))
             host.adapters[adapter_name] = spec
             group = Group(adapter_name, prompt_format)
         else:
-            host = hosts.setdefault((spec.key, quant), _Host(spec, quant))
+            host = self._hosts.setdefault((spec.key, quant), _Host(spec, quant))
             group = Group(None, prompt_format)
         return host, _add_group(host, group)
 
-    if remote:
-        base_place = None
-    else:
-        base_quant = options.quantize_base if options.quantize_base != "none" else base_spec.quantization
-        quantization_fits(base_spec, base_quant or "none", options.device)
-        base_place = place(base_spec, "base", QuantArgs(base_quant or "none"), "base")
-    pair_places = []
-    for i, (alpha, expert, anti) in enumerate(pair_specs, start=1):  # proxies: only their registry hint
-        pair_places.append(
-            (
-                alpha,
-                place(expert, "expert", QuantArgs(expert.quantization or "none"), f"expert{i}"),
-                place(anti, "anti-expert", QuantArgs(anti.quantization or "none"), f"anti{i}"),
-            )
-        )
+    def all(self) -> list[_Host]:
+        return list(self._hosts.values())
 
-    for host in hosts.values():
-        _load_host(host, options, pad_id)
+    def eos(self, host: _Host) -> set[int]:
+        return _eos_ids(host.model, self.tokenizers.of(host.spec))
 
-    def member(placed) -> Member:
-        host, group = placed
-        return Member(host.source, group)
 
-    eos = set()
-    for host in hosts.values():
-        eos |= _eos_ids(host.model, tokenizer_of(host.spec))
-    base = _remote_base(base_spec, options, tokenizer, len(eos)) if remote else member(base_place)
-    models = ProxyModels(
-        base=base,
-        pairs=tuple(ExpertPair(a, member(e), member(n)) for a, e, n in pair_places),
-        tokenizer=tokenizer,
-        eos_ids=frozenset(eos),
+def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple[object, object, bool]:
+    """(the base's tokenizer, the pair's, whether to steer across tokenizers); checked before any weights load.
+
+    The experts and anti-experts must share one tokenizer. The base may differ unless
+    ``--cross-tokenizer off``; ``fast`` or ``exact`` steer across tokenizers even when they are the same.
+    """
+    options = resolved.setup.loading
+    pair = {}
+    for i, (_, expert, anti) in enumerate(resolved.pairs, start=1):
+        pair[f"expert {i} ({expert.name})"] = tokenizers.of(expert)
+        pair[f"anti-expert {i} ({anti.name})"] = tokenizers.of(anti)
+    try:
+        check_compatible(pair)
+    except ProxyToolError as err:
+        raise ProxyToolError(
+            f"{err}; the experts and anti-experts must share one tokenizer (only the base may differ)"
+        ) from None
+    pair_tokenizer = next(iter(pair.values()), None)
+    if resolved.base.kind != "remote":
+        base_tokenizer = tokenizers.of(resolved.base)
+    elif options.base_tokenizer is not None:
+        base_tokenizer = tokenizers.of(resolve(options.base_tokenizer))
+    else:  # the server's tokenizer is checked against the pair's when it connects
+        return pair_tokenizer, pair_tokenizer, False
+    if pair_tokenizer is None:
+        return base_tokenizer, None, False
+    mode = options.cross_tokenizer
+    if mode == "off" or (mode == "auto" and _same_vocabulary(base_tokenizer, pair_tokenizer)):
+        try:
+            check_compatible({"base": base_tokenizer, **pair})
+        except ProxyToolError as err:
+            raise ProxyToolError(f"{err} (--cross-tokenizer auto steers across tokenizers)") from None
+        return base_tokenizer, base_tokenizer, False
+    return base_tokenizer, pair_tokenizer, True
+
+
+def _same_vocabulary(a, b) -> bool:
+    try:
+        check_compatible({"a": a, "b": b})
+    except ProxyToolError:
+        return False
+    return True
+
+
+def _cross_pairs(pair_places, options: LoadingOptions, base_tokenizer, pair_tokenizer, pair_eos, base_eos):
+    """The expert pairs as groups of one source that scores the base's candidates across tokenizers."""
+    from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
+    from proxytool.decoding.token_bytes import TokenBytes
+
+    members = [(host.source, group) for _, e, n in pair_places for host, group in (e, n)]
+    mode = "fast" if options.cross_tokenizer == "auto" else options.cross_tokenizer
+    source = CrossTokenizerSource(
+        members,
+        TokenBytes(pair_tokenizer, "the pair's tokenizer"),
+        TokenBytes(base_tokenizer, "the base's tokenizer"),
+        pair_eos,
+        frozenset(base_eos),
+        mode=mode,
+        top_k=options.cross_top_k,
     )
-    return dataclasses.replace(models, lanes=_lanes(models, options.overlap))
+    return tuple(
+        ExpertPair(alpha, Member(source, 2 * i), Member(source, 2 * i + 1))
+        for i, (alpha, _, _) in enumerate(pair_places)
+    )
 
 
-def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer, n_eos: int) -> Member:
-    """Connect to the server (its tokenizer checked against the shared one) as the base's source."""
+def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer, n_eos: int, cross: bool = False) -> Member:
+    """Connect to the server (its tokenizer checked against ``tokenizer``) as the base's source. Across
+    tokenizers the pair cannot guess in the base's tokens nor name extra ids: the server's own path only."""
     from proxytool.decoding.remote import connect
     from proxytool.models.remote_client import RemoteClient, parse_endpoint
 
@@ -163,8 +239,8 @@ def _remote_base(spec: ModelSpec, options: LoadingOptions, tokenizer, n_eos: int
         prompt_format,
         top_k=options.remote_top_k,
         lookahead=options.remote_lookahead,
-        draft=options.remote_draft,
-        extra=options.remote_extra,
+        draft="base" if cross else options.remote_draft,
+        extra=0 if cross else options.remote_extra,
         n_eos=n_eos,
     )
     return Member(source, 0)
@@ -210,6 +286,7 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
+    """The ids that end a generation: the model's generation config's and the tokenizer's EOS."""
     ids = set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):

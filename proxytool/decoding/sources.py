@@ -80,6 +80,7 @@ class Source(ABC):
     local: bool = True  # computes in this process (False: waits on a server; a lane of its own)
     guess_length: int = 0  # tokens after a context it can score in the same call, when given a guess
     extra_top: int = 0  # how many of the pair's top candidates it can score besides its own set
+    base_candidates: int = 0  # scores the base's top this-many tokens per position (runs after the base)
 
     @property
     def max_length(self) -> int | None:
@@ -184,6 +185,29 @@ class ModelSource(Source):
         positions = state.last_position + torch.arange(1, k + 1, device=self.device)
         state.last_position = positions[:, -1:]
         return self._forward(state, ids, positions, keep=k)
+
+    @torch.inference_mode()
+    def branch(self, state: SourceState, suffixes: list[list[int]]) -> list[torch.Tensor]:
+        """Score several continuations of a one-prompt state at once, leaving the state as it was.
+
+        Each suffix (non-empty) follows the state's tokens; returns per group the logits after each
+        suffix position [suffixes, longest, vocab] (right-padded: positions past a suffix are junk).
+        """
+        import copy
+
+        n, width = len(suffixes), max(len(s) for s in suffixes)
+        cache = copy.deepcopy(state.cache)
+        cache.batch_repeat_interleave(n)  # rows: groups × suffixes
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        tail = torch.zeros((n, width), dtype=torch.long)
+        for i, suffix in enumerate(suffixes):
+            ids[i, : len(suffix)] = torch.tensor(suffix)
+            tail[i, : len(suffix)] = 1
+        groups = len(self.groups)
+        ids, tail = ids.repeat(groups, 1).to(self.device), tail.repeat(groups, 1).to(self.device)
+        mask = torch.cat([state.mask.repeat_interleave(n, dim=0), tail], dim=-1)
+        positions = state.last_position.repeat_interleave(n, dim=0) + torch.arange(1, width + 1, device=self.device)
+        return self._forward(SourceState(cache, mask, positions[:, -1:]), ids, positions, keep=width)
 
     def truncate(self, state: SourceState, drop: int) -> None:
         """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""

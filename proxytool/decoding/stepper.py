@@ -43,9 +43,13 @@ class Stepper:
         base = self.models.base.source
         guessing = not all_positions and base.guess_length > 0 and bool(self.models.pairs)
         extra = not all_positions and self._extra_top() > 0
+        after_base = self._after_base()
         for source in self.models.sources:
-            if not ((guessing or extra) and source is base):
+            if not ((guessing or extra) and source is base) and source not in after_base:
                 self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+        for source in after_base:  # a pair across tokenizers scores the base's candidates
+            candidates = Candidates(after=self._base_top(self._logits, source.base_candidates))
+            self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, candidates=candidates)
         if guessing or extra:  # a remote base's first call also scores the pair's guess / candidates
             self._states[id(base)], self._logits[id(base)] = base.prefill(
                 prompts, candidates=self._first_candidates(guessing, extra)
@@ -65,6 +69,25 @@ class Stepper:
         if extra:  # the candidates after each kept guessed token (after the prompt: `after`)
             along = [row[: len(g)] for row, g in zip(along, guesses)]
         return Candidates(after=after, guesses=guesses, along=along)
+
+    def _after_base(self) -> list[Source]:
+        """Sources that score the base's candidates (a pair across tokenizers): they run after the base."""
+        return [s for s in self.models.sources if s.base_candidates > 0] if self.models.pairs else []
+
+    def _base_top(self, logits: dict[int, list[torch.Tensor]], k: int) -> list:
+        """The base's top ``k`` finite-scored ids and its EOS ids, per row (and per position for
+        [prompts, positions, vocab] logits)."""
+        member = self.models.base
+        scores = logits[id(member.source)][member.group]
+        top = scores.topk(min(k, scores.shape[-1]), dim=-1)
+        eos = set(self.models.eos_ids)
+
+        def of(ids, values):
+            if ids and isinstance(ids[0], list):
+                return [of(i, v) for i, v in zip(ids, values)]
+            return {i for i, v in zip(ids, values) if v != float("-inf")} | eos
+
+        return of(top.indices.tolist(), top.values.tolist())
 
     def _extra_top(self) -> int:
         """M where the base takes extra candidates (a remote base scoring ``logprob_token_ids``), else 0."""
@@ -88,7 +111,19 @@ class Stepper:
         first, so that no call is made for positions the decoding may never reach; :meth:`known` says
         how many columns hold scores (the rest are to be truncated)."""
         base = self.models.base.source
-        if self._extra_top() > 0 and tokens.shape[1] > 0:  # the pair first: its candidates go to the base
+        after_base = self._after_base()
+        if after_base and tokens.shape[1] > 0:  # the base first: its candidates go to the pair
+            logits = self._each_source(
+                lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy),
+                [s for s in self.models.sources if s not in after_base],
+            )
+            known = base.known(self._states[id(base)], tokens.shape[1])
+            for source in after_base:
+                top = self._base_top(logits, source.base_candidates)  # [prompts][k]
+                candidates = [row[:known] for row in top]
+                logits[id(source)] = source.extend(self._states[id(source)], tokens, candidates, lazy=lazy)
+            self._logits = logits
+        elif self._extra_top() > 0 and tokens.shape[1] > 0:  # the pair first: its candidates go to the base
             local = [s for s in self.models.sources if s is not base]
             logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local)
             candidates = self._extra_ids(self._pair_scores(logits))
