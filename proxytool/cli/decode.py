@@ -57,7 +57,7 @@ def decode(
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding import checks as v
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
-    from proxytool.decoding.speculative import check_speculative
+    from proxytool.decoding.speculative import check_speculative, check_speculative_models
     from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume
     from proxytool.decoding.trace import Tracer
     from proxytool.errors import ProxyToolError
@@ -97,6 +97,8 @@ def decode(
     console = Console(stderr=True)
     with console.status("loading models"):
         models = load_proxy_models(resolved)
+    if speculative:
+        check_speculative_models(models)
     with Progress(
         TextColumn("[bold]decode"),
         BarColumn(),

@@ -42,12 +42,21 @@ class _Trunk:
     logprobs: list[torch.Tensor]
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What the pair reads after the prompt: ``committed`` pair tokens (the text before the base's last
+    special token, and that token), then the bytes the base wrote since."""
+
+    committed: tuple[int, ...] = ()
+    text: bytes = b""
+
+
 @dataclass
 class CrossState:
-    """Per prompt: the bytes the base wrote (and each token's length, to truncate), the trunks."""
+    """Per prompt: the pair's context, the contexts before each appended token (to truncate), the trunks."""
 
-    texts: list[bytes]
-    lengths: list[list[int]]
+    contexts: list[_Context]
+    history: list[list[_Context]]
     trunks: list[dict[int, _Trunk]]  # by id(pair source)
     retired: set[int] = field(default_factory=set)
 
@@ -93,7 +102,7 @@ class CrossTokenizerSource(Source):
     ) -> tuple[CrossState, list[torch.Tensor]]:
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported across tokenizers")
-        state = CrossState([b"" for _ in prompts], [[] for _ in prompts], [])
+        state = CrossState([_Context() for _ in prompts], [[] for _ in prompts], [])
         for prompt in prompts:
             trunks = {}
             for source in self.pair_sources:
@@ -111,42 +120,54 @@ class CrossTokenizerSource(Source):
         columns = []
         for j in range(tokens.shape[1]):
             for row, token in enumerate(tokens[:, j].tolist()):
-                written = self.base_vocab.bytes_of[token] or b""
-                state.texts[row] += written
-                state.lengths[row].append(len(written))
+                state.history[row].append(state.contexts[row])
+                state.contexts[row] = self._after(state.contexts[row], token)
             wanted = [row[j] if candidates is not None and j < len(row) else None for row in candidates or []]
             columns.append(self._scores(state, wanted or None))
         if not columns:
-            return [torch.zeros(len(state.texts), 0, len(self.base_vocab.bytes_of)) for _ in self.groups]
+            return [torch.zeros(len(state.contexts), 0, len(self.base_vocab.bytes_of)) for _ in self.groups]
         return [torch.stack([c[m] for c in columns], dim=1) for m in range(len(self.groups))]
 
     def truncate(self, state: CrossState, drop: int) -> None:
-        for row, lengths in enumerate(state.lengths):
+        for row, history in enumerate(state.history):
             for _ in range(drop):
-                state.texts[row] = state.texts[row][: len(state.texts[row]) - lengths.pop()]
+                state.contexts[row] = history.pop()
 
     def retire(self, state: CrossState, rows: set[int]) -> None:
         state.retired |= set(rows)
 
     def _scores(self, state: CrossState, wanted: list[set[int] | None] | None) -> list[torch.Tensor]:
         """Per member [prompts, base vocab]: log p(s_v | text) on each row's candidates, 0 elsewhere."""
-        out = torch.zeros(len(self.groups), len(state.texts), len(self.base_vocab.bytes_of))
-        for row in range(len(state.texts)):
+        out = torch.zeros(len(self.groups), len(state.contexts), len(self.base_vocab.bytes_of))
+        for row in range(len(state.contexts)):
             if wanted is None or wanted[row] is None or row in state.retired:
                 continue
-            ids, values = self.row_scores(state.trunks[row], state.texts[row], wanted[row])
+            ids, values = self.row_scores(state.trunks[row], state.contexts[row], wanted[row])
             if ids:
                 out[:, row, ids] = values
         return list(out.unbind(0))
 
-    def row_scores(self, trunks: dict[int, _Trunk], text: bytes, wanted: set[int]) -> tuple[list[int], torch.Tensor]:
+    def _after(self, context: _Context, token: int) -> _Context:
+        """The pair's context once the base wrote ``token``: its bytes, or the pair's own special token."""
+        written = self.base_vocab.bytes_of[token]
+        if written:
+            return _Context(context.committed, context.text + written)
+        if token in self.specials:
+            committed = context.committed + self.pair_vocab.encode(context.text) + (self.specials[token][0],)
+            return _Context(committed)
+        return context  # a special token the pair has no counterpart of: it reads nothing
+
+    def row_scores(
+        self, trunks: dict[int, _Trunk], context: _Context, wanted: set[int]
+    ) -> tuple[list[int], torch.Tensor]:
         """The candidates (``wanted`` + the pair's suggestions) and their scores [members, candidates]."""
-        here = self.pair_vocab.encode(text)
+        canon = _Canon(self.pair_vocab, context.committed)
+        here = canon(context.text)
         first = self._evaluate(trunks, [here], grow=False)
         candidates = sorted(set(wanted) | self._suggested(first[here][1]))
         strings = {v: self.base_vocab.bytes_of[v] for v in candidates}
         scorer = _exact_scores if self.mode == "exact" else _fast_scores
-        return scorer(self, trunks, text, here, strings)
+        return scorer(self, trunks, canon, context.text, strings)
 
     def _suggested(self, after: torch.Tensor) -> set[int]:
         """Base tokens that write a prefix of one of the pair's top next tokens (the first member's view)."""
@@ -192,9 +213,20 @@ def _special_map(base_vocab: TokenBytes, pair_vocab: TokenBytes, base_eos, pair_
     return {i: ids for i, ids in out.items() if ids}
 
 
-def _fast_scores(source, trunks, text, here, strings):
+class _Canon:
+    """The pair tokens of a context: its committed tokens, then the canonical tokenization of the text."""
+
+    def __init__(self, vocab: TokenBytes, committed: tuple[int, ...]):
+        self.vocab, self.committed = vocab, committed
+
+    def __call__(self, text: bytes) -> tuple[int, ...]:
+        return self.committed + self.vocab.encode(text)
+
+
+def _fast_scores(source, trunks, canon: _Canon, text: bytes, strings):
     """``log P(canon(x·s)) − log P(canon(x))``, one path each; the base's EOS: the pair's EOS after x."""
-    paths = {v: source.pair_vocab.encode(text + s) for v, s in strings.items() if s}
+    here = canon(text)
+    paths = {v: canon(text + s) for v, s in strings.items() if s}
     scored = source._evaluate(trunks, [here, *paths.values()])
     base_logp, after = scored[here]
     ids, values = [], []
@@ -209,11 +241,12 @@ def _fast_scores(source, trunks, text, here, strings):
     return ids, torch.stack(values, dim=1) if values else torch.zeros(len(source.groups), 0)
 
 
-def _exact_scores(source, trunks, text, here, strings):
+def _exact_scores(source, trunks, canon: _Canon, text: bytes, strings):
     """``log P(x·s) − log P(x)`` with P summed over covering sequences with canonical bodies."""
     vocab = source.pair_vocab
+    here = canon(text)
     texts = [text] + [text + s for s in strings.values() if s]
-    bodies = {w: _bodies(vocab, w) for w in texts}
+    bodies = {w: _bodies(canon, w) for w in texts}
     seqs = list(dict.fromkeys([here] + [seq for spans in bodies.values() for _, seq in spans]))
     scored = source._evaluate(trunks, seqs)
 
@@ -239,10 +272,10 @@ def _exact_scores(source, trunks, text, here, strings):
     return ids, torch.stack(values, dim=1) if values else torch.zeros(len(source.groups), 0)
 
 
-def _bodies(vocab: TokenBytes, w: bytes) -> list[tuple[int, tuple[int, ...]]]:
+def _bodies(canon: _Canon, w: bytes) -> list[tuple[int, tuple[int, ...]]]:
     """(j, canon(w[:j])) for every split j where some token writes a continuation of ``w[j:]``."""
-    start = max(0, len(w) - vocab.max_len)
-    return [(j, vocab.encode(w[:j])) for j in range(start, len(w)) if vocab.with_prefix(w[j:])]
+    start = max(0, len(w) - canon.vocab.max_len)
+    return [(j, canon(w[:j])) for j in range(start, len(w)) if canon.vocab.with_prefix(w[j:])]
 
 
 def _run(source: ModelSource, trunk: _Trunk, seqs: list[tuple[int, ...]], grow: bool) -> dict:

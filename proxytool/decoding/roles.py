@@ -47,6 +47,11 @@ class ProxyModels:
         return unique
 
     @property
+    def crosses_tokenizers(self) -> bool:
+        """Whether the pairs score the base's candidates across tokenizers (decoding/cross_tokenizer.py)."""
+        return any(s.base_candidates > 0 for s in self.sources)
+
+    @property
     def alphas(self) -> tuple[float, ...]:
         return tuple(p.alpha for p in self.pairs)
 

@@ -47,6 +47,7 @@ class SpeculativeRounds:
         if k < 1:
             raise ProxyToolError(f"--speculative must be >= 1 to speculate (got {k}; 0 decodes plainly)")
         check_speculative(k, draft, has_expert=bool(models.pairs))
+        check_speculative_models(models)
         if models.base.source.extra_top:  # verification has no pair logits to pick the extra ids from
             raise ProxyToolError(
                 "speculative decoding with a remote base that takes extra candidates is not supported: "
@@ -74,6 +75,15 @@ class SpeculativeRounds:
         self.stats["accepted"] += kept - 1
         self.stepper.truncate(k_now + 1 - kept)  # fed: pending + k drafts; kept: pending + kept - 1 drafts
         return tokens[:, :kept]
+
+
+def check_speculative_models(models: ProxyModels) -> None:
+    """What loaded models cannot speculate with (checked before decoding writes anything)."""
+    if models.crosses_tokenizers:
+        raise ProxyToolError(
+            "speculative decoding across tokenizers is not supported (the expert drafts in its own tokens): "
+            "drop --speculative"
+        )
 
 
 def check_speculative(k: int, draft: str, has_expert: bool) -> None:

@@ -78,7 +78,7 @@ class Stepper:
         """The base's top ``k`` finite-scored ids and its EOS ids, per row (and per position for
         [prompts, positions, vocab] logits)."""
         member = self.models.base
-        scores = logits[id(member.source)][member.group]
+        scores = logits[id(member.source)][member.group][..., : len(self.models.tokenizer)]
         top = scores.topk(min(k, scores.shape[-1]), dim=-1)
         eos = set(self.models.eos_ids)
 

@@ -1,0 +1,205 @@
+"""Cross-tokenizer proxy-tuning: the cached paths equal a slow reference, and the identities hold."""
+
+import random
+
+import pytest
+import torch
+from cli_runner import run_cli
+from cross_reference import ReferencePair, reference_greedy, reference_scores
+from engine_helpers import proxy_setup
+from reference import load
+from tiny import CORPUS, OTHER_CORPUS, build_tokenizer, save_model
+
+from proxytool.decoding.generate import complete, generate
+from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.setup import load_proxy_models
+from proxytool.decoding.token_bytes import TokenBytes
+from proxytool.errors import ProxyToolError
+
+RAW = {"base": "raw", "expert": "raw", "anti-expert": "raw"}
+EXTRAS = ["café", "日本語", "naïve", "🙂", "€5", "  two  spaces"]
+SPECIALS = {0: [0], 1: [1], 2: [2], 3: [3]}  # the tiny tokenizers share their special tokens' texts
+
+
+def other_tokenizer():
+    return build_tokenizer(vocab_size=300, corpus=OTHER_CORPUS)
+
+
+@pytest.fixture(scope="module")
+def other_pair(tmp_path_factory):
+    """An expert and anti-expert whose tokenizer (other merges, other ids) the tiny base does not share."""
+    root = tmp_path_factory.mktemp("other_pair")
+    return {
+        "expert": save_model(root / "expert", seed=5, tokenizer=other_tokenizer()),
+        "anti": save_model(root / "anti", seed=6, tokenizer=other_tokenizer()),
+    }
+
+
+def cross_prompts(n, seed):
+    """Prompts from the corpus words with multi-byte characters and leading / doubled spaces mixed in."""
+    rng = random.Random(seed)
+    words = " ".join(CORPUS).split() + EXTRAS
+    prompts = []
+    for i in range(n):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
+        prompts.append((" " if i % 3 == 0 else "") + text)
+    return prompts
+
+
+def cross_models(tiny_models, other_pair, mode, alpha=1.5, **kwargs):
+    return load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[str(other_pair["expert"])],
+            anti_experts=[str(other_pair["anti"])],
+            alphas=[alpha],
+            formats=RAW,
+            cross_tokenizer=mode,
+            **kwargs,
+        )
+    )
+
+
+def references(tiny_models, other_pair, prompt):
+    base_tokenizer, pair_tokenizer = build_tokenizer(), other_tokenizer()
+    pair_vocab = TokenBytes(pair_tokenizer)
+    pair_ids = pair_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    expert = ReferencePair(load(other_pair["expert"]), pair_ids, pair_vocab)
+    anti = ReferencePair(load(other_pair["anti"]), pair_ids, pair_vocab)
+    base_ids = base_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return load(tiny_models["base"]), base_ids, expert, anti, TokenBytes(base_tokenizer)
+
+
+def test_token_bytes_write_every_prefix_back():
+    vocab = TokenBytes(build_tokenizer())
+    text = " Harris café 日本語 🙂\n  x".encode()
+    for n in range(len(text) + 1):  # prefixes end inside characters too
+        assert vocab.text_of(vocab.encode(text[:n])) == text[:n]
+    assert vocab.with_prefix(b" H") and all(vocab.bytes_of[i].startswith(b" H") for i in vocab.with_prefix(b" H"))
+    assert vocab.bytes_of[0] is None  # a special token writes nothing
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_cached_cross_tokenizer_decoding_equals_the_slow_reference(tiny_models, other_pair, mode):
+    models = cross_models(tiny_models, other_pair, mode, cross_top_k=8)
+    prompts = cross_prompts(20, seed={"fast": 1, "exact": 2}[mode])
+    n = 5
+    batched = complete(models, prompts[:4], max_new_tokens=n)  # a batch of rows too
+    alone = [complete(models, [p], max_new_tokens=n)[0] for p in prompts]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in alone[:4]]
+    for prompt, got in zip(prompts, alone):
+        base, base_ids, expert, anti, base_vocab = references(tiny_models, other_pair, prompt)
+        want = reference_greedy(base, base_ids, expert, anti, base_vocab, SPECIALS, 1.5, mode, 8, n)
+        assert got.token_ids == want, prompt
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_sampling_draws_from_the_reference_distribution(tiny_models, other_pair, mode):
+    models = cross_models(tiny_models, other_pair, mode, cross_top_k=8)
+    prompt = " café poll 日本"
+    seen = []
+    sampling = SamplingConfig(temperature=1.0, seed=3)
+
+    def observe(stepper, scores, tokens):
+        seen.append((scores[0].clone(), int(tokens[0])))
+
+    for _ in generate(models, [prompt], max_new_tokens=6, sampling=sampling, observe=observe):
+        pass
+    base, base_ids, expert, anti, base_vocab = references(tiny_models, other_pair, prompt)
+    out = []
+    for scores, token in seen:
+        want = reference_scores(base, base_ids, out, expert, anti, base_vocab, SPECIALS, 1.5, mode, 8)
+        assert torch.allclose(torch.softmax(scores, -1), torch.softmax(want, -1), atol=1e-5)
+        out.append(token)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_a_zero_offset_is_the_base_alone(tiny_models, other_pair, mode):
+    prompts = cross_prompts(6, seed=7)
+    models = cross_models(tiny_models, other_pair, mode, alpha=0.0)
+    alone = models.with_base(models.base)
+    same_pair = load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[str(other_pair["expert"])],
+            anti_experts=[str(other_pair["expert"])],
+            formats=RAW,
+            cross_tokenizer=mode,
+        )
+    )
+    for sampling in (SamplingConfig(), SamplingConfig(temperature=1.2, top_p=0.9, seed=4)):
+        want = [c.token_ids for c in complete(alone, prompts, max_new_tokens=8, sampling=sampling)]
+        assert [c.token_ids for c in complete(models, prompts, max_new_tokens=8, sampling=sampling)] == want
+        assert [c.token_ids for c in complete(same_pair, prompts, max_new_tokens=8, sampling=sampling)] == want
+
+
+@pytest.fixture(scope="module")
+def byte_models(tmp_path_factory):
+    """Models on a tokenizer without merges (every byte a token): the base's path is always the pair's
+    canonical tokenization, so across-tokenizer scoring must give today's token-by-token scores."""
+    root = tmp_path_factory.mktemp("bytes")
+    tokenizer = lambda: build_tokenizer(vocab_size=260)  # noqa: E731 (256 bytes + 4 specials)
+    return {
+        name: save_model(root / name, seed=seed, tokenizer=tokenizer()) for name, seed in [("b", 1), ("e", 2), ("a", 3)]
+    }
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_identical_tokenizers_through_the_cross_path_equal_same_tokenizer_decoding(byte_models, mode):
+    def models(cross, **kwargs):
+        return load_proxy_models(
+            proxy_setup(
+                byte_models["b"],
+                experts=[str(byte_models["e"])],
+                anti_experts=[str(byte_models["a"])],
+                alphas=[1.5],
+                formats=RAW,
+                cross_tokenizer=cross,
+                **kwargs,
+            )
+        )
+
+    prompts = cross_prompts(8, seed=11)
+    same = [c.token_ids for c in complete(models("off"), prompts, max_new_tokens=10)]
+    across = models(mode, cross_top_k=260)  # the candidate set is every token: the same set as today's
+    assert [c.token_ids for c in complete(across, prompts, max_new_tokens=10)] == same
+
+
+def test_a_pair_whose_members_differ_is_one_clear_error(tiny_models, other_pair):
+    with pytest.raises(ProxyToolError, match="the experts and anti-experts must share one tokenizer"):
+        load_proxy_models(
+            proxy_setup(
+                tiny_models["base"], experts=[str(other_pair["expert"])], anti_experts=[str(tiny_models["anti"])]
+            )
+        )
+
+
+def test_cross_tokenizer_off_refuses_other_tokenizers(tiny_models, other_pair):
+    with pytest.raises(ProxyToolError, match="--cross-tokenizer auto steers across tokenizers"):
+        cross_models(tiny_models, other_pair, "off")
+
+
+def test_auto_steers_across_tokenizers_when_they_differ(tiny_models, other_pair):
+    models = cross_models(tiny_models, other_pair, "auto")
+    assert models.pairs[0].expert.source.mode == "fast" and len(models.tokenizer) == 320  # the base's
+
+
+def test_decode_command_across_tokenizers_and_its_errors(tiny_models, other_pair, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Who leads the poll?\ncafé 日本\n")
+    out, trace = tmp_path / "out.jsonl", tmp_path / "trace.jsonl"
+    common = ["--base", tiny_models["base"], "--expert", other_pair["expert"], "--anti-expert", other_pair["anti"]]
+    code, _, err = run_cli(
+        "decode", "--prompts", prompts, "--output", out, "--max-new-tokens", "4", "--trace", trace, *common
+    )
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 2 and trace.read_text()
+    code, _, err = run_cli(
+        "decode", "--prompts", prompts, "--output", tmp_path / "o2.jsonl", "--cross-tokenizer", "bytes", *common
+    )
+    assert code == 2 and "--cross-tokenizer must be one of auto, off, fast, exact (got 'bytes')" in err
+    assert not (tmp_path / "o2.jsonl").exists()
+    code, _, err = run_cli(
+        "decode", "--prompts", prompts, "--output", tmp_path / "o3.jsonl", "--speculative", "2", *common
+    )
+    assert code == 2 and "across tokenizers" in err
