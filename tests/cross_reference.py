@@ -67,10 +67,17 @@ def pair_context(out: list[int], base_vocab: TokenBytes, pair_vocab: TokenBytes,
     return committed, text
 
 
-def reference_scores(base, base_ids, out, expert, anti, base_vocab, specials, alpha, mode, top_k, eos=(0,)):
-    """The proxy scores over the base's vocabulary after ``base_ids + out`` (one prompt)."""
+def reference_scores(
+    base, base_ids, out, expert, anti, base_vocab, specials, alpha, mode, top_k, eos=(0,), remote_top_k=None
+):
+    """The proxy scores over the base's vocabulary after ``base_ids + out`` (one prompt). ``remote_top_k``:
+    the base as a server gives it, its top-K log-probabilities and -inf elsewhere."""
     with torch.no_grad():
         logits = base(torch.tensor([base_ids + out])).logits[0, -1].float()[: len(base_vocab.bytes_of)]
+    if remote_top_k is not None:
+        logp = torch.log_softmax(logits, -1)
+        top = logp.topk(remote_top_k)
+        logits = torch.full_like(logp, float("-inf")).index_put_((top.indices,), top.values)
     committed, text = pair_context(out, base_vocab, expert.vocab, specials)
     expert, anti = expert.after(committed), anti.after(committed)
     candidates = set(logits.topk(top_k).indices.tolist()) | set(eos)
@@ -89,10 +96,12 @@ def reference_scores(base, base_ids, out, expert, anti, base_vocab, specials, al
     return logits + alpha * offset
 
 
-def reference_greedy(base, base_ids, expert, anti, base_vocab, specials, alpha, mode, top_k, n, eos=(0,)):
+def reference_greedy(base, base_ids, expert, anti, base_vocab, specials, alpha, mode, top_k, n, eos=(0,), **kwargs):
     out = []
     for _ in range(n):
-        scores = reference_scores(base, base_ids, out, expert, anti, base_vocab, specials, alpha, mode, top_k, eos)
+        scores = reference_scores(
+            base, base_ids, out, expert, anti, base_vocab, specials, alpha, mode, top_k, eos, **kwargs
+        )
         out.append(int(scores.argmax()))
         if out[-1] in eos:
             break

@@ -171,7 +171,7 @@ def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple
         pair[f"expert {i} ({expert.name})"] = tokenizers.of(expert)
         pair[f"anti-expert {i} ({anti.name})"] = tokenizers.of(anti)
     try:
-        check_compatible(pair)
+        check_compatible(pair) if pair else None
     except ProxyToolError as err:
         raise ProxyToolError(
             f"{err}; the experts and anti-experts must share one tokenizer (only the base may differ)"

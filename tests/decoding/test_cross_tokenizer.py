@@ -203,3 +203,78 @@ def test_decode_command_across_tokenizers_and_its_errors(tiny_models, other_pair
         "decode", "--prompts", prompts, "--output", tmp_path / "o3.jsonl", "--speculative", "2", *common
     )
     assert code == 2 and "across tokenizers" in err
+
+
+@pytest.fixture(scope="module")
+def served_base(tiny_models):
+    """``proxytool serve`` on the tiny base alone: a remote base whose tokenizer the pair does not share."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    base = load_proxy_models(proxy_setup(tiny_models["base"], overlap="off"))
+    with BackgroundServer(base, ServerConfig(model_name="tiny-base", max_logprobs=100)) as server:
+        server.url += "/v1"
+        yield server
+
+
+def remote_cross(tiny_models, other_pair, url, alpha, mode="auto", anti="anti"):
+    return load_proxy_models(
+        proxy_setup(
+            url,
+            experts=[str(other_pair["expert"])],
+            anti_experts=[str(other_pair[anti])],
+            alphas=[alpha],
+            formats=RAW,
+            cross_tokenizer=mode,
+            base_tokenizer=str(tiny_models["base"]),
+            remote_top_k=20,
+            remote_lookahead=4,
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_a_remote_base_across_tokenizers_equals_the_local_base(tiny_models, other_pair, served_base, mode):
+    """Through proxytool serve (ids), α = 0 and expert == anti give the server's own greedy tokens, and
+    steering equals the reference with the base's top-K log-probabilities (-inf elsewhere)."""
+    prompts = cross_prompts(4, seed=13)
+    local = cross_models(tiny_models, other_pair, mode, alpha=0.0)
+    want = [c.token_ids for c in complete(local.with_base(local.base), prompts, max_new_tokens=8)]
+    for alpha, anti in ((0.0, "anti"), (1.5, "expert")):
+        models = remote_cross(tiny_models, other_pair, served_base.url, alpha, mode, anti)
+        assert models.base.source.guess_length == 0 and models.base.source.extra_top == 0
+        assert [c.token_ids for c in complete(models, prompts, max_new_tokens=8)] == want
+    steered = remote_cross(tiny_models, other_pair, served_base.url, 1.5, mode)
+    for prompt in prompts:
+        got = complete(steered, [prompt], max_new_tokens=6)[0].token_ids
+        base, base_ids, expert, anti, base_vocab = references(tiny_models, other_pair, prompt)
+        args = (base, base_ids, expert, anti, base_vocab, SPECIALS, 1.5, mode, 20, 6)
+        assert got == reference_greedy(*args, remote_top_k=20), prompt
+
+
+def test_a_string_keyed_remote_base_across_tokenizers_is_the_base_at_zero_offset(tiny_models, other_pair):
+    """llama.cpp's way (text prompts, log-probs keyed by token strings): α = 0 gives the server's greedy
+    tokens among the strings it can name."""
+    from reference import tokenizer_of
+    from remote_fake import FakeServer
+    from test_remote import reference_topk_greedy
+
+    tokenizer = tokenizer_of(tiny_models["base"])
+    pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    shared = {i for i, p in enumerate(pieces) if pieces.count(p) > 1}
+    prompt = "The poll of likely"
+    with FakeServer(load(tiny_models["base"]), tokenizer, text_only="llama-cpp-python") as server:
+        models = remote_cross(tiny_models, other_pair, server.url, 0.0)
+        assert models.base.source.text_prompts
+        got = complete(models, [prompt], max_new_tokens=8)[0].token_ids
+    ids = tokenizer(prompt)["input_ids"]
+    assert got == reference_topk_greedy(load(tiny_models["base"]), [], ids, 20, 8, tokenizer, dropped=shared)
+
+
+def test_a_remote_base_of_another_tokenizer_without_base_tokenizer_is_one_clear_error(
+    tiny_models, other_pair, served_base
+):
+    with pytest.raises(ProxyToolError, match="different tokenizer"):
+        load_proxy_models(
+            proxy_setup(served_base.url, experts=[str(other_pair["expert"])], anti_experts=[str(other_pair["anti"])])
+        )
