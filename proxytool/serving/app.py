@@ -7,6 +7,7 @@ queue; a client that goes away marks its jobs cancelled, and the worker stops de
 
 import asyncio
 import json
+import math
 import random
 import secrets
 import time
@@ -172,12 +173,7 @@ class _API:
             if size > limit:
                 raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
             chunks.append(chunk)
-        try:
-            data = json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise APIError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        data = _json_object(b"".join(chunks))
         try:
             body = schema.model_validate(data)
         except ValidationError as err:
@@ -216,9 +212,10 @@ class _API:
             raise APIError(400, str(err)) from None
 
     def row_seeds(self, body: ProxyFields, count: int) -> list[int]:
-        """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given)."""
+        """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given), modulo
+        2**64 (a generator's seed is 64 bits; torch takes a negative one modulo 2**64 too)."""
         base = body.seed * 1_000_003 if body.seed is not None else random.randrange(2**40)
-        return [base + i for i in range(count)]
+        return [(base + i) % 2**64 for i in range(count)]
 
     async def on_worker(self, fn):
         try:
@@ -236,6 +233,13 @@ class _API:
         if asked is not None:
             return asked
         return room if room is not None else 256
+
+    def bos_prompt(self, param: str) -> TokenPrompt:
+        """The prompt of a request whose text has no tokens: the tokenizer's BOS alone, where it has one."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            raise APIError(400, f"{param}: no tokens in this prompt format (and the tokenizer has no BOS)", param)
+        return TokenPrompt((bos,))
 
     # ---- running jobs --------------------------------------------------------------------------
     def jobs(self, body: ProxyFields, prompts: list, max_tokens: int, top_logprobs: int | None) -> list[Job]:
@@ -461,17 +465,19 @@ class _API:
         def encode():
             return len(base.source.groups[base.group].prompt_format.encode(messages))
 
-        prompt_tokens = await self.on_worker(encode)
+        prompt, prompt_tokens = messages, await self.on_worker(encode)
+        if prompt_tokens == 0:  # e.g. one empty message in a raw format: start from BOS, as generate() does
+            prompt, prompt_tokens = self.bos_prompt("messages"), 1
         max_tokens = self.max_tokens(prompt_tokens, body.limit())
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.stream:
-            jobs = self.jobs(body, [messages], max_tokens, top) if max_tokens > 0 else []
+            jobs = self.jobs(body, [prompt], max_tokens, top) if max_tokens > 0 else []
             self.submit(jobs)
             return self.sse(self.chat_stream(body, jobs, prompt_tokens), jobs)
         if max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(body.n)]
         else:
-            jobs = self.jobs(body, [messages], max_tokens, top)
+            jobs = self.jobs(body, [prompt], max_tokens, top)
             self.submit(jobs)
             results = await self.collect_all(jobs, request)
         choices = []
@@ -555,6 +561,56 @@ class _API:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _json_object(raw: bytes) -> dict:
+    """The body as a JSON object of finite numbers and valid Unicode text, else a one-line 400."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        where = _invalid_text(data)
+    except RecursionError:
+        raise APIError(400, "the body nests too deeply", code="invalid_json") from None
+    except ValueError as err:  # also UnicodeDecodeError, and integers over Python's digit limit
+        raise APIError(400, f"the body is not valid JSON: {' '.join(str(err).split())}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object", code="invalid_json")
+    if where is not None:
+        param = ".".join(map(str, where))
+        raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate)", param, "invalid_value")
+    return data
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _invalid_text(value, path: tuple = ()) -> tuple | None:
+    """The path of the first string (value or key) that UTF-8 cannot encode (a lone surrogate), else None."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodable(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and not _encodable(key):
+            return (*path, key.encode("utf-8", "replace").decode())
+        found = _invalid_text(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
