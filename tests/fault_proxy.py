@@ -7,6 +7,7 @@ connection, or a 503. Faults hit the *last* position of a reply, a lookahead pos
 asks several tokens per call. Run it with ``with FaultProxy(upstream) as proxy:``; always stopped.
 """
 
+import asyncio
 import json
 import math
 import threading
@@ -39,6 +40,7 @@ class FaultProxy:
     def __init__(self, upstream: str, vocab_size: int, fault: Fault | None = None):
         self.upstream, self.vocab_size, self.fault = upstream, vocab_size, fault
         self.calls = 0
+        self.delay = 0.0  # seconds each completion call waits before it is forwarded (a slow upstream)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical", interface="asgi3")
@@ -69,6 +71,7 @@ class FaultProxy:
         fault = None
         if scope["path"] == "/v1/completions":
             self.calls += 1
+            await asyncio.sleep(self.delay)
             fault = self.fault.kind if self.fault is not None and self.fault.hits(self.calls) else None
         if fault == "503":
             return await _reply(send, 503, b'{"error": {"message": "injected 503"}}')

@@ -26,7 +26,7 @@ from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
 from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
-from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent
+from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent, TooLarge
 
 MAX_LOGPROB_TOKEN_IDS = 4096
 """The most ``logprob_token_ids`` per request: a remote-base client asks its candidates along a whole
@@ -113,7 +113,7 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
             if any(not 0 <= t < len(api.tokenizer) for t in body.logprob_token_ids):
                 raise APIError(400, f"logprob_token_ids: ids must be in [0, {len(api.tokenizer)})", "logprob_token_ids")
         prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None
-        with api.admission((prompts or len(body.prompt)) * body.n):
+        with api.admission(request, (prompts or len(body.prompt)) * body.n):
             return await api.completions(body, request)
 
     @app.post("/tokenize")
@@ -127,7 +127,7 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
     async def chat_completions(request: Request):
         api.check_auth(request)
         body = await api.parse(request, ChatRequest)
-        with api.admission(body.n):
+        with api.admission(request, body.n):
             return await api.chat(body, request)
 
     return app
@@ -274,26 +274,24 @@ class _API:
         return jobs
 
     @contextmanager
-    def admission(self, count: int):
+    def admission(self, request: Request, count: int):
+        """Room for ``count`` rows while ``request`` is prepared (``submit`` hands it to the jobs)."""
         try:
-            with self.scheduler.admission(count):
+            with self.scheduler.admission(count) as ticket:
+                request.state.ticket = ticket
                 yield
         except QueueFull as err:
             raise APIError(429, f"server busy: {err}; retry later", code="queue_full") from None
+        except TooLarge as err:
+            raise APIError(400, str(err), "n", "too_many_rows") from None
 
-    def submit(self, jobs: list[Job]) -> None:
-        self.scheduler.submit(jobs)
+    def submit(self, request: Request, jobs: list[Job]) -> None:
+        self.scheduler.submit(jobs, request.state.ticket)
 
-    async def collect(self, job: Job, request: Request) -> tuple[list[TokenEvent], DoneEvent]:
+    async def collect(self, job: Job) -> tuple[list[TokenEvent], DoneEvent]:
         tokens, text = [], ""
         while True:
-            try:
-                event = await asyncio.wait_for(job.events.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancelled.set()
-                    raise asyncio.CancelledError from None
-                continue
+            event = await job.events.get()
             if isinstance(event, TokenEvent):
                 tokens.append(event)
                 text += event.text
@@ -304,9 +302,18 @@ class _API:
                 raise APIError(500, event.message)
 
     async def collect_all(self, jobs: list[Job], request: Request):
+        """Every job's events, or cancel them all as soon as the client goes away (checked while events
+        keep coming: a request that is decoding is never idle long enough for a timeout to notice)."""
+        results = asyncio.gather(*(self.collect(j) for j in jobs))
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            return await asyncio.gather(*(self.collect(j, request) for j in jobs))
+            await asyncio.wait({results, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not results.done():
+                results.cancel()
+                raise asyncio.CancelledError
+            return results.result()
         finally:
+            gone.cancel()
             for job in jobs:
                 job.cancelled.set()  # no-op for finished jobs; stops the rest
 
@@ -387,13 +394,13 @@ class _API:
             )
         if body.stream:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
-            self.submit(jobs)
+            self.submit(request, jobs)
             return self.sse(self.completion_stream(body, prompts[0], jobs, echo_infos), jobs)
         if max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(len(prompts) * body.n)]
         else:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs)
-            self.submit(jobs)
+            self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
         choices = []
         for index, (tokens, done) in enumerate(results):
@@ -472,13 +479,13 @@ class _API:
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.stream:
             jobs = self.jobs(body, [prompt], max_tokens, top) if max_tokens > 0 else []
-            self.submit(jobs)
+            self.submit(request, jobs)
             return self.sse(self.chat_stream(body, jobs, prompt_tokens), jobs)
         if max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(body.n)]
         else:
             jobs = self.jobs(body, [prompt], max_tokens, top)
-            self.submit(jobs)
+            self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
         choices = []
         for index, (tokens, done) in enumerate(results):
@@ -561,6 +568,12 @@ class _API:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _disconnected(request: Request, every: float = 0.2) -> None:
+    """Return once the client of ``request`` has gone away."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
 
 
 def _json_object(raw: bytes) -> dict:

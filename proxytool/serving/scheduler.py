@@ -26,7 +26,18 @@ from proxytool.serving.logprobs import TokenInfo, token_info
 
 
 class QueueFull(Exception):
-    """More requests are waiting than the server accepts (HTTP 429)."""
+    """More rows are waiting than the server accepts (HTTP 429)."""
+
+
+class TooLarge(Exception):
+    """A request with more rows than the server could ever hold at once (HTTP 400, not 429)."""
+
+
+@dataclass
+class Ticket:
+    """Room held for a request's rows until they are queued."""
+
+    held: int
 
 
 @dataclass
@@ -112,27 +123,40 @@ class Scheduler:
     # ---- called from the HTTP side -------------------------------------------------------------
     @contextmanager
     def admission(self, count: int):
-        """Hold room for ``count`` jobs while a request is prepared; raises QueueFull when there is none.
+        """Hold room for ``count`` rows while a request is prepared; raises QueueFull when there is none,
+        and TooLarge when there never will be. Yields a :class:`Ticket` that ``submit`` redeems.
 
-        Checked when a request arrives, before any work for it is queued on the worker thread.
+        Checked when a request arrives, before any work for it is queued on the worker thread. Rows that
+        run count against --max-batch, rows that wait (queued or being prepared) against --max-queue.
         """
+        most = self.max_queue + self.max_batch
+        if count > most:
+            raise TooLarge(
+                f"{count} rows (prompts x n) in one request; this server takes at most {most} at once "
+                f"(--max-batch {self.max_batch} + --max-queue {self.max_queue})"
+            )
+        ticket = Ticket(count)
         with self._wake:
             queued = len(self._waiting) + self._reserved
             if queued + count > self.max_queue + max(0, self.max_batch - self._active_rows()):
-                raise QueueFull(f"{queued} requests waiting (--max-queue {self.max_queue})")
+                raise QueueFull(f"{queued} rows waiting (--max-queue {self.max_queue})")
             self._reserved += count
             self.stats.waiting = queued + count
         try:
-            yield
+            yield ticket
         finally:
             with self._wake:
-                self._reserved -= count
+                self._reserved -= ticket.held
+                ticket.held = 0
                 self.stats.waiting = len(self._waiting) + self._reserved
 
-    def submit(self, jobs: list[Job]) -> None:
-        """Queue jobs (call inside ``admission``, which holds their room)."""
+    def submit(self, jobs: list[Job], ticket: "Ticket | None" = None) -> None:
+        """Queue jobs; the room ``ticket`` held (see ``admission``) passes to them."""
         with self._wake:
             self._waiting.extend(jobs)
+            if ticket is not None:
+                self._reserved -= ticket.held
+                ticket.held = 0
             self.stats.waiting = len(self._waiting) + self._reserved
             self._wake.notify()
 

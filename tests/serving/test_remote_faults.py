@@ -5,7 +5,9 @@ line and exit code 1, keeping only complete rows, and the same command then resu
 """
 
 import json
+import time
 
+import httpx
 import pytest
 from cli_runner import run_cli
 from fault_proxy import KINDS, Fault, FaultProxy
@@ -107,3 +109,33 @@ def test_resuming_with_other_remote_settings_is_refused(tiny_models, proxy, prom
     ]:
         code, _, err = decode(tiny_models, proxy, prompts_file, output, flag, value)
         assert code == 2 and setting in err.strip().splitlines()[-1], err
+
+
+def test_a_client_that_leaves_stops_the_upstream_calls(tiny_models, proxy):
+    """serve over a remote base: a non-streaming request whose client goes away is cancelled, and the
+    upstream gets (almost) no more calls; /health counts it as cancelled."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    proxy.fault, proxy.delay = None, 0.05
+    setup = ProxySetup(
+        base=proxy.url + "#tiny-base",
+        experts=[str(tiny_models["expert"])],
+        anti_experts=[str(tiny_models["anti"])],
+        loading=LoadingOptions(overlap="off", remote_top_k=5, remote_extra=0),
+    )
+    body = {"model": "steered", "prompt": "The poll", "max_tokens": 150, "ignore_eos": True, "temperature": 0}
+    try:
+        with BackgroundServer(load_proxy_models(setup), ServerConfig(model_name="steered")) as server:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(server.url + "/v1/completions", json=body, timeout=1.0)
+            left = proxy.calls
+            deadline = time.monotonic() + 10
+            while server.scheduler.stats.active_rows and time.monotonic() < deadline:
+                time.sleep(0.05)
+            health = httpx.get(server.url + "/health").json()
+            assert health["active_rows"] == 0 and health["cancelled"] == 1, health
+            assert proxy.calls - left <= 20  # what a step or two and the poll interval allow, not the 150 tokens
+            assert health["tokens_generated"] < 100
+    finally:
+        proxy.delay = 0.0
