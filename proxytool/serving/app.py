@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
@@ -26,7 +28,16 @@ from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
 from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
-from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent, TooLarge
+from proxytool.serving.scheduler import (
+    DoneEvent,
+    ErrorEvent,
+    Job,
+    QueueFull,
+    Scheduler,
+    ShuttingDown,
+    TokenEvent,
+    TooLarge,
+)
 
 MAX_LOGPROB_TOKEN_IDS = 4096
 """The most ``logprob_token_ids`` per request: a remote-base client asks its candidates along a whole
@@ -42,6 +53,23 @@ class ServerConfig:
     max_queue: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
     max_logprobs: int = MAX_TOP_LOGPROBS  # vLLM's --max-logprobs: the most top log-probs per position
+    host: str = "127.0.0.1"  # the bound address: with allowed_hosts, the Host headers served
+    allowed_hosts: tuple[str, ...] = ()  # more Host names to serve (--allowed-hosts); "*" serves any
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to read replies (--cors-origin); none by default
+
+    def served_hosts(self) -> list[str]:
+        """Host header values served: the bound host (and loopback names for a loopback bind), plus
+        ``allowed_hosts``; any for a wildcard bind (0.0.0.0, ::) unless ``allowed_hosts`` names some.
+        A page on another site that reaches 127.0.0.1 through its own DNS name (rebinding) is refused."""
+        if self.host in ("0.0.0.0", "::", "") and not self.allowed_hosts:
+            return ["*"]
+        hosts = {self.host.strip("[]"), *self.allowed_hosts}
+        if self.host in LOOPBACK:
+            hosts |= LOOPBACK
+        return sorted(hosts | {f"[{h}]" for h in hosts if ":" in h})
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
@@ -56,6 +84,10 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
 
     app = FastAPI(title="proxytool", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.served_hosts())
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])  # fmt: skip
 
     @app.exception_handler(APIError)
     async def _api_error(request, err: APIError):
@@ -167,6 +199,10 @@ class _API:
         limit = self.config.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":  # a browser's "simple" POST (text/plain, forms) needs no preflight
+            raise APIError(415, f"the body must be sent as application/json (got '{media_type or 'none'}')",
+                           "content-type", "unsupported_media_type")  # fmt: skip
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -222,6 +258,8 @@ class _API:
             return await asyncio.wrap_future(self.scheduler.call(fn))
         except ProxyToolError as err:  # e.g. a prompt the models' formats cannot take
             raise APIError(400, str(err)) from None
+        except ShuttingDown as err:
+            raise APIError(503, str(err), code="shutting_down") from None
 
     def max_tokens(self, prompt_len: int, asked: int | None) -> int:
         limit = self.models.base.source.max_length
@@ -299,7 +337,7 @@ class _API:
                 event.text = text + event.text
                 return tokens, event
             elif isinstance(event, ErrorEvent):
-                raise APIError(500, event.message)
+                raise APIError(event.status, event.message)
 
     async def collect_all(self, jobs: list[Job], request: Request):
         """Every job's events, or cancel them all as soon as the client goes away (checked while events
@@ -548,7 +586,7 @@ class _API:
             while True:
                 event = await job.events.get()
                 if isinstance(event, ErrorEvent):
-                    raise APIError(500, event.message)
+                    raise APIError(event.status, event.message)
                 yield event
                 if isinstance(event, DoneEvent):
                     return

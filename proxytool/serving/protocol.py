@@ -28,6 +28,7 @@ class APIError(Exception):
             401: "authentication_error",
             404: "not_found_error",
             413: "invalid_request_error",
+            415: "invalid_request_error",
             429: "rate_limit_error",
         }.get(self.status, "server_error")
 

@@ -29,6 +29,10 @@ class QueueFull(Exception):
     """More rows are waiting than the server accepts (HTTP 429)."""
 
 
+class ShuttingDown(Exception):
+    """The server stopped before the work was done (HTTP 503)."""
+
+
 class TooLarge(Exception):
     """A request with more rows than the server could ever hold at once (HTTP 400, not 429)."""
 
@@ -57,6 +61,7 @@ class DoneEvent:
 @dataclass
 class ErrorEvent:
     message: str
+    status: int = 500  # 503: the server is shutting down
 
 
 @dataclass
@@ -167,6 +172,23 @@ class Scheduler:
             self._calls.put((fn, future))
             self._wake.notify()
         return future
+
+    def abort(self, message: str) -> None:
+        """End every queued and running job now with a 503 error event (the shutdown's grace period is over).
+
+        Called from another thread: a job's events stop at this one, whatever the worker emits later."""
+        with self._wake:
+            jobs = self._waiting + [j for b in self._batches for j in b.jobs]
+            self._waiting = []
+            while not self._calls.empty():  # requests still being prepared (tokenizing, scoring)
+                _, future = self._calls.get()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(ShuttingDown(message))
+            for job in jobs:
+                if not job.done:
+                    job.done = True
+                    job.emit(ErrorEvent(message, 503))
+            self._wake.notify()
 
     def close(self) -> None:
         with self._wake:
