@@ -78,7 +78,7 @@ class FakeServer:
         prompt = body["prompt"]
         as_text = isinstance(prompt, str)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if as_text else list(prompt)
-        tokens, tops = [], []
+        tokens, tops, generated = [], [], []
         for _ in range(body["max_tokens"]):
             logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0, -1].float(), -1)
             values, top = logp.topk(min(body["logprobs"], logp.shape[-1]))
@@ -87,5 +87,7 @@ class FakeServer:
             token = int(top[0])
             tokens.append(key([token]) if as_text else key(token))
             ids.append(token)
+            generated.append(token)
         logprobs = {"tokens": tokens, "top_logprobs": tops} if self.logprobs else None
-        return {"choices": [{"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "length"}]}
+        text = self.tokenizer.decode(generated)
+        return {"choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}]}

@@ -137,13 +137,21 @@ def _models_record(resolved) -> dict:
         return ":".join(parts) + (f" on {ident(spec.base)}" if spec.base is not None else "")
 
     loading = resolved.setup.loading
-    return {
+    record = {
         "base": ident(resolved.base),
         "pairs": [{"alpha": alpha, "expert": ident(e), "anti_expert": ident(a)} for alpha, e, a in resolved.pairs],
         "formats": dict(sorted(loading.formats.items())),
         "dtype": loading.dtype,
         "quantize_base": loading.quantize_base,
     }
+    if resolved.base.kind == "remote":  # the base's URL and model are in "base"; these shape its scores too
+        record["remote"] = {
+            "top_k": loading.remote_top_k,
+            "extra": loading.remote_extra,
+            "lookahead": loading.remote_lookahead,
+            "draft": loading.remote_draft,
+        }
+    return record
 
 
 class _TokenRate:

@@ -31,6 +31,17 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Most requests waiting; more are answered 429.")] = 64,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 4 * 1024 * 1024,
     max_logprobs: Annotated[int, typer.Option(help="Most top log-probabilities per position (vLLM's flag).")] = 20,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(help="Also serve requests whose Host header is this name (repeat it; '*' serves any)."),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Let web pages of this origin (e.g. http://localhost:3000) read replies (repeat it)."),
+    ] = None,
+    shutdown_grace: Annotated[
+        float, typer.Option(help="Seconds open requests may finish after SIGTERM or Ctrl-C; then they get 503.")
+    ] = 10.0,
     loading: o.LoadingOptions = o.LoadingOptions(),
 ) -> None:
     from rich.console import Console
@@ -38,12 +49,23 @@ def serve(
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import check_bindable
     from proxytool.serving.server import serve as run_server
 
-    if max_batch < 1 or max_queue < 0 or max_body < 1 or not 0 < port < 65536:
-        raise ProxyToolError("--max-batch must be >= 1, --max-queue >= 0, --max-body >= 1, --port in 1..65535")
+    for flag, value, least in (
+        ("--max-batch", max_batch, 1),
+        ("--max-queue", max_queue, 0),
+        ("--max-body", max_body, 1),
+    ):
+        if value < least:
+            raise ProxyToolError(f"{flag} must be >= {least} (got {value})")
+    if not 0 < port < 65536:
+        raise ProxyToolError(f"--port must be in 1..65535 (got {port})")
+    if not 0 <= shutdown_grace <= 3600:
+        raise ProxyToolError(f"--shutdown-grace must be in 0..3600 seconds (got {shutdown_grace:g})")
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     resolved = resolve_roles(setup)  # every check and name error before any import-heavy work
+    check_bindable(host, port)  # a port in use is found before the models load
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
@@ -56,6 +78,9 @@ def serve(
         max_queue=max_queue,
         max_body_bytes=max_body,
         max_logprobs=max_logprobs,
+        host=host,
+        allowed_hosts=tuple(allowed_hosts or ()),
+        cors_origins=tuple(cors_origin or ()),
     )
     console.print(f"serving '{model_name}' on http://{host}:{port}  (web page: /, API: /v1)")
-    run_server(models, config, host, port)
+    run_server(models, config, host, port, shutdown_grace)

@@ -6,6 +6,7 @@ Resolution order: a local path (checkpoint with proxytool.json, PEFT adapter, HF
 
 import difflib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")  # the one list of dtype nam
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 QUANTIZATIONS = ("none", "4bit", "8bit")
 MAX_REGISTRY_BYTES = 16 * 2**20
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://…, also ftp://… (refused in one line)
 ENTRY_KEYS = {"source", "base", "revision", "dtype", "quantization", "prompt_format", "description"}
 
 
@@ -184,8 +186,10 @@ def resolve(name: str) -> ModelSpec:
     name = str(name)
     if not name.strip():
         raise ProxyToolError("empty model name")
-    if name.startswith(("http://", "https://")):  # an OpenAI-compatible server (decoding/remote.py)
-        return ModelSpec(name=name, source=name, kind="remote")
+    if URL_SCHEME.match(name):  # an OpenAI-compatible server (decoding/remote.py); a bad URL is a usage error
+        from proxytool.models.remote_client import check_url
+
+        return ModelSpec(name=name, source=check_url(name), kind="remote")
     if name in _resolving:
         raise ProxyToolError(f"{registry_file()}: model '{name}' is its own base (a 'base' cycle)")
     _resolving.append(name)

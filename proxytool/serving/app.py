@@ -7,6 +7,7 @@ queue; a client that goes away marks its jobs cancelled, and the worker stops de
 
 import asyncio
 import json
+import math
 import random
 import secrets
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
@@ -25,7 +28,16 @@ from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
 from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
-from proxytool.serving.scheduler import DoneEvent, ErrorEvent, Job, QueueFull, Scheduler, TokenEvent
+from proxytool.serving.scheduler import (
+    DoneEvent,
+    ErrorEvent,
+    Job,
+    QueueFull,
+    Scheduler,
+    ShuttingDown,
+    TokenEvent,
+    TooLarge,
+)
 
 MAX_LOGPROB_TOKEN_IDS = 4096
 """The most ``logprob_token_ids`` per request: a remote-base client asks its candidates along a whole
@@ -41,6 +53,23 @@ class ServerConfig:
     max_queue: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
     max_logprobs: int = MAX_TOP_LOGPROBS  # vLLM's --max-logprobs: the most top log-probs per position
+    host: str = "127.0.0.1"  # the bound address: with allowed_hosts, the Host headers served
+    allowed_hosts: tuple[str, ...] = ()  # more Host names to serve (--allowed-hosts); "*" serves any
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to read replies (--cors-origin); none by default
+
+    def served_hosts(self) -> list[str]:
+        """Host header values served: the bound host (and loopback names for a loopback bind), plus
+        ``allowed_hosts``; any for a wildcard bind (0.0.0.0, ::) unless ``allowed_hosts`` names some.
+        A page on another site that reaches 127.0.0.1 through its own DNS name (rebinding) is refused."""
+        if self.host in ("0.0.0.0", "::", "") and not self.allowed_hosts:
+            return ["*"]
+        hosts = {self.host.strip("[]"), *self.allowed_hosts}
+        if self.host in LOOPBACK:
+            hosts |= LOOPBACK
+        return sorted(hosts | {f"[{h}]" for h in hosts if ":" in h})
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
@@ -55,6 +84,10 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
 
     app = FastAPI(title="proxytool", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.served_hosts())
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])  # fmt: skip
 
     @app.exception_handler(APIError)
     async def _api_error(request, err: APIError):
@@ -112,7 +145,7 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
             if any(not 0 <= t < len(api.tokenizer) for t in body.logprob_token_ids):
                 raise APIError(400, f"logprob_token_ids: ids must be in [0, {len(api.tokenizer)})", "logprob_token_ids")
         prompts = 1 if isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)) else None
-        with api.admission((prompts or len(body.prompt)) * body.n):
+        with api.admission(request, (prompts or len(body.prompt)) * body.n):
             return await api.completions(body, request)
 
     @app.post("/tokenize")
@@ -126,7 +159,7 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
     async def chat_completions(request: Request):
         api.check_auth(request)
         body = await api.parse(request, ChatRequest)
-        with api.admission(body.n):
+        with api.admission(request, body.n):
             return await api.chat(body, request)
 
     return app
@@ -166,18 +199,17 @@ class _API:
         limit = self.config.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":  # a browser's "simple" POST (text/plain, forms) needs no preflight
+            raise APIError(415, f"the body must be sent as application/json (got '{media_type or 'none'}')",
+                           "content-type", "unsupported_media_type")  # fmt: skip
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise APIError(413, f"request body over {limit} bytes", code="body_too_large")
             chunks.append(chunk)
-        try:
-            data = json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise APIError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        data = _json_object(b"".join(chunks))
         try:
             body = schema.model_validate(data)
         except ValidationError as err:
@@ -216,15 +248,18 @@ class _API:
             raise APIError(400, str(err)) from None
 
     def row_seeds(self, body: ProxyFields, count: int) -> list[int]:
-        """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given)."""
+        """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given), modulo
+        2**64 (a generator's seed is 64 bits; torch takes a negative one modulo 2**64 too)."""
         base = body.seed * 1_000_003 if body.seed is not None else random.randrange(2**40)
-        return [base + i for i in range(count)]
+        return [(base + i) % 2**64 for i in range(count)]
 
     async def on_worker(self, fn):
         try:
             return await asyncio.wrap_future(self.scheduler.call(fn))
         except ProxyToolError as err:  # e.g. a prompt the models' formats cannot take
             raise APIError(400, str(err)) from None
+        except ShuttingDown as err:
+            raise APIError(503, str(err), code="shutting_down") from None
 
     def max_tokens(self, prompt_len: int, asked: int | None) -> int:
         limit = self.models.base.source.max_length
@@ -236,6 +271,13 @@ class _API:
         if asked is not None:
             return asked
         return room if room is not None else 256
+
+    def bos_prompt(self, param: str) -> TokenPrompt:
+        """The prompt of a request whose text has no tokens: the tokenizer's BOS alone, where it has one."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            raise APIError(400, f"{param}: no tokens in this prompt format (and the tokenizer has no BOS)", param)
+        return TokenPrompt((bos,))
 
     # ---- running jobs --------------------------------------------------------------------------
     def jobs(self, body: ProxyFields, prompts: list, max_tokens: int, top_logprobs: int | None) -> list[Job]:
@@ -270,26 +312,24 @@ class _API:
         return jobs
 
     @contextmanager
-    def admission(self, count: int):
+    def admission(self, request: Request, count: int):
+        """Room for ``count`` rows while ``request`` is prepared (``submit`` hands it to the jobs)."""
         try:
-            with self.scheduler.admission(count):
+            with self.scheduler.admission(count) as ticket:
+                request.state.ticket = ticket
                 yield
         except QueueFull as err:
             raise APIError(429, f"server busy: {err}; retry later", code="queue_full") from None
+        except TooLarge as err:
+            raise APIError(400, str(err), "n", "too_many_rows") from None
 
-    def submit(self, jobs: list[Job]) -> None:
-        self.scheduler.submit(jobs)
+    def submit(self, request: Request, jobs: list[Job]) -> None:
+        self.scheduler.submit(jobs, request.state.ticket)
 
-    async def collect(self, job: Job, request: Request) -> tuple[list[TokenEvent], DoneEvent]:
+    async def collect(self, job: Job) -> tuple[list[TokenEvent], DoneEvent]:
         tokens, text = [], ""
         while True:
-            try:
-                event = await asyncio.wait_for(job.events.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancelled.set()
-                    raise asyncio.CancelledError from None
-                continue
+            event = await job.events.get()
             if isinstance(event, TokenEvent):
                 tokens.append(event)
                 text += event.text
@@ -297,12 +337,21 @@ class _API:
                 event.text = text + event.text
                 return tokens, event
             elif isinstance(event, ErrorEvent):
-                raise APIError(500, event.message)
+                raise APIError(event.status, event.message)
 
     async def collect_all(self, jobs: list[Job], request: Request):
+        """Every job's events, or cancel them all as soon as the client goes away (checked while events
+        keep coming: a request that is decoding is never idle long enough for a timeout to notice)."""
+        results = asyncio.gather(*(self.collect(j) for j in jobs))
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            return await asyncio.gather(*(self.collect(j, request) for j in jobs))
+            await asyncio.wait({results, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not results.done():
+                results.cancel()
+                raise asyncio.CancelledError
+            return results.result()
         finally:
+            gone.cancel()
             for job in jobs:
                 job.cancelled.set()  # no-op for finished jobs; stops the rest
 
@@ -383,13 +432,13 @@ class _API:
             )
         if body.stream:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
-            self.submit(jobs)
+            self.submit(request, jobs)
             return self.sse(self.completion_stream(body, prompts[0], jobs, echo_infos), jobs)
         if max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(len(prompts) * body.n)]
         else:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs)
-            self.submit(jobs)
+            self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
         choices = []
         for index, (tokens, done) in enumerate(results):
@@ -461,18 +510,20 @@ class _API:
         def encode():
             return len(base.source.groups[base.group].prompt_format.encode(messages))
 
-        prompt_tokens = await self.on_worker(encode)
+        prompt, prompt_tokens = messages, await self.on_worker(encode)
+        if prompt_tokens == 0:  # e.g. one empty message in a raw format: start from BOS, as generate() does
+            prompt, prompt_tokens = self.bos_prompt("messages"), 1
         max_tokens = self.max_tokens(prompt_tokens, body.limit())
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.stream:
-            jobs = self.jobs(body, [messages], max_tokens, top) if max_tokens > 0 else []
-            self.submit(jobs)
+            jobs = self.jobs(body, [prompt], max_tokens, top) if max_tokens > 0 else []
+            self.submit(request, jobs)
             return self.sse(self.chat_stream(body, jobs, prompt_tokens), jobs)
         if max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(body.n)]
         else:
-            jobs = self.jobs(body, [messages], max_tokens, top)
-            self.submit(jobs)
+            jobs = self.jobs(body, [prompt], max_tokens, top)
+            self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
         choices = []
         for index, (tokens, done) in enumerate(results):
@@ -535,7 +586,7 @@ class _API:
             while True:
                 event = await job.events.get()
                 if isinstance(event, ErrorEvent):
-                    raise APIError(500, event.message)
+                    raise APIError(event.status, event.message)
                 yield event
                 if isinstance(event, DoneEvent):
                     return
@@ -555,6 +606,62 @@ class _API:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _disconnected(request: Request, every: float = 0.2) -> None:
+    """Return once the client of ``request`` has gone away."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
+
+
+def _json_object(raw: bytes) -> dict:
+    """The body as a JSON object of finite numbers and valid Unicode text, else a one-line 400."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        where = _invalid_text(data)
+    except RecursionError:
+        raise APIError(400, "the body nests too deeply", code="invalid_json") from None
+    except ValueError as err:  # also UnicodeDecodeError, and integers over Python's digit limit
+        raise APIError(400, f"the body is not valid JSON: {' '.join(str(err).split())}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object", code="invalid_json")
+    if where is not None:
+        param = ".".join(map(str, where))
+        raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate)", param, "invalid_value")
+    return data
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _invalid_text(value, path: tuple = ()) -> tuple | None:
+    """The path of the first string (value or key) that UTF-8 cannot encode (a lone surrogate), else None."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodable(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and not _encodable(key):
+            return (*path, key.encode("utf-8", "replace").decode())
+        found = _invalid_text(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -3,11 +3,15 @@
 Unknown fields are accepted and ignored, as vLLM does, so clients that send newer OpenAI fields work.
 """
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxytool.decoding.config import MAX_ALPHA
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS
+
+SEED_RANGE = (-(2**63), 2**63 - 1)  # signed 64 bits, as vLLM and torch take them
 
 
 class APIError(Exception):
@@ -24,6 +28,7 @@ class APIError(Exception):
             401: "authentication_error",
             404: "not_found_error",
             413: "invalid_request_error",
+            415: "invalid_request_error",
             429: "rate_limit_error",
         }.get(self.status, "server_error")
 
@@ -41,7 +46,7 @@ class ProxyFields(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2)  # OpenAI's default
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=-1)  # vLLM's extra (-1 or 0 = off)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
@@ -54,6 +59,14 @@ class ProxyFields(BaseModel):
     )
     ignore_eos: bool = False  # vLLM's extra: run to max_tokens (benchmarks)
     proxy_trace: bool = Field(False, description="Per token, the base's and the proxy's log-probabilities.")
+
+    @field_validator("alpha")
+    @classmethod
+    def _finite_alpha(cls, alpha):
+        values = alpha if isinstance(alpha, list) else [] if alpha is None else [alpha]
+        if any(not math.isfinite(a) or abs(a) > MAX_ALPHA for a in values):
+            raise ValueError(f"each alpha must be a finite number in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}]")
+        return alpha
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -70,6 +83,22 @@ class CompletionRequest(ProxyFields):
     logprob_token_ids: list[int] | None = Field(
         None, description="With logprobs: also these ids' log-probabilities at every position, whatever their rank."
     )
+    best_of: int | None = None  # not supported: None (or 1, the same thing) only
+    suffix: str | None = None  # not supported: None (or "") only
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, best_of):
+        if best_of not in (None, 1):
+            raise ValueError("not supported (ask for n choices instead)")
+        return best_of
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, suffix):
+        if suffix:
+            raise ValueError("not supported (no insertion; completions continue the prompt)")
+        return suffix
 
 
 class Message(BaseModel):
@@ -77,6 +106,17 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict] | None = ""
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, content):
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    raise ValueError("each content part must be an object such as {'type': 'text', 'text': '...'}")
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a text part needs 'text' as a string")
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones

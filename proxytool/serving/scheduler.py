@@ -26,7 +26,22 @@ from proxytool.serving.logprobs import TokenInfo, token_info
 
 
 class QueueFull(Exception):
-    """More requests are waiting than the server accepts (HTTP 429)."""
+    """More rows are waiting than the server accepts (HTTP 429)."""
+
+
+class ShuttingDown(Exception):
+    """The server stopped before the work was done (HTTP 503)."""
+
+
+class TooLarge(Exception):
+    """A request with more rows than the server could ever hold at once (HTTP 400, not 429)."""
+
+
+@dataclass
+class Ticket:
+    """Room held for a request's rows until they are queued."""
+
+    held: int
 
 
 @dataclass
@@ -46,6 +61,7 @@ class DoneEvent:
 @dataclass
 class ErrorEvent:
     message: str
+    status: int = 500  # 503: the server is shutting down
 
 
 @dataclass
@@ -112,27 +128,40 @@ class Scheduler:
     # ---- called from the HTTP side -------------------------------------------------------------
     @contextmanager
     def admission(self, count: int):
-        """Hold room for ``count`` jobs while a request is prepared; raises QueueFull when there is none.
+        """Hold room for ``count`` rows while a request is prepared; raises QueueFull when there is none,
+        and TooLarge when there never will be. Yields a :class:`Ticket` that ``submit`` redeems.
 
-        Checked when a request arrives, before any work for it is queued on the worker thread.
+        Checked when a request arrives, before any work for it is queued on the worker thread. Rows that
+        run count against --max-batch, rows that wait (queued or being prepared) against --max-queue.
         """
+        most = self.max_queue + self.max_batch
+        if count > most:
+            raise TooLarge(
+                f"{count} rows (prompts x n) in one request; this server takes at most {most} at once "
+                f"(--max-batch {self.max_batch} + --max-queue {self.max_queue})"
+            )
+        ticket = Ticket(count)
         with self._wake:
             queued = len(self._waiting) + self._reserved
             if queued + count > self.max_queue + max(0, self.max_batch - self._active_rows()):
-                raise QueueFull(f"{queued} requests waiting (--max-queue {self.max_queue})")
+                raise QueueFull(f"{queued} rows waiting (--max-queue {self.max_queue})")
             self._reserved += count
             self.stats.waiting = queued + count
         try:
-            yield
+            yield ticket
         finally:
             with self._wake:
-                self._reserved -= count
+                self._reserved -= ticket.held
+                ticket.held = 0
                 self.stats.waiting = len(self._waiting) + self._reserved
 
-    def submit(self, jobs: list[Job]) -> None:
-        """Queue jobs (call inside ``admission``, which holds their room)."""
+    def submit(self, jobs: list[Job], ticket: "Ticket | None" = None) -> None:
+        """Queue jobs; the room ``ticket`` held (see ``admission``) passes to them."""
         with self._wake:
             self._waiting.extend(jobs)
+            if ticket is not None:
+                self._reserved -= ticket.held
+                ticket.held = 0
             self.stats.waiting = len(self._waiting) + self._reserved
             self._wake.notify()
 
@@ -143,6 +172,23 @@ class Scheduler:
             self._calls.put((fn, future))
             self._wake.notify()
         return future
+
+    def abort(self, message: str) -> None:
+        """End every queued and running job now with a 503 error event (the shutdown's grace period is over).
+
+        Called from another thread: a job's events stop at this one, whatever the worker emits later."""
+        with self._wake:
+            jobs = self._waiting + [j for b in self._batches for j in b.jobs]
+            self._waiting = []
+            while not self._calls.empty():  # requests still being prepared (tokenizing, scoring)
+                _, future = self._calls.get()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(ShuttingDown(message))
+            for job in jobs:
+                if not job.done:
+                    job.done = True
+                    job.emit(ErrorEvent(message, 503))
+            self._wake.notify()
 
     def close(self) -> None:
         with self._wake:

@@ -250,3 +250,32 @@ def test_n_choices_and_experts_by_name(client, proxy_models):
     )
     assert texts == [e.text for e in expected]
     assert reply.usage.completion_tokens == sum(len(e.token_ids) for e in expected)
+
+
+def test_running_rows_do_not_fill_the_queue_and_an_impossible_request_gets_400(proxy_models):
+    """--max-queue bounds waiting rows only: with 2 rows running (--max-batch 2) and an empty queue a
+    third request is queued (/health shows it waiting), a fourth gets 429, and more rows than the server
+    ever holds get 400 (a 429 would be retried forever)."""
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    body = {"model": "tiny", "prompt": "Hello", "max_tokens": 200, "ignore_eos": True, "temperature": 0}
+    with BackgroundServer(proxy_models, ServerConfig(model_name="tiny", max_batch=2, max_queue=1)) as running:
+        url, stats = running.url + "/v1/completions", running.scheduler.stats
+        too_many = httpx.post(url, json={**body, "n": 4})
+        assert too_many.status_code == 400 and "--max-batch 2 + --max-queue 1" in too_many.json()["error"]["message"]
+        release = threading.Event()
+        with ThreadPoolExecutor(3) as pool:
+            first = [pool.submit(httpx.post, url, json={**body, "prompt": p}, timeout=60) for p in ("A", "B")]
+            while stats.active_rows < 2:
+                time.sleep(0.005)
+            running.scheduler.call(lambda: release.wait(30))  # the two rows stay running, nothing else starts
+            third = pool.submit(httpx.post, url, json=body, timeout=60)
+            while stats.waiting < 1 and not third.done():
+                time.sleep(0.01)
+            health = httpx.get(running.url + "/health").json()
+            fourth = httpx.post(url, json=body)
+            release.set()
+            assert health["waiting"] == 1 and health["active_rows"] == 2, health
+            assert fourth.status_code == 429
+            assert [f.result().status_code for f in (*first, third)] == [200, 200, 200]

@@ -22,6 +22,7 @@ def test_serve_command(tiny_models, tmp_path):
         "--anti-expert", str(tiny_models["anti"]), "--alpha", "0.5",
         "--host", "127.0.0.1", "--port", str(port), "--api-key", "k", "--model-name", "tiny",
         "--max-batch", "2", "--max-queue", "2", "--max-body", "2048", "--threads", "1",
+        "--allowed-hosts", "box.lan", "--cors-origin", "http://localhost:3000", "--shutdown-grace", "1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -42,6 +43,9 @@ def test_serve_command(tiny_models, tmp_path):
         big = {**body, "prompt": "x" * 4000}
         assert httpx.post(url + "/v1/completions", json=big, headers=headers, timeout=30).status_code == 413
         assert "proxytool" in httpx.get(url + "/", timeout=5).text
+        assert httpx.get(url + "/health", headers={"host": "box.lan"}, timeout=5).status_code == 200
+        preflight = {"origin": "http://localhost:3000", "access-control-request-method": "POST"}
+        assert httpx.options(url + "/v1/completions", headers=preflight, timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:
