@@ -76,7 +76,7 @@ def run_block(block: Block, models: dict, monkeypatch) -> None:
 def run_command(where: str, command, models: dict, monkeypatch) -> None:
     """One command line: `proxytool …`, optionally fed by `printf …|` / `echo …|`. Anything else fails,
     telling the writer to mark the block parse-only."""
-    segments, stdin = list(command.segments), None
+    segments, stdin = list(command.segments), ""  # nothing piped: an empty stdin, never the terminal
     assert set(command.operators) <= {"|"}, f"{where}: cannot run '{command.text}' here; mark the block parse-only"
     if len(segments) == 2 and segments[0].program in STDIN_PROGRAMS:
         stdin = subprocess.run(list(segments[0].words), capture_output=True, text=True, check=True).stdout
