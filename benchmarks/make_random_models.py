@@ -4,6 +4,7 @@ Timings depend on shapes, not on weight values, so a random 7B base with a rando
 random LoRA adapter measures what the real models would. Usage:
 
     python benchmarks/make_random_models.py --tokenizer DIR --out DIR [--base 7b] [--small 0.5b] [--device cuda]
+    python benchmarks/make_random_models.py --lora-only --small MODEL_DIR --out DIR
 
 writes DIR/base, DIR/small and DIR/lora (an adapter on DIR/small), each with the tokenizer.
 With --lora-only --small FOLDER, writes just an adapter on an existing model into DIR.
@@ -64,7 +65,7 @@ def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer folder (not needed with --lora-only)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base", default="7b", choices=sorted(SHAPES))
     parser.add_argument("--small", default="0.5b", help=f"a size ({', '.join(SHAPES)}) or, with --lora-only, a folder")
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16")
     args = parser.parse_args()
+    if not args.lora_only and args.tokenizer is None:
+        parser.error("--tokenizer is required (unless --lora-only)")
     dtype = getattr(torch, args.dtype)
     if args.lora_only:
         make_lora(Path(args.small), args.out, args.device, dtype)

