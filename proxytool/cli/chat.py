@@ -1,6 +1,5 @@
 """`proxytool chat`: streaming proxy-tuned chat; scriptable when stdin is not a terminal."""
 
-import math
 import sys
 from typing import Annotated
 
@@ -109,6 +108,7 @@ def _fits(fit, session, line: str, max_new_tokens: int, console) -> bool:
 def _command(line: str, session, console) -> bool:
     """Handle a slash command; True when the line was one."""
     from proxytool.decoding import checks as v
+    from proxytool.errors import ProxyToolError
 
     if not line.startswith("/") or line.startswith("//"):
         return not line  # blank lines are skipped
@@ -119,11 +119,12 @@ def _command(line: str, session, console) -> bool:
     elif name == "/alpha":
         try:
             value = float(arg)
-            if not math.isfinite(value) or abs(value) > v.MAX_ALPHA or not session.models.pairs:
+            v.alpha("/alpha", value)
+            if not session.models.pairs:
                 raise ValueError
             session.set_alpha(value)
             console.print(f"(alpha = {value})")
-        except ValueError:
+        except (ValueError, ProxyToolError):
             console.print(f"(/alpha needs a finite number and an --expert, got '{arg}')", markup=False)
     else:
         console.print(f"(unknown command {name}; {HELP})")

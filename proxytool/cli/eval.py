@@ -74,7 +74,7 @@ def eval_command(
     v.at_least("--batch-size", batch_size, 1, 100_000)
     alphas = parse_alphas(alpha)
     for value in alphas:
-        v.finite("--alpha", value, -v.MAX_ALPHA, v.MAX_ALPHA)
+        v.alpha("--alpha", value)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
         task=task,

@@ -3,12 +3,12 @@
 Unknown fields are accepted and ignored, as vLLM does, so clients that send newer OpenAI fields work.
 """
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxytool.decoding.config import MAX_ALPHA
+from proxytool.decoding import checks
+from proxytool.errors import ProxyToolError
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS
 
 SEED_RANGE = (-(2**63), 2**63 - 1)  # signed 64 bits, as vLLM and torch take them
@@ -64,8 +64,11 @@ class ProxyFields(BaseModel):
     @classmethod
     def _finite_alpha(cls, alpha):
         values = alpha if isinstance(alpha, list) else [] if alpha is None else [alpha]
-        if any(not math.isfinite(a) or abs(a) > MAX_ALPHA for a in values):
-            raise ValueError(f"each alpha must be a finite number in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}]")
+        try:
+            for value in values:
+                checks.alpha("alpha", value)  # the CLI's check: finite, within ±MAX_ALPHA
+        except ProxyToolError as err:
+            raise ValueError(str(err)) from None
         return alpha
 
     def stops(self) -> tuple[str, ...]:
