@@ -5,7 +5,7 @@ top-K candidates; this source adds the base tokens that write a prefix of what t
 write next, and scores every candidate string ``s`` with each pair model: ``log p(s | text so far)``
 over bytes, where the text so far is what the base has written. Then the one formula applies:
 ``base(v) + Σ α (expert(s_v) − anti(s_v))``; tokens outside the candidate set get no offset (both
-sides 0), so α = 0 and expert == anti give the base's own distribution exactly.
+sides the same), so α = 0 and expert == anti give the base's own distribution exactly.
 
 Two ways to get ``log p(s | x)`` from a model over its own tokens (docs/cross_tokenizer.md):
 
@@ -30,6 +30,7 @@ from proxytool.decoding.token_bytes import TokenBytes
 from proxytool.errors import ProxyToolError
 
 SUGGESTED = 5  # the pair's top next tokens whose base prefixes join the candidates
+UNSCORED = -1e9  # every member's score outside the candidates: no offset (equal on both sides), last in a trace
 
 
 @dataclass
@@ -125,7 +126,7 @@ class CrossTokenizerSource(Source):
             wanted = [row[j] if candidates is not None and j < len(row) else None for row in candidates or []]
             columns.append(self._scores(state, wanted or None))
         if not columns:
-            return [torch.zeros(len(state.contexts), 0, len(self.base_vocab.bytes_of)) for _ in self.groups]
+            return [torch.full((len(state.contexts), 0, len(self.base_vocab.bytes_of)), UNSCORED) for _ in self.groups]
         return [torch.stack([c[m] for c in columns], dim=1) for m in range(len(self.groups))]
 
     def truncate(self, state: CrossState, drop: int) -> None:
@@ -137,8 +138,8 @@ class CrossTokenizerSource(Source):
         state.retired |= set(rows)
 
     def _scores(self, state: CrossState, wanted: list[set[int] | None] | None) -> list[torch.Tensor]:
-        """Per member [prompts, base vocab]: log p(s_v | text) on each row's candidates, 0 elsewhere."""
-        out = torch.zeros(len(self.groups), len(state.contexts), len(self.base_vocab.bytes_of))
+        """Per member [prompts, base vocab]: log p(s_v | text) on each row's candidates, UNSCORED elsewhere."""
+        out = torch.full((len(self.groups), len(state.contexts), len(self.base_vocab.bytes_of)), UNSCORED)
         for row in range(len(state.contexts)):
             if wanted is None or wanted[row] is None or row in state.retired:
                 continue

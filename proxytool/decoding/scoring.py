@@ -12,6 +12,7 @@ import torch
 from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.stepper import Stepper
+from proxytool.errors import ProxyToolError
 
 
 def continuation_logprobs(
@@ -25,6 +26,8 @@ def continuation_logprobs(
     Rows whose continuation is shorter are padded; padding comes after every real token, so causal
     attention keeps it from touching the real tokens' scores.
     """
+    if models.crosses_tokenizers:  # a forced token outside the base's candidates would get no offset
+        raise ProxyToolError("scoring continuations needs one vocabulary; it is not available across tokenizers")
     longest = max(len(c) for c in continuations)
     pad = models.tokenizer.pad_token_id if models.tokenizer.pad_token_id is not None else 0
     tokens = torch.tensor([list(c) + [pad] * (longest - len(c)) for c in continuations], dtype=torch.long)

@@ -37,6 +37,8 @@ class Stepper:
         if self._states:
             raise ProxyToolError("this stepper has already been prefilled")
         prompts = list(prompts)
+        if all_positions and self.models.crosses_tokenizers:
+            raise ProxyToolError("scoring prompt positions needs one vocabulary; it is not available across tokenizers")
         if all_positions:
             _check_same_ids(self.models.sources, prompts)
         # prefill is compute-bound and scales with threads: one model at a time, each with all of them

@@ -278,3 +278,13 @@ def test_a_remote_base_of_another_tokenizer_without_base_tokenizer_is_one_clear_
         load_proxy_models(
             proxy_setup(served_base.url, experts=[str(other_pair["expert"])], anti_experts=[str(other_pair["anti"])])
         )
+
+
+def test_teacher_forced_scoring_across_tokenizers_is_one_clear_error(tiny_models, other_pair):
+    from proxytool.decoding.scoring import continuation_logprobs, prompt_logprobs
+
+    models = cross_models(tiny_models, other_pair, "fast")
+    with pytest.raises(ProxyToolError, match="not available across tokenizers"):
+        continuation_logprobs(models, ["The poll"], [[5, 6]])
+    with pytest.raises(ProxyToolError, match="not available across tokenizers"):
+        prompt_logprobs(models, ["The poll"])
