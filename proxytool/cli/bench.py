@@ -33,35 +33,14 @@ def bench(
 ) -> None:
     import json
 
-    from rich.table import Table
-
     from proxytool.cli.output import console as make_console
     from proxytool.cli.output import print_json
     from proxytool.decoding import checks as v
-    from proxytool.decoding.bench import MODES, BenchConfig, ratios, run
+    from proxytool.decoding.bench import BenchConfig, ratios, run
     from proxytool.decoding.setup import resolve_roles
-    from proxytool.errors import ProxyToolError
     from proxytool.files.atomic import write_text
 
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",")]
-    except ValueError:
-        raise ProxyToolError(f"--batch-sizes must be comma-separated integers (got '{batch_sizes}')") from None
-    chosen = [m.strip() for m in modes.split(",")]
-    if any(m not in MODES for m in chosen) or any(b < 1 for b in sizes) or new_tokens < 2 or repeats < 1:
-        raise ProxyToolError(
-            f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
-        )
-    v.at_least("--prompt-tokens", prompt_tokens, 1, 1_000_000)
-    v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
-    if output is not None and output.is_dir():
-        raise ProxyToolError(f"--output {output}: is a folder; give a file name")
-    if "speculative" in chosen:
-        from proxytool.decoding.speculative import check_speculative
-
-        if speculative < 1:
-            raise ProxyToolError(f"--speculative must be >= 1 for the speculative mode (got {speculative})")
-        check_speculative(speculative, draft, has_expert=True)
+    sizes, chosen = _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
     resolve_roles(setup)
     config = BenchConfig(
@@ -86,7 +65,40 @@ def bench(
     if json_output:
         print_json(document)
         return
-    console = make_console()
+    _print_results(make_console(), results, summary, new_tokens, prompt_tokens)
+
+
+def _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft):
+    """The benchmark's own flags, checked before anything loads; returns (batch sizes, modes)."""
+    from proxytool.decoding import checks as v
+    from proxytool.decoding.bench import MODES
+    from proxytool.errors import ProxyToolError
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",")]
+    except ValueError:
+        raise ProxyToolError(f"--batch-sizes must be comma-separated integers (got '{batch_sizes}')") from None
+    chosen = [m.strip() for m in modes.split(",")]
+    if any(m not in MODES for m in chosen) or any(b < 1 for b in sizes) or new_tokens < 2 or repeats < 1:
+        raise ProxyToolError(
+            f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
+        )
+    v.at_least("--prompt-tokens", prompt_tokens, 1, 1_000_000)
+    v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
+    if output is not None and output.is_dir():
+        raise ProxyToolError(f"--output {output}: is a folder; give a file name")
+    if "speculative" in chosen:
+        from proxytool.decoding.speculative import check_speculative
+
+        if speculative < 1:
+            raise ProxyToolError(f"--speculative must be >= 1 for the speculative mode (got {speculative})")
+        check_speculative(speculative, draft, has_expert=True)
+    return sizes, chosen
+
+
+def _print_results(console, results: list[dict], summary: list[dict], new_tokens: int, prompt_tokens: int) -> None:
+    from rich.table import Table
+
     table = Table(title=f"decoding: {new_tokens} new tokens, {prompt_tokens}-token prompts")
     for column in ("batch", "mode", "tok/s", "ms/step", "TTFT s", "peak RSS GB", "CUDA peak GB"):
         table.add_column(column, justify="right")

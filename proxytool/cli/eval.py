@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     )(o.with_loading_options(eval_command))
 
 
+# Over 60 lines: Typer declares its 18 options in the signature; the body is the flag checks in order.
 def eval_command(
     task: Annotated[str, typer.Option("--task", "-t", help=TASK_HELP)],
     base: o.Base,

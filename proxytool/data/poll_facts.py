@@ -374,6 +374,7 @@ def assign_splits(
     return split
 
 
+# Over 60 lines: one record per fact and phrasing, listed in the order the data card describes them.
 def build_records(
     polls: list[PollQuestion],
     split: dict[int, str],
@@ -441,6 +442,7 @@ def build_records(
     return train, evals
 
 
+# Over 60 lines: the split, the three renderings and the files are one recipe that reads top to bottom.
 def build_polls_dataset(
     csv_path: Path,
     out_dir: Path,

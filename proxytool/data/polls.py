@@ -197,6 +197,19 @@ def read_poll_list(csv_path: Path) -> tuple[list[PollQuestion], dict]:
             for one question; the message names ``file:line`` and the field.
     """
     path = Path(csv_path)
+    records = _csv_records(path)
+    questions: dict[int, PollQuestion] = {}
+    skipped_rows = 0
+    for line, rec in records:
+        if not _add_row(path, line, rec, questions):
+            skipped_rows += 1
+    complete = [q for q in questions.values() if len(q.shares) == len(CANDIDATES)]
+    summary = {"rows": len(records), "skipped_rows": skipped_rows, "skipped_questions": len(questions) - len(complete)}
+    return complete, summary
+
+
+def _csv_records(path: Path) -> list[tuple[int, dict]]:
+    """(line, {column: cell}) for each non-blank row, after the header's required columns are checked."""
     if not path.is_file():
         raise ProxyToolError(f"{at(path)}: poll list not found")
     try:
@@ -212,68 +225,61 @@ def read_poll_list(csv_path: Path) -> tuple[list[PollQuestion], dict]:
             index = {name: i for i, name in reversed(list(enumerate(header)))}
             records = []
             for row in reader:
-                line = reader.line_num
                 if not any(cell.strip() for cell in row):
                     continue
-                if len(row) < len(header):
-                    row = row + [""] * (len(header) - len(row))
-                records.append((line, {name: row[i] for name, i in index.items()}))
+                row = row + [""] * (len(header) - len(row))
+                records.append((reader.line_num, {name: row[i] for name, i in index.items()}))
+            return records
     except UnicodeDecodeError as err:
         raise ProxyToolError(f"{at(path)}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except csv.Error as err:
         raise ProxyToolError(f"{at(path)}: malformed CSV: {err}") from None
 
-    questions: dict[int, PollQuestion] = {}
-    skipped_rows = 0
-    for line, rec in records:
-        poll_id = _parse_int(path, line, "poll_id", rec["poll_id"])
-        question_id = _parse_int(path, line, "question_id", rec["question_id"])
-        sample = _parse_int(path, line, "sample_size", rec["sample_size"])
-        raw = rec.get("raw_sample_size", "")
-        if raw is not None and raw.strip() not in _NA:
-            sample = _parse_int(path, line, "raw_sample_size", raw)  # as reported, not 538's capped value
-        pct = _parse_pct(path, line, "pct", rec["pct"])
-        start = _parse_date(path, line, "start_date", rec["start_date"])
-        end = _parse_date(path, line, "end_date", rec["end_date"])
-        population = rec["population"].strip().lower()
-        if population not in POPULATIONS:
-            raise ProxyToolError(
-                f"{at(path, line, 'population')}: unknown population code "
-                f"{rec['population']!r} (expected one of {', '.join(POPULATIONS)})"
-            )
-        for field in ("pollster_rating_name", "state"):
-            if not rec[field].strip():
-                raise ProxyToolError(f"{at(path, line, field)}: empty")
-        last = _candidate(rec["candidate_name"])
-        if last is None:
-            skipped_rows += 1
-            continue
-        q = questions.get(question_id)
-        if q is None:
-            methodology = (rec.get("methodology") or "").strip()
-            q = questions[question_id] = PollQuestion(
-                poll_id=poll_id,
-                question_id=question_id,
-                pollster=rec["pollster_rating_name"].strip(),
-                state=rec["state"].strip(),
-                start_date=start,
-                end_date=end,
-                population=population,
-                sample_size=sample,
-                methodology="" if methodology in _NA else methodology,
-                shares={},
-                full_names={},
-            )
-        if last in q.shares:
-            raise ProxyToolError(
-                f"{at(path, line, 'candidate_name')}: {last} listed twice for question_id {question_id}"
-            )
-        q.shares[last] = pct
-        q.full_names[last] = " ".join(rec["candidate_name"].split())
 
-    complete = [q for q in questions.values() if len(q.shares) == len(CANDIDATES)]
-    summary = {"rows": len(records), "skipped_rows": skipped_rows, "skipped_questions": len(questions) - len(complete)}
-    return complete, summary
+def _add_row(path: Path, line: int, rec: dict, questions: dict[int, PollQuestion]) -> bool:
+    """Validate one row and add its candidate's share to its question; False for another candidate."""
+    poll_id = _parse_int(path, line, "poll_id", rec["poll_id"])
+    question_id = _parse_int(path, line, "question_id", rec["question_id"])
+    sample = _parse_int(path, line, "sample_size", rec["sample_size"])
+    raw = rec.get("raw_sample_size", "")
+    if raw is not None and raw.strip() not in _NA:
+        sample = _parse_int(path, line, "raw_sample_size", raw)  # as reported, not 538's capped value
+    pct = _parse_pct(path, line, "pct", rec["pct"])
+    start = _parse_date(path, line, "start_date", rec["start_date"])
+    end = _parse_date(path, line, "end_date", rec["end_date"])
+    population = rec["population"].strip().lower()
+    if population not in POPULATIONS:
+        raise ProxyToolError(
+            f"{at(path, line, 'population')}: unknown population code "
+            f"{rec['population']!r} (expected one of {', '.join(POPULATIONS)})"
+        )
+    for field in ("pollster_rating_name", "state"):
+        if not rec[field].strip():
+            raise ProxyToolError(f"{at(path, line, field)}: empty")
+    last = _candidate(rec["candidate_name"])
+    if last is None:
+        return False
+    q = questions.get(question_id)
+    if q is None:
+        methodology = (rec.get("methodology") or "").strip()
+        q = questions[question_id] = PollQuestion(
+            poll_id=poll_id,
+            question_id=question_id,
+            pollster=rec["pollster_rating_name"].strip(),
+            state=rec["state"].strip(),
+            start_date=start,
+            end_date=end,
+            population=population,
+            sample_size=sample,
+            methodology="" if methodology in _NA else methodology,
+            shares={},
+            full_names={},
+        )
+    if last in q.shares:
+        raise ProxyToolError(f"{at(path, line, 'candidate_name')}: {last} listed twice for question_id {question_id}")
+    q.shares[last] = pct
+    q.full_names[last] = " ".join(rec["candidate_name"].split())
+    return True
 
 
 # --------------------------------------------------------------------------- writing

@@ -72,6 +72,7 @@ class ServerConfig:
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+# Over 60 lines: the routes are closures over the app's scheduler and config (FastAPI's idiom); each is short.
 def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
     """The FastAPI app; its scheduler thread starts now and stops with the app's lifespan."""
     scheduler = Scheduler(models, max_batch=config.max_batch, max_queue=config.max_queue)

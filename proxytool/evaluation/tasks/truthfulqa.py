@@ -53,6 +53,7 @@ def _targets(entry: dict, name: str, where: str) -> tuple[list[str], list[int]] 
     return choices, [i for i, c in enumerate(choices) if targets[c] == 1]
 
 
+# Over 60 lines: one pass that validates each field where it is read (errors name file:line:field).
 def load_truthfulqa(data_dir: Path | None, few_shot: int | None) -> Task:
     if few_shot:
         raise ProxyToolError("truthfulqa-mc is zero-shot: few_shot must be 0")
