@@ -36,8 +36,8 @@ def bench(
     from proxytool.cli.output import console as make_console
     from proxytool.cli.output import print_json
     from proxytool.decoding import checks as v
-    from proxytool.decoding.bench import BenchConfig, ratios, run
     from proxytool.decoding.setup import resolve_roles
+    from proxytool.decoding.speed import BenchConfig, ratios, run
     from proxytool.files.atomic import write_text
 
     sizes, chosen = _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft)
@@ -71,7 +71,7 @@ def bench(
 def _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft):
     """The benchmark's own flags, checked before anything loads; returns (batch sizes, modes)."""
     from proxytool.decoding import checks as v
-    from proxytool.decoding.bench import MODES
+    from proxytool.decoding.speed import MODES
     from proxytool.errors import ProxyToolError
 
     try:

@@ -31,7 +31,7 @@ def chat(
     from rich.console import Console
 
     from proxytool.decoding import checks as v
-    from proxytool.decoding.chat import ChatSession
+    from proxytool.decoding.session import ChatSession
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
 
     v.generation(max_new_tokens, None)

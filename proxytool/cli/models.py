@@ -14,7 +14,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout
 
 
 def register(app: typer.Typer) -> None:
-    from proxytool.cli import packs
+    from proxytool.cli import models_packs as packs
 
     packs.register(models_app)
     app.add_typer(models_app, name="models")

@@ -36,7 +36,7 @@ FORMAT_KEYS = {
     "prompt_completion": ("prompt", "completion"),
     "question_answer": ("question", "answer"),
 }
-"""Example kind -> the keys that make it, in the order they are checked."""
+"""Training example kind -> the keys that make it, in the order they are checked."""
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
 """Label of a token that is not trained on (PyTorch's cross-entropy ignore index)."""
@@ -56,7 +56,7 @@ Renders ``system\\n\\nUser: ...\\nAssistant: ...<eos>\\n``; the generation promp
 
 
 @dataclass(frozen=True)
-class Example:
+class TrainingExample:
     """One validated training example.
 
     Attributes:
@@ -87,7 +87,7 @@ class DataFile:
     """
 
     path: Path
-    examples: tuple[Example, ...]
+    examples: tuple[TrainingExample, ...]
     sha256: str
 
     @property
@@ -139,8 +139,8 @@ def read_data(path: str | Path) -> DataFile:
     return DataFile(path=path, examples=tuple(examples), sha256=hashlib.sha256(raw).hexdigest())
 
 
-def parse_record(record: dict, path: Path, line: int) -> Example:
-    """Validate one JSON object and turn it into an :class:`Example`.
+def parse_record(record: dict, path: Path, line: int) -> TrainingExample:
+    """Validate one JSON object and turn it into an :class:`TrainingExample`.
 
     Raises:
         ProxyToolError: Naming ``path:line`` and the offending field.
@@ -162,18 +162,18 @@ def parse_record(record: dict, path: Path, line: int) -> Example:
             other = next(k for k in FORMAT_KEYS[kind] if k in record)
             raise ProxyToolError(f"{at(path, line, key)}: missing (a '{other}' needs a '{key}')")
     if kind == "messages":
-        return Example(line, kind, messages=_check_messages(record["messages"], path, line))
+        return TrainingExample(line, kind, messages=_check_messages(record["messages"], path, line))
     values = {key: _check_text(record, key, path, line) for key in FORMAT_KEYS[kind]}
     if kind == "text":
-        return Example(line, kind, text=values["text"])
+        return TrainingExample(line, kind, text=values["text"])
     if kind == "prompt_completion":
-        return Example(line, kind, prompt=values["prompt"], completion=values["completion"])
+        return TrainingExample(line, kind, prompt=values["prompt"], completion=values["completion"])
     answer = values["answer"].strip()
     if "####" in answer:  # a GSM8K solution: train in the style the few-shot eval prompt shows
         from proxytool.data.gsm8k import gsm8k_answer_text
 
         answer = gsm8k_answer_text(answer)
-    return Example(
+    return TrainingExample(
         line,
         kind,
         prompt=QA_PROMPT.format(question=values["question"].strip()),
@@ -217,7 +217,7 @@ def _json_type(value) -> str:
     return names.get(type(value), "a number")
 
 
-def _check_one_format(example: Example, first_line: dict[str, int], path: Path) -> None:
+def _check_one_format(example: TrainingExample, first_line: dict[str, int], path: Path) -> None:
     """Documents may accompany any example kind; two example kinds in one file are an error."""
     if example.kind == "text":
         return
@@ -269,7 +269,7 @@ def tokenize(data: DataFile, tokenizer) -> list[dict]:
     return [tokenize_example(example, tokenizer, data.path) for example in data.examples]
 
 
-def tokenize_example(example: Example, tokenizer, path: Path) -> dict:
+def tokenize_example(example: TrainingExample, tokenizer, path: Path) -> dict:
     """Tokenize one example (see :func:`tokenize`)."""
     eos = [tokenizer.eos_token_id]
     if example.kind == "text":
@@ -297,7 +297,7 @@ def _encode(tokenizer, text: str, first: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=first)["input_ids"]
 
 
-def chat_pieces(example: Example, tokenizer, path: Path) -> list[tuple[str, bool]]:
+def chat_pieces(example: TrainingExample, tokenizer, path: Path) -> list[tuple[str, bool]]:
     """Split a rendered chat into ``(text, trained)`` pieces; the assistant turns are trained.
 
     Each assistant turn spans from the end of the generation prompt rendered for the turns before it
@@ -324,7 +324,7 @@ def chat_pieces(example: Example, tokenizer, path: Path) -> list[tuple[str, bool
     return [(text, trained) for text, trained in pieces if text]
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool, example: Example, path: Path) -> str:
+def _render(tokenizer, messages: list[dict], generation_prompt: bool, example: TrainingExample, path: Path) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as err:  # jinja2 raises TemplateError / exceptions raised by the template itself

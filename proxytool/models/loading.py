@@ -7,7 +7,16 @@ from pathlib import Path
 from proxytool.errors import ProxyToolError
 from proxytool.models.registry import DTYPE_ALIASES, DTYPES, ModelSpec
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+TOKENIZER_FILES = (  # what a tokenizer is saved as (a checkpoint copies them; an adapter with any has its own)
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
+from proxytool.models.loading import TOKENIZER_FILES
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
 from proxytool.training.config import DEFAULT_MODEL, TrainConfig, build_config, to_dict
@@ -45,16 +46,6 @@ RESUME_MAY_CHANGE = {
     "name",
 }
 """Keys a resumed run may change; any other key must keep the value the run started with."""
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
 VERSIONED_PACKAGES = ("proxytool", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes")
 
 

@@ -50,7 +50,7 @@ def test_bench_speculative_mode_reports_acceptance(tiny_models, tmp_path):
 
 
 def test_bench_ratios_compare_speculative_with_proxy_and_base():
-    from proxytool.decoding.bench import ratios
+    from proxytool.decoding.speed import ratios
 
     speeds = {"base": 4.0, "proxy": 2.0, "speculative": 3.0}
     results = [{"mode": m, "batch": 1, "tokens_per_s": v} for m, v in speeds.items()]

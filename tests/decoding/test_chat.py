@@ -3,8 +3,8 @@
 from cli_runner import run_cli
 from engine_helpers import setup
 
-from proxytool.decoding.chat import ChatSession
 from proxytool.decoding.generate import complete, settled_text
+from proxytool.decoding.session import ChatSession
 
 
 def test_piped_chat_replies_a_line_per_message_and_obeys_commands(tiny_models):

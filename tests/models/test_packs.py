@@ -311,7 +311,7 @@ def test_pack_table():
 
 
 def test_cli_install(tiny_pack):
-    from proxytool.cli.packs import register
+    from proxytool.cli.models_packs import register
     from proxytool.models.registry import resolve
 
     models_app = typer.Typer()

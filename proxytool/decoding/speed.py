@@ -70,7 +70,7 @@ def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
         out = Path(tmp) / "result.json"
         payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch, "out": str(out)})
         proc = subprocess.run(
-            [sys.executable, "-m", "proxytool.decoding.bench", payload], capture_output=True, text=True
+            [sys.executable, "-m", "proxytool.decoding.speed", payload], capture_output=True, text=True
         )
         if proc.returncode != 0 or not out.exists():
             from proxytool.errors import ProxyToolError
