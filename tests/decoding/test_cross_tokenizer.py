@@ -288,3 +288,23 @@ def test_teacher_forced_scoring_across_tokenizers_is_one_clear_error(tiny_models
         continuation_logprobs(models, ["The poll"], [[5, 6]])
     with pytest.raises(ProxyToolError, match="not available across tokenizers"):
         prompt_logprobs(models, ["The poll"])
+
+
+def test_several_weighted_pairs_add_their_offsets(tiny_models, other_pair):
+    """1.5 (e − a) + 0.5 (a − e) is 1.0 (e − a): two pairs across tokenizers equal the one pair."""
+    expert, anti = str(other_pair["expert"]), str(other_pair["anti"])
+    two = load_proxy_models(
+        proxy_setup(
+            tiny_models["base"],
+            experts=[expert, anti],
+            anti_experts=[anti, expert],
+            alphas=[1.5, 0.5],
+            formats=RAW,
+        )
+    )
+    one = cross_models(tiny_models, other_pair, "fast", alpha=1.0)
+    prompts = cross_prompts(6, seed=17)
+    stop = ["ll"]
+    assert [c.text for c in complete(two, prompts, max_new_tokens=8, stop=stop)] == [
+        c.text for c in complete(one, prompts, max_new_tokens=8, stop=stop)
+    ]
