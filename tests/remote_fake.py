@@ -13,11 +13,14 @@ import torch
 
 
 class FakeServer:
-    def __init__(self, model, tokenizer, *, faults=(), logprobs=True, tokenize_shift=0, text_only=False):
+    def __init__(
+        self, model, tokenizer, *, faults=(), logprobs=True, tokenize_shift=0, text_only=False, extra_ids=None
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.faults = list(faults)  # HTTP statuses answered (in order) before serving completions
         self.logprobs, self.tokenize_shift = logprobs, tokenize_shift
         self.text_only = text_only  # True: 422 for token-id prompts; "llama-cpp-python": its 500
+        self.extra_ids = extra_ids  # "replace": vLLM 0.32's logprob_token_ids (sampled token + those ids only)
         self.requests = []
         self.auth = set()  # Authorization headers seen
         self.lock = threading.Lock()
@@ -83,8 +86,11 @@ class FakeServer:
             logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0, -1].float(), -1)
             values, top = logp.topk(min(body["logprobs"], logp.shape[-1]))
             key = self.tokenizer.decode if as_text else (lambda i: f"token_id:{i}")
-            tops.append({key([i]) if as_text else key(i): v for i, v in zip(top.tolist(), values.tolist())})
             token = int(top[0])
+            if self.extra_ids == "replace" and body.get("logprob_token_ids"):
+                top = torch.tensor(sorted({token, *body["logprob_token_ids"]}))
+                values = logp[top]
+            tops.append({key([i]) if as_text else key(i): v for i, v in zip(top.tolist(), values.tolist())})
             tokens.append(key([token]) if as_text else key(token))
             ids.append(token)
             generated.append(token)

@@ -322,10 +322,10 @@ def connect(
     """A RemoteSource on a server whose tokenizer is checked against the shared one (before decoding).
 
     Token-id prompts are tried first; a server that rejects them gets text (llama-cpp-python 0.3.36 answers
-    HTTP 500 "validation errors" naming the prompt, others 400/422). With ``extra`` > 0 the probe also asks
+    HTTP 500 "validation errors" naming the prompt, others 400/422). With ``extra`` > 0 a second probe asks
     extra ids (``logprob_token_ids``), as many as one decoding call may ask (:func:`extra_ids_per_call`,
-    ``n_eos`` EOS ids included): a server that refuses the field or that many ids, or leaves them out,
-    gets none from then on (``extra_top`` 0: the top-K candidate set alone).
+    ``n_eos`` EOS ids included): a server that refuses the field or that many ids, leaves them out, or
+    returns them instead of its top K (vLLM) gets none from then on (``extra_top`` 0: the top-K set alone).
     """
     check_tokenizer(client, tokenizer)
     source = RemoteSource(client, tokenizer, prompt_format, top_k=top_k, lookahead=lookahead, draft=draft, extra=extra)
@@ -334,23 +334,41 @@ def connect(
     n_asked = min(len(tokenizer), extra_ids_per_call(extra, lookahead, n_eos)) if extra > 0 else 0
     asked = set(range(len(tokenizer) - n_asked, len(tokenizer)))
     try:
-        path = source._call(probe, (), asked)
+        path = source._call(probe, (), set())  # the top K alone first
     except RemoteHTTPError as err:
         refused = err.status in (400, 422) or (err.status == 500 and "validation error" in str(err).lower())
-        if not refused:
+        if not (refused and "prompt" in str(err).lower()):
             raise
-        if asked and "logprob_token_ids" in str(err):
-            source.extra_top, asked = 0, set()
-        elif "prompt" in str(err).lower():
-            source.text_prompts = True
-            source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
-        else:
-            raise
-        path = source._call(probe, (), asked)
-    if asked and not (path.extras and asked <= set(path.extras[0])):
-        source.extra_top = 0  # the server ignores logprob_token_ids
+        source.text_prompts = True
+        source.guess_length = 0  # guessed tokens need not survive ids -> text -> ids: the base's path only
+        path = source._call(probe, (), set())
+    if asked and not _adds_extra_ids(source, probe, asked, path):
+        source.extra_top = 0  # the top-K candidate set alone
     client.calls.completions = client.calls.retries = 0  # count decoding's calls only
     return source
+
+
+def _adds_extra_ids(source: RemoteSource, probe: list[int], asked: set[int], plain: _Path) -> bool:
+    """Whether the server scores the asked ids *beside* its top K (proxytool serve), rather than refusing
+    them (HTTP 400/422), ignoring them, or answering them *instead of* the top K: vLLM 0.32 returns the
+    sampled token plus exactly the asked ids, which would silently replace the base's candidates."""
+    try:
+        positions = source.client.complete(
+            source._prompt(probe),
+            max_tokens=1,
+            top_k=source.top_k,
+            key_to_id=source.keys,
+            extra_ids=sorted(asked),
+            check=False,
+        )
+    except RemoteHTTPError as err:
+        if err.status in (400, 422):
+            return False
+        raise
+    first = positions[0] if positions else None
+    if first is None or not asked <= set(first.extra or {}):
+        return False
+    return set(plain.dists[0]) <= {i for i in first.keys.values() if i is not None}  # the top K is still there
 
 
 def extra_ids_per_call(extra: int, lookahead: int, n_eos: int) -> int:

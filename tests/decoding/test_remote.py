@@ -500,3 +500,21 @@ def test_finished_rows_cost_a_remote_base_no_calls(tiny_models, remote, lookahea
     assert [c.token_ids for c in batch] == [c.token_ids for c in solo]
     assert len({len(c.token_ids) for c in batch}) > 1  # the rows did end at different steps
     assert calls.completions - before <= solo_calls
+
+
+@pytest.mark.parametrize("lookahead", [0, 8])
+def test_a_server_that_answers_extra_ids_instead_of_its_top_k_gets_the_top_k_set(tiny_models, models_of, lookahead):
+    """vLLM 0.32's ``logprob_token_ids`` replaces the top K (the sampled token plus exactly the asked ids):
+    used as extra candidates it would silently swap the base's candidates for the pair's. The connection
+    probe sees the top K gone and decodes on the top-K set alone, exactly."""
+    tokenizer = tokenizer_of(tiny_models["base"])
+    prompts = random_prompts(3, seed=5)
+    with FakeServer(models_of["base"], tokenizer, extra_ids="replace") as server:
+        models = remote_setup(tiny_models, server.url, remote_top_k=20, remote_extra=5, remote_lookahead=lookahead)
+        assert models.base.source.extra_top == 0
+        got = [c.token_ids for c in complete(models, prompts, max_new_tokens=N)]
+    pairs = [(1.5, models_of["expert"], models_of["anti"])]
+    want = [
+        reference_topk_greedy(models_of["base"], pairs, tokenizer(p)["input_ids"], 20, N, tokenizer) for p in prompts
+    ]
+    assert got == want
