@@ -69,6 +69,16 @@ RemoteDraft = Annotated[
 BaseApiKey = Annotated[
     str | None, typer.Option(help="Remote base: API key (default: $PROXYTOOL_BASE_API_KEY).", show_default=False)
 ]
+KvCache = Annotated[
+    str,
+    typer.Option(
+        help="KV caches: dynamic (grow as needed), or static (fixed size, one shape per decode step: "
+        "what CUDA graphs need; docs/performance.md)."
+    ),
+]
+Compile = Annotated[
+    str, typer.Option(help="torch.compile the models: auto (on with --kv-cache static on CUDA), on, off.")
+]
 CrossTokenizer = Annotated[
     str,
     typer.Option(
@@ -138,6 +148,8 @@ _LOADING_TYPES = {
     "remote_extra": RemoteExtra,
     "remote_draft": RemoteDraft,
     "base_api_key": BaseApiKey,
+    "kv_cache": KvCache,
+    "compile": Compile,
     "cross_tokenizer": CrossTokenizer,
     "cross_top_k": CrossTopK,
     "base_tokenizer": BaseTokenizer,

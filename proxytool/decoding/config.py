@@ -13,6 +13,8 @@ from proxytool.models.registry import DTYPE_ALIASES, DTYPES, PROMPT_FORMATS, QUA
 
 ROLES = ("base", "expert", "anti-expert")
 CROSS_MODES = ("auto", "off", "fast", "exact")
+KV_CACHES = ("dynamic", "static")
+COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
 
@@ -36,6 +38,8 @@ class LoadingOptions:
     remote_extra: int = 5  # a remote base: the pair's top M (and EOS) scored by the server too (logprob_token_ids)
     remote_draft: str = "pair"  # a remote base: lookahead along its greedy path only (base), or the pair's guess too
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
+    kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
+    compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
     base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)
@@ -59,6 +63,8 @@ class LoadingOptions:
         at_least("--remote-extra", self.remote_extra, 0)
         at_least("--remote-lookahead", self.remote_lookahead, 0)
         at_least("--threads", self.threads, 1, MAX_THREADS)
+        one_of("--kv-cache", self.kv_cache, KV_CACHES)
+        one_of("--compile", self.compile, COMPILE_MODES)
         one_of("--cross-tokenizer", self.cross_tokenizer, CROSS_MODES)
         at_least("--cross-top-k", self.cross_top_k, 1, 4096)
         if self.base_tokenizer is not None and not self.base_tokenizer.strip():

@@ -99,7 +99,12 @@ class CrossTokenizerSource(Source):
         return [g.prompt_format.encode(p) for g in self.groups for p in prompts]
 
     def prefill(
-        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+        self,
+        prompts: list[Prompt],
+        all_positions: bool = False,
+        *,
+        candidates: Candidates | None = None,
+        room: int | None = None,
     ) -> tuple[CrossState, list[torch.Tensor]]:
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported across tokenizers")

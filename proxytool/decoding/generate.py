@@ -71,7 +71,7 @@ def generate(
     if rows.over:
         yield rows.rows
         return
-    with Stepper(models, alphas) as stepper:
+    with Stepper(models, alphas, room=max_new_tokens + speculative + 1) as stepper:
         if speculative:
             rounds = SpeculativeRounds(stepper, speculative, draft, sampling, draw, stats)
         else:

@@ -128,7 +128,12 @@ class RemoteSource(Source):
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="proxytool-remote")
 
     def prefill(
-        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+        self,
+        prompts: list[Prompt],
+        all_positions: bool = False,
+        *,
+        candidates: Candidates | None = None,
+        room: int | None = None,
     ) -> tuple[RemoteState, list[torch.Tensor]]:
         """The top-K after each prompt; with ``candidates.guesses`` the same call scores them too (see
         prefetch). ``candidates.after``: per row, ids that join the candidate set after the prompt (the

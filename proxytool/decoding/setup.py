@@ -111,6 +111,8 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
         base = _remote_base(base_spec, options, base_tokenizer, len(base_eos), cross)
     else:
         base = Member(base_place[0].source, base_place[1])
+    if cross and options.kv_cache == "static":
+        raise ProxyToolError("--kv-cache static is not available across tokenizers (the pair branches its cache)")
     if cross:
         pairs = _cross_pairs(pair_places, options, base_tokenizer, pair_tokenizer, frozenset(pair_eos), base_eos)
     else:
@@ -282,7 +284,10 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     for name, adapter_spec in host.adapters.items():
         model = attach_adapter(model, adapter_spec, name)
     host.model = model.eval()
-    host.source = ModelSource(host.model, host.groups, pad_id=pad_id)
+    compiled = options.compile == "on" or (
+        options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
+    )
+    host.source = ModelSource(host.model, host.groups, pad_id=pad_id, kv_cache=options.kv_cache, compiled=compiled)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

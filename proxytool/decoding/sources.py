@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from proxytool.decoding.formats import Prompt, PromptFormat
+from proxytool.errors import ProxyToolError
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SourceState:
     cache: object
     mask: torch.Tensor  # [rows, length]
     last_position: torch.Tensor  # [rows, 1]: the position id of the last token fed
+    capacity: int | None = None  # a static cache's fixed length (masks are padded to it); None: dynamic
 
     @property
     def length(self) -> int:
@@ -93,10 +95,16 @@ class Source(ABC):
 
     @abstractmethod
     def prefill(
-        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+        self,
+        prompts: list[Prompt],
+        all_positions: bool = False,
+        *,
+        candidates: Candidates | None = None,
+        room: int | None = None,
     ) -> tuple[object, list[torch.Tensor]]:
         """Start a generation; returns its state and the scores per group ([prompts, vocab], or
-        [prompts, length, vocab] at every position with ``all_positions``)."""
+        [prompts, length, vocab] at every position with ``all_positions``). ``room``: the most tokens
+        that will follow the prompts (a static KV cache is sized by it)."""
 
     @abstractmethod
     def extend(
@@ -137,14 +145,21 @@ class Source(ABC):
 
 
 class ModelSource(Source):
-    """A causal LM producing next-token logits for several row groups (its full vocabulary)."""
+    """A causal LM producing next-token logits for several row groups (its full vocabulary).
 
-    def __init__(self, model, groups: list[Group], pad_id: int = 0):
+    ``kv_cache="static"``: generations get a fixed-size KV cache (transformers' StaticCache) and masks of
+    one width, so each decode step has one shape (what CUDA graphs need); ``compiled`` runs the model
+    through ``torch.compile`` (``reduce-overhead``: CUDA graphs on a GPU).
+    """
+
+    def __init__(self, model, groups: list[Group], pad_id: int = 0, kv_cache: str = "dynamic", compiled: bool = False):
         self.model = model
         self.groups = tuple(groups)
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        self.kv_cache = kv_cache
         self._forward_args = set(inspect.signature(_inner_model(model).forward).parameters)
+        self._run = torch.compile(model, mode="reduce-overhead") if compiled else model
 
     @property
     def max_length(self) -> int | None:
@@ -159,19 +174,29 @@ class ModelSource(Source):
         return None
 
     def prefill(
-        self, prompts: list[Prompt], all_positions: bool = False, *, candidates: Candidates | None = None
+        self,
+        prompts: list[Prompt],
+        all_positions: bool = False,
+        *,
+        candidates: Candidates | None = None,
+        room: int | None = None,
     ) -> tuple[SourceState, list[torch.Tensor]]:
         """Run the prompts for every group; returns the new state and logits per group.
 
         Logits are ``[prompts, vocab]`` at the last position, or ``[prompts, length, vocab]`` at every
-        (left-padded) position with ``all_positions``.
+        (left-padded) position with ``all_positions``. A static cache needs ``room`` (else: dynamic).
         """
         ids, mask = left_pad(self.encode(prompts), self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
-        state = SourceState(DynamicCache(), mask, positions[:, -1:])
+        if self.kv_cache == "static" and room is not None:
+            capacity = ids.shape[1] + room
+            cache = StaticCache(config=_inner_model(self.model).config, max_cache_len=capacity)
+            state = SourceState(cache, mask, positions[:, -1:], capacity)
+        else:
+            state = SourceState(DynamicCache(), mask, positions[:, -1:])
         logits = self._forward(state, ids, positions, keep=ids.shape[1] if all_positions else 1)
         return state, [t if all_positions else t[:, -1] for t in logits]
 
@@ -195,6 +220,8 @@ class ModelSource(Source):
         """
         import copy
 
+        if state.capacity is not None:
+            raise ProxyToolError("--kv-cache static cannot branch a generation (across tokenizers): use dynamic")
         n, width = len(suffixes), max(len(s) for s in suffixes)
         cache = copy.deepcopy(state.cache)
         cache.batch_repeat_interleave(n)  # rows: groups × suffixes
@@ -213,15 +240,24 @@ class ModelSource(Source):
         """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""
         if drop <= 0:
             return
-        state.cache.crop(-drop)  # transformers 5: a negative count removes that many positions
+        if state.capacity is None:
+            state.cache.crop(-drop)  # transformers 5: a negative count removes that many positions
+        else:  # a static layer writes where its count says: step the count back (in place: fixed addresses)
+            for layer in state.cache.layers:
+                layer.cumulative_length.sub_(drop)
         state.mask = state.mask[:, :-drop]
         state.last_position = state.last_position - drop
 
     @torch.inference_mode()
     def _forward(self, state: SourceState, ids: torch.Tensor, positions: torch.Tensor, keep: int) -> list[torch.Tensor]:
+        mask = state.mask
+        if state.capacity is not None:  # one mask width for every step: the static cache's
+            if mask.shape[1] > state.capacity:
+                raise ProxyToolError(f"the static KV cache holds {state.capacity} positions; this step needs more")
+            mask = torch.nn.functional.pad(mask, (0, state.capacity - mask.shape[1]))
         kwargs = dict(
             input_ids=ids,
-            attention_mask=state.mask,
+            attention_mask=mask,
             position_ids=positions,
             past_key_values=state.cache,
             use_cache=True,
@@ -231,7 +267,7 @@ class ModelSource(Source):
         if any(g.adapter is not None for g in self.groups):
             per_group = ids.shape[0] // len(self.groups)
             kwargs["adapter_names"] = [g.adapter or "__base__" for g in self.groups for _ in range(per_group)]
-        out = self.model(**kwargs)
+        out = self._run(**kwargs)
         state.cache = out.past_key_values
         logits = out.logits[:, -keep:, :]
         return list(logits.view(len(self.groups), -1, keep, logits.shape[-1]).unbind(0))

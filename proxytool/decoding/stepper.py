@@ -20,8 +20,10 @@ from proxytool.errors import ProxyToolError
 class Stepper:
     """KV states of every source for one batch of prompts, and the α of each pair for this call."""
 
-    def __init__(self, models: ProxyModels, alphas: Sequence[float] | None = None):
+    def __init__(self, models: ProxyModels, alphas: Sequence[float] | None = None, room: int | None = None):
+        """``room``: the most tokens any row will append after its prompt (sizes static KV caches)."""
         self.models = models
+        self.room = room
         self.alphas = tuple(models.alphas if alphas is None else alphas)
         if len(self.alphas) != len(models.pairs):
             raise ProxyToolError(f"{len(self.alphas)} alpha values for {len(models.pairs)} expert pairs")
@@ -48,13 +50,15 @@ class Stepper:
         after_base = self._after_base()
         for source in self.models.sources:
             if not ((guessing or extra) and source is base) and source not in after_base:
-                self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, all_positions)
+                self._states[id(source)], self._logits[id(source)] = source.prefill(
+                    prompts, all_positions, room=self.room
+                )
         for source in after_base:  # a pair across tokenizers scores the base's candidates
             candidates = Candidates(after=self._base_top(self._logits, source.base_candidates))
             self._states[id(source)], self._logits[id(source)] = source.prefill(prompts, candidates=candidates)
         if guessing or extra:  # a remote base's first call also scores the pair's guess / candidates
             self._states[id(base)], self._logits[id(base)] = base.prefill(
-                prompts, candidates=self._first_candidates(guessing, extra)
+                prompts, candidates=self._first_candidates(guessing, extra), room=self.room
             )
         return self.scores()
 
