@@ -22,11 +22,14 @@ SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vo
     "1.5b": (1536, 8960, 28, 12, 2, 151936, True),
     "7b": (3584, 18944, 28, 28, 4, 152064, False),
     "14b": (5120, 13824, 48, 40, 8, 152064, False),
+    "tiny": (64, 128, 2, 4, 2, None, True),  # a CPU smoke run of the GPU scripts (vocab: the tokenizer's)
 }
 
 
 def make_model(size: str, out: Path, tokenizer_dir: Path, device: str, dtype) -> Path:
     hidden, inter, layers, heads, kv, vocab, tied = SHAPES[size]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vocab = vocab or len(tokenizer)
     config = Qwen2Config(
         hidden_size=hidden,
         intermediate_size=inter,
@@ -36,16 +39,20 @@ def make_model(size: str, out: Path, tokenizer_dir: Path, device: str, dtype) ->
         vocab_size=vocab,
         tie_word_embeddings=tied,
         max_position_embeddings=32768,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        pad_token_id=151643,
+        bos_token_id=_first(tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=_first(tokenizer.pad_token_id, tokenizer.eos_token_id),
     )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
+
+
+def _first(*ids):
+    return next(i for i in ids if i is not None)
 
 
 def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16) -> Path:

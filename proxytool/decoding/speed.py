@@ -218,6 +218,8 @@ class _BaseAlone(_Runner):
         proxy = _Proxy(config, pairs=False)
         self.model, self.tokenizer, self.device = proxy.models.base.source.model, proxy.tokenizer, proxy.device
         self.prompt_format = proxy.models.base.source.groups[0].prompt_format
+        # with --kv-cache static the floor uses transformers' static cache too (compiled on CUDA by generate)
+        self.cache = {"cache_implementation": "static"} if config.setup.loading.kv_cache == "static" else {}
 
     def decode(self, prompts, n):
         from proxytool.decoding.sources import left_pad
@@ -244,6 +246,7 @@ class _BaseAlone(_Runner):
             do_sample=False,
             streamer=FirstToken(),
             pad_token_id=self.tokenizer.pad_token_id,
+            **self.cache,
         )
 
 
