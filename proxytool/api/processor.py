@@ -5,6 +5,7 @@ transformers hands it at each step (:class:`GivenScores`); the expert pair runs 
 sources with their KV caches, and ``Stepper.combine`` (the one home of the formula) adds the offset.
 """
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -96,13 +97,14 @@ class ProxyLogitsProcessor(LogitsProcessor):
 
     def _pair(self, expert, anti_expert, tokenizer, dtype, device, loading_options) -> ProxyModels:
         """The loaded pair (its base member is not used: the base is the model running ``generate``)."""
-        if isinstance(expert, str) and (anti_expert is None or isinstance(anti_expert, str)):
+        named = (str, os.PathLike)
+        if isinstance(expert, named) and (anti_expert is None or isinstance(anti_expert, named)):
             from proxytool.api.tuned import ProxyTuned
 
-            base = anti_expert if anti_expert is not None else _recorded_base(expert)
+            base = anti_expert if anti_expert is not None else _recorded_base(os.fspath(expert))
             options = {"dtype": dtype, "device": device, **loading_options}
             return ProxyTuned.from_pretrained(base, expert, anti_expert, self.alpha, **options).models
-        if isinstance(expert, str) or isinstance(anti_expert, str):
+        if isinstance(expert, named) or isinstance(anti_expert, named):
             raise ProxyToolError("give expert and anti_expert both as names or both as loaded models")
         if tokenizer is None:
             raise ProxyToolError("a loaded expert needs tokenizer= (the tokenizer it shares with the base)")

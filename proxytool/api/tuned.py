@@ -5,6 +5,7 @@ generation is :func:`proxytool.decoding.generate.generate`, scores come from a
 :class:`proxytool.decoding.stepper.Stepper` (whose ``combine`` is the one home of the formula).
 """
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import overload
@@ -53,9 +54,9 @@ class ProxyTuned:
     @classmethod
     def from_pretrained(
         cls,
-        base: str,
-        expert: str | Sequence[str] | None = None,
-        anti_expert: str | Sequence[str | None] | None = None,
+        base: str | os.PathLike,
+        expert: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        anti_expert: str | os.PathLike | Sequence[str | os.PathLike | None] | None = None,
         alpha: float | Sequence[float] = 1.0,
         *,
         dtype: str = "auto",
@@ -96,7 +97,7 @@ class ProxyTuned:
             raise ProxyToolError(f"unknown loading option '{unknown[0]}' (known: {', '.join(sorted(known))})")
         loading = LoadingOptions(dtype=dtype, device=device, **loading_options)
         setup = ProxySetup(
-            base=base, experts=experts, anti_experts=antis, alphas=alphas if experts else [], loading=loading
+            base=os.fspath(base), experts=experts, anti_experts=antis, alphas=alphas if experts else [], loading=loading
         )
         if loading.threads is not None:
             import torch
@@ -320,6 +321,26 @@ class ProxyTuned:
         options = self._options(max_new_tokens, temperature, top_k, top_p, (), seed, None)
         return ChatSession(self.models, sampling=options["sampling"], max_new_tokens=max_new_tokens, system=system)
 
+    def decode_to_file(self, items, output, options=None, *, on_tokens=None, run=None, tracer=None) -> int:
+        """Decode prompts into a resumable JSONL file: what ``proxytool decode`` runs (decoding/to_file.py).
+
+        Args:
+            items: :class:`proxytool.decoding.formats.PromptItem` list (``proxytool.data.prompts.read_prompts``
+                reads a prompts file into one).
+            output: the JSONL file; an interrupted run resumes where it stopped, others are refused.
+            options: a :class:`proxytool.decoding.to_file.DecodeOptions` (lengths, sampling, batch size).
+            on_tokens: called with the number of tokens generated at each step (progress).
+            run: the run's fingerprint (default: prompts and options); tracer: ``decode --trace``'s recorder.
+
+        Returns:
+            How many prompts were decoded now (the rest were already in the file).
+        """
+        from proxytool.decoding.to_file import DecodeOptions, decode_prompts
+
+        options = options if options is not None else DecodeOptions()
+        progress = on_tokens if on_tokens is not None else (lambda n: None)
+        return decode_prompts(self.models, items, output, options, progress, run=run, tracer=tracer)
+
     # --- research -------------------------------------------------------------------------------------
 
     def next_token_scores(self, prompts, *, alpha: float | Sequence[float] | None = None) -> NextTokenScores:
@@ -411,6 +432,9 @@ class ProxyTuned:
 
 
 def _names(value) -> list[str]:
+    """One name or path, or several, as strings (a ``Path`` is a name too)."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return [os.fspath(v) if v is not None else None for v in value]

@@ -54,11 +54,12 @@ def decode(
         TimeElapsedColumn,
     )
 
+    from proxytool.api import ProxyTuned
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding import checks as v
-    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.setup import resolve_roles
     from proxytool.decoding.speculative import check_speculative, check_speculative_models
-    from proxytool.decoding.to_file import DecodeOptions, check_writable, decode_prompts, fingerprint, plan_resume
+    from proxytool.decoding.to_file import DecodeOptions, check_writable, fingerprint, plan_resume
     from proxytool.decoding.trace import Tracer
     from proxytool.errors import ProxyToolError
 
@@ -96,7 +97,8 @@ def decode(
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(resolved)
+        tuned = ProxyTuned.from_setup(resolved)
+    models = tuned.models
     if speculative:
         check_speculative_models(models)
     with Progress(
@@ -119,7 +121,7 @@ def decode(
             tracer = None
             if trace is not None:  # the trace covers the prompts decoded in this run
                 tracer = Tracer(files.enter_context(open(trace, "w", encoding="utf-8")), models.tokenizer, trace_top)
-            done = decode_prompts(models, items, output, options, on_tokens, run=run, tracer=tracer)
+            done = tuned.decode_to_file(items, output, options, on_tokens=on_tokens, run=run, tracer=tracer)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
     calls = getattr(getattr(models.base.source, "client", None), "calls", None)
     if calls is not None and generated[0]:
