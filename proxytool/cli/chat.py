@@ -30,9 +30,9 @@ def chat(
 ) -> None:
     from rich.console import Console
 
+    from proxytool.api import ProxyTuned
     from proxytool.decoding import checks as v
-    from proxytool.decoding.session import ChatSession
-    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.setup import resolve_roles
 
     v.generation(max_new_tokens, None)
     v.text("--system", system)
@@ -45,12 +45,9 @@ def chat(
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(resolved)
-    session = ChatSession(
-        models,
-        sampling=o.sampling_config(temperature, top_k, top_p, seed),
-        max_new_tokens=max_new_tokens,
-        system=system,
+        tuned = ProxyTuned.from_setup(resolved)
+    session = tuned.chat(
+        system, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
     if interactive:
         console.print(f"[bold]proxytool chat[/] — {HELP}")

@@ -48,9 +48,10 @@ def decode(
 ) -> None:
     from rich.console import Console
 
+    from proxytool.api import ProxyTuned
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding import checks as v
-    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.decoding.setup import resolve_roles
     from proxytool.decoding.speculative import check_speculative, check_speculative_models
     from proxytool.decoding.to_file import DecodeOptions, check_writable, fingerprint, plan_resume
 
@@ -83,10 +84,11 @@ def decode(
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with console.status("loading models"):
-        models = load_proxy_models(resolved)
+        tuned = ProxyTuned.from_setup(resolved)
+    models = tuned.models
     if speculative:
         check_speculative_models(models)
-    tokens, done = _decode_with_progress(console, models, items, output, options, run, trace, trace_top)
+    tokens, done = _decode_with_progress(console, tuned, items, output, options, run, trace, trace_top)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
     calls = getattr(getattr(models.base.source, "client", None), "calls", None)
     if calls is not None and tokens:
@@ -109,13 +111,13 @@ def _check_outputs(prompts: str, output: Path, trace: Path | None, trace_top: in
             raise ProxyToolError("--trace needs step-by-step decoding: drop --speculative to trace")
 
 
-def _decode_with_progress(console, models, items, output, options, run, trace, trace_top) -> tuple[int, int]:
+def _decode_with_progress(console, tuned, items, output, options, run, trace, trace_top) -> tuple[int, int]:
     """Decode with a progress bar; returns (tokens generated, prompts decoded now)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from proxytool.decoding.to_file import decode_prompts
     from proxytool.decoding.trace import Tracer
 
+    models = tuned.models
     columns = (TextColumn("[bold]decode"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("decode", total=options.max_new_tokens * len(items), rate="")
@@ -130,7 +132,7 @@ def _decode_with_progress(console, models, items, output, options, run, trace, t
             tracer = None
             if trace is not None:  # the trace covers the prompts decoded in this run
                 tracer = Tracer(files.enter_context(open(trace, "w", encoding="utf-8")), models.tokenizer, trace_top)
-            done = decode_prompts(models, items, output, options, on_tokens, run=run, tracer=tracer)
+            done = tuned.decode_to_file(items, output, options, on_tokens=on_tokens, run=run, tracer=tracer)
     return generated[0], done
 
 
