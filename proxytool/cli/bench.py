@@ -79,10 +79,11 @@ def _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output,
     except ValueError:
         raise ProxyToolError(f"--batch-sizes must be comma-separated integers (got '{batch_sizes}')") from None
     chosen = [m.strip() for m in modes.split(",")]
-    if any(m not in MODES for m in chosen) or any(b < 1 for b in sizes) or new_tokens < 2 or repeats < 1:
-        raise ProxyToolError(
-            f"--modes must be from {', '.join(MODES)}; --batch-sizes >= 1; --new-tokens >= 2; --repeats >= 1"
-        )
+    for mode in chosen:
+        v.one_of("--modes", mode, MODES)
+    for size in sizes:
+        v.at_least("--batch-sizes", size, 1, 100_000)
+    v.at_least("--repeats", repeats, 1, 1000)
     v.at_least("--prompt-tokens", prompt_tokens, 1, 1_000_000)
     v.at_least("--new-tokens", new_tokens, 2, 1_000_000)
     if output is not None and output.is_dir():

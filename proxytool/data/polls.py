@@ -204,6 +204,10 @@ def read_poll_list(csv_path: Path) -> tuple[list[PollQuestion], dict]:
         if not _add_row(path, line, rec, questions):
             skipped_rows += 1
     complete = [q for q in questions.values() if len(q.shares) == len(CANDIDATES)]
+    if not records:
+        raise ProxyToolError(f"{at(path, 2)}: no poll rows after the header")
+    if not complete:
+        raise ProxyToolError(f"{at(path)}: no poll question lists both {' and '.join(CANDIDATES)}")
     summary = {"rows": len(records), "skipped_rows": skipped_rows, "skipped_questions": len(questions) - len(complete)}
     return complete, summary
 

@@ -1,9 +1,13 @@
 """Read prompts for `decode`: JSONL with `prompt` or `messages` (optional `id`), plain text, or stdin."""
 
+import gzip
+import io
 import sys
+import zlib
 from pathlib import Path
 
 from proxytool.data.jsonl import parse_line
+from proxytool.data.messages import check_messages
 from proxytool.decoding.formats import Prompt, PromptItem
 from proxytool.errors import ProxyToolError, at
 
@@ -19,7 +23,7 @@ def read_prompts(path: str) -> list[PromptItem]:
     name = "<stdin>" if path == "-" else path
     lines = read_text_lines(path, name, "prompts")
     first = next((ln.strip() for ln in lines if ln.strip()), "")
-    is_jsonl = name.endswith(".jsonl") or (path == "-" and first.startswith("{"))
+    is_jsonl = name.removesuffix(".gz").endswith(".jsonl") or (path == "-" and first.startswith("{"))
     items = _read_jsonl(name, lines) if is_jsonl else _read_text(lines)
     if not items:
         raise ProxyToolError(f"{name}: no prompts")
@@ -44,6 +48,8 @@ def read_text_lines(path: str, name: str, what: str) -> list[str]:
             raise ProxyToolError(f"{path}: {what} file not found") from None
         except OSError as err:
             raise ProxyToolError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    if isinstance(data, bytes) and name.endswith(".gz"):
+        data = _gunzip(data, name)
     if len(data) > MAX_BYTES:
         raise ProxyToolError(f"{name}: larger than {MAX_BYTES // 2**20} MiB; split it")
     if isinstance(data, bytes):
@@ -94,19 +100,7 @@ def _prompt_of(record: dict, name: str, number: int) -> Prompt:
         _no_surrogates(record["prompt"], name, number, "prompt")
         return record["prompt"]
     if "messages" in record:
-        messages = record["messages"]
-        ok = (
-            isinstance(messages, list)
-            and messages
-            and all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
-            )
-        )
-        if not ok:
-            raise ProxyToolError(
-                f"{at(name, number, 'messages')} must be a non-empty list of {{role, content}} objects"
-            )
+        messages = list(check_messages(record["messages"], name, number))  # the rule train applies too
         for m in messages:
             _no_surrogates(m["content"], name, number, "messages")
         return messages
@@ -121,3 +115,12 @@ def _no_surrogates(text: str, name: str, number: int, field: str) -> None:
         raise ProxyToolError(
             f"{at(name, number, field)} has an unpaired surrogate {text[err.start]!a} at character {err.start}"
         ) from None
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """A gzip file's content, read up to one byte past the size limit (a small file can unpack huge)."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            return f.read(MAX_BYTES + 1)
+    except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:
+        raise ProxyToolError(f"{name}: not a readable gzip file ({err.__class__.__name__}: {err})") from None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxytool.data.jsonl import parse_line
+from proxytool.data.messages import check_messages, json_type
 from proxytool.errors import ProxyToolError, at
 
 QA_PROMPT = "Question: {question}\nAnswer:"
@@ -37,7 +38,6 @@ FORMAT_KEYS = {
     "question_answer": ("question", "answer"),
 }
 """Training example kind -> the keys that make it, in the order they are checked."""
-ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
 """Label of a token that is not trained on (PyTorch's cross-entropy ignore index)."""
 
@@ -184,37 +184,19 @@ def parse_record(record: dict, path: Path, line: int) -> TrainingExample:
 def _check_text(record: dict, key: str, path: Path, line: int) -> str:
     value = record[key]
     if not isinstance(value, str):
-        raise ProxyToolError(f"{at(path, line, key)}: must be a string, got {_json_type(value)}")
+        raise ProxyToolError(f"{at(path, line, key)}: must be a string, got {json_type(value)}")
     if key != "prompt" and not value.strip():
         raise ProxyToolError(f"{at(path, line, key)}: is empty")
     return value
 
 
 def _check_messages(messages, path: Path, line: int) -> tuple[dict, ...]:
-    if not isinstance(messages, list) or not messages:
-        raise ProxyToolError(f'{at(path, line, "messages")}: must be a non-empty list of {{"role", "content"}} objects')
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise ProxyToolError(f"{at(path, line, where)}: must be an object, got {_json_type(message)}")
-        if message.get("role") not in ROLES:
-            raise ProxyToolError(
-                f"{at(path, line, where + '.role')}: must be one of {', '.join(ROLES)} (got {message.get('role')!r})"
-            )
-        if not isinstance(message.get("content"), str):
-            raise ProxyToolError(
-                f"{at(path, line, where + '.content')}: must be a string, got {_json_type(message.get('content'))}"
-            )
+    messages = check_messages(messages, path, line)
     if messages[0]["role"] == "assistant":
         raise ProxyToolError(f"{at(path, line, 'messages[0].role')}: a conversation cannot open with an assistant turn")
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise ProxyToolError(f"{at(path, line, 'messages')}: no non-empty assistant turn to train on")
-    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
-
-
-def _json_type(value) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
-    return names.get(type(value), "a number")
+    return messages
 
 
 def _check_one_format(example: TrainingExample, first_line: dict[str, int], path: Path) -> None:

@@ -150,3 +150,14 @@ def test_a_failing_chat_template_names_the_line(tmp_path):
     data = read_data(write_lines(tmp_path / "c.jsonl", [{"text": "doc"}, CHAT]))
     with pytest.raises(ProxyToolError, match=r"c.jsonl:2: field 'messages': the chat template failed: roles"):
         tokenize(data, tokenizer)
+
+
+def test_prompts_files_may_be_gzipped(tmp_path):
+    import gzip
+
+    from proxytool.data.prompts import read_prompts
+
+    lines = '{"id": "a", "prompt": "Hello"}\n{"id": "b", "messages": [{"role": "user", "content": "Hi"}]}\n'
+    (tmp_path / "p.jsonl").write_text(lines)
+    (tmp_path / "p.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    assert read_prompts(str(tmp_path / "p.jsonl.gz")) == read_prompts(str(tmp_path / "p.jsonl"))

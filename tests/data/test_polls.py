@@ -376,3 +376,15 @@ def test_cli_bad_input_raises_user_error(tmp_path):
     assert result.exit_code != 0
     assert isinstance(result.exception, ProxyToolError)
     assert "bad.csv:2: field 'question_id'" in str(result.exception)
+
+
+def test_a_poll_list_with_no_rows_or_no_harris_trump_question_is_refused(poll_csv, tmp_path):
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(poll_csv.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ProxyToolError, match="header.csv:2: no poll rows after the header"):
+        read_poll_list(header_only)
+    lines = poll_csv.read_text().splitlines()
+    only_harris = tmp_path / "harris.csv"
+    only_harris.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if "Harris" in ln]) + "\n")
+    with pytest.raises(ProxyToolError, match="no poll question lists both Harris and Trump"):
+        read_poll_list(only_harris)
