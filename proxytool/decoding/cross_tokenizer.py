@@ -25,7 +25,7 @@ import torch
 
 from proxytool.decoding.config import CROSS_MODES
 from proxytool.decoding.formats import Prompt
-from proxytool.decoding.sources import Candidates, Group, ModelSource, Source
+from proxytool.decoding.sources import Candidates, Group, ModelSource, Source, Standalone
 from proxytool.decoding.token_bytes import TokenBytes
 from proxytool.errors import ProxyToolError
 
@@ -86,6 +86,7 @@ class CrossTokenizerSource(Source):
         self.groups = tuple(Group(s.groups[g].adapter, s.groups[g].prompt_format) for s, g in members)
         self.pair_vocab, self.base_vocab = pair_vocab, base_vocab
         self.specials = _special_map(base_vocab, pair_vocab, frozenset(base_eos), frozenset(pair_eos))
+        self.pair_eos = frozenset(pair_eos)
         self.mode = mode
         self.base_candidates = top_k
         self.device = torch.device("cpu")
@@ -152,6 +153,11 @@ class CrossTokenizerSource(Source):
             if ids:
                 out[:, row, ids] = values
         return list(out.unbind(0))
+
+    def standalone(self, group: int) -> Standalone:
+        """A pair member alone decodes its own tokens with its own tokenizer (eval's expert system)."""
+        source, inner = self.members[group]
+        return Standalone(source, inner, self.pair_vocab.tokenizer, self.pair_eos)
 
     def _after(self, context: _Context, token: int) -> _Context:
         """The pair's context once the base wrote ``token``: its bytes, or the pair's own special token."""

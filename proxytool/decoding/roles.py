@@ -65,7 +65,13 @@ class ProxyModels:
         return roles
 
     def with_base(self, base: Member) -> "ProxyModels":
-        """One role alone (no pairs): e.g. the expert as a model of its own."""
+        """One role alone (no pairs): e.g. the expert as a model of its own (in its own tokens where the
+        pair does not share the base's tokenizer)."""
+        own = base.source.standalone(base.group)
+        if own is not None:
+            return ProxyModels(
+                base=Member(own.source, own.group), pairs=(), tokenizer=own.tokenizer, eos_ids=own.eos_ids
+            )
         return ProxyModels(base=base, pairs=(), tokenizer=self.tokenizer, eos_ids=self.eos_ids, lanes=self.lanes)
 
     def with_alphas(self, alphas) -> "ProxyModels":

@@ -71,6 +71,16 @@ class Candidates:
     along: list[list[set[int]]] | None = None
 
 
+@dataclass(frozen=True)
+class Standalone:
+    """A role as a model of its own: its source and group, the tokenizer that decodes it, its EOS ids."""
+
+    source: "Source"
+    group: int
+    tokenizer: object
+    eos_ids: frozenset[int]
+
+
 class Source(ABC):
     """Next-token scores for ``groups × prompts`` rows, over per-generation states.
 
@@ -138,6 +148,11 @@ class Source(ABC):
         """Per row, tokens that may follow ``tokens`` [prompts] whose scores cost nothing more (a remote
         base's greedy lookahead); None for a retired row (anything may follow)."""
         return [[] for _ in range(tokens.shape[0])]
+
+    def standalone(self, group: int) -> "Standalone | None":
+        """How the role in ``group`` runs as a model of its own, where that is not this source as it is
+        (a pair member across tokenizers reads its own tokens); None: as it is."""
+        return None
 
     def prefetch(self, state, tokens: torch.Tensor, guesses, candidates=None, rows=None) -> None:
         """Score the positions after ``tokens`` and along ``guesses`` ahead of need (``guess_length`` > 0)."""

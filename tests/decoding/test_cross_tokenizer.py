@@ -308,3 +308,15 @@ def test_several_weighted_pairs_add_their_offsets(tiny_models, other_pair):
     assert [c.text for c in complete(two, prompts, max_new_tokens=8, stop=stop)] == [
         c.text for c in complete(one, prompts, max_new_tokens=8, stop=stop)
     ]
+
+
+def test_a_pair_member_alone_decodes_in_its_own_tokens(tiny_models, other_pair):
+    """eval's expert system across tokenizers: the expert alone, with its own tokenizer and EOS."""
+    models = cross_models(tiny_models, other_pair, "fast")
+    alone = models.with_base(models.pairs[0].expert)
+    own = load_proxy_models(proxy_setup(other_pair["expert"], formats=RAW))
+    prompts = cross_prompts(4, seed=19)
+    assert len(alone.tokenizer) == 300 and alone.eos_ids == own.eos_ids
+    assert [c.token_ids for c in complete(alone, prompts, max_new_tokens=8)] == [
+        c.token_ids for c in complete(own, prompts, max_new_tokens=8)
+    ]
