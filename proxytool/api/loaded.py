@@ -13,7 +13,7 @@ from proxytool.decoding.formats import PromptFormat
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sources import Group, ModelSource
 from proxytool.errors import ProxyToolError
-from proxytool.models.loading import check_compatible
+from proxytool.models.loading import eos_ids_of, same_vocabulary
 from proxytool.models.registry import PROMPT_FORMATS
 
 
@@ -80,7 +80,7 @@ def loaded_models(
     if tokenizer is None:
         raise ProxyToolError("from_models needs the base's tokenizer")
     pair_tokenizer = pair_tokenizer if pair_tokenizer is not None else tokenizer
-    cross = pair_tokenizer is not tokenizer and not _same_vocabulary(tokenizer, pair_tokenizer)
+    cross = pair_tokenizer is not tokenizer and not same_vocabulary(tokenizer, pair_tokenizer)
     hosts = _Hosts()
     for _, expert, _ in pairs:
         hosts.add_peft(expert)
@@ -102,12 +102,16 @@ def loaded_models(
         raise ProxyToolError("the base model cannot also be an expert or anti-expert across tokenizers")
     hosts.sources()
     pair_hosts = {id(h) for _, e, a in places for h, _ in (e, a)}
-    pair_eos = {i for h in hosts.hosts.values() if id(h) in pair_hosts for i in _eos_ids(h.model, pair_tokenizer)}
-    base_eos = _eos_ids(base_model, tokenizer) | (set() if cross else pair_eos)
+    pair_eos = {i for h in hosts.hosts.values() if id(h) in pair_hosts for i in eos_ids_of(h.model, pair_tokenizer)}
+    base_eos = eos_ids_of(base_model, tokenizer) | (set() if cross else pair_eos)
     base = Member(base_place[0].source, base_place[1])
     if cross:
         members = [(h.source, g) for _, e, a in places for h, g in (e, a)]
-        source = _cross_source(members, tokenizer, pair_tokenizer, pair_eos, base_eos, cross_tokenizer, cross_top_k)
+        from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
+
+        source = CrossTokenizerSource.between(
+            members, tokenizer, pair_tokenizer, pair_eos, base_eos, mode=cross_tokenizer, top_k=cross_top_k
+        )
         steered = tuple(
             ExpertPair(w, Member(source, 2 * i), Member(source, 2 * i + 1)) for i, (w, _, _) in enumerate(places)
         )
@@ -127,21 +131,6 @@ def pair_models(tokenizer, expert, anti_expert, alpha: float) -> ProxyModels:
     return loaded_models(anti, tokenizer, [(alpha, expert, anti_expert)])
 
 
-def _cross_source(members, base_tokenizer, pair_tokenizer, pair_eos, base_eos, mode: str, top_k: int):
-    from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
-    from proxytool.decoding.token_bytes import TokenBytes
-
-    return CrossTokenizerSource(
-        members,
-        TokenBytes(pair_tokenizer, "the pair's tokenizer"),
-        TokenBytes(base_tokenizer, "the base's tokenizer"),
-        frozenset(pair_eos),
-        frozenset(base_eos),
-        mode=mode,
-        top_k=top_k,
-    )
-
-
 def _is_peft(model) -> bool:
     return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
 
@@ -158,24 +147,3 @@ def _pad(tokenizer) -> int:
         if token is not None:
             return token
     return 0
-
-
-def _same_vocabulary(a, b) -> bool:
-    try:
-        check_compatible({"a": a, "b": b})
-    except ProxyToolError:
-        return False
-    return True
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    """The ids that end a generation: the model's generation config's and the tokenizer's EOS."""
-    ids = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

@@ -91,6 +91,13 @@ class CrossTokenizerSource(Source):
         self.base_candidates = top_k
         self.device = torch.device("cpu")
 
+    @classmethod
+    def between(cls, members, base_tokenizer, pair_tokenizer, pair_eos, base_eos, *, mode: str, top_k: int):
+        """The source for pair members of ``pair_tokenizer`` steering a base of ``base_tokenizer``."""
+        pair_vocab = TokenBytes(pair_tokenizer, "the pair's tokenizer")
+        base_vocab = TokenBytes(base_tokenizer, "the base's tokenizer")
+        return cls(members, pair_vocab, base_vocab, frozenset(pair_eos), frozenset(base_eos), mode=mode, top_k=top_k)
+
     @property
     def max_length(self) -> int | None:
         limits = [s.max_length for s in self.pair_sources if s.max_length]

@@ -18,9 +18,11 @@ from proxytool.errors import ProxyToolError
 from proxytool.models.loading import (
     QuantArgs,
     check_compatible,
+    eos_ids_of,
     load_model,
     load_tokenizer,
     pick_device,
+    same_vocabulary,
 )
 from proxytool.models.registry import ModelSpec, resolve
 
@@ -107,7 +109,7 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     base_eos = {i for h in hosts.all() if id(h) not in pair_hosts or not cross for i in hosts.eos(h)}
     pair_eos = {i for h in hosts.all() if id(h) in pair_hosts for i in hosts.eos(h)}
     if remote:
-        base_eos = base_eos | (_eos_ids(None, base_tokenizer) if cross else pair_eos)
+        base_eos = base_eos | (eos_ids_of(None, base_tokenizer) if cross else pair_eos)
         base = _remote_base(base_spec, options, base_tokenizer, len(base_eos), cross)
     else:
         base = Member(base_place[0].source, base_place[1])
@@ -158,7 +160,7 @@ class _Hosts:
         return list(self._hosts.values())
 
     def eos(self, host: _Host) -> set[int]:
-        return _eos_ids(host.model, self.tokenizers.of(host.spec))
+        return eos_ids_of(host.model, self.tokenizers.of(host.spec))
 
 
 def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple[object, object, bool]:
@@ -188,7 +190,7 @@ def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple
     if pair_tokenizer is None:
         return base_tokenizer, None, False
     mode = options.cross_tokenizer
-    if mode == "off" or (mode == "auto" and _same_vocabulary(base_tokenizer, pair_tokenizer)):
+    if mode == "off" or (mode == "auto" and same_vocabulary(base_tokenizer, pair_tokenizer)):
         try:
             check_compatible({"base": base_tokenizer, **pair})
         except ProxyToolError as err:
@@ -197,29 +199,14 @@ def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple
     return base_tokenizer, pair_tokenizer, True
 
 
-def _same_vocabulary(a, b) -> bool:
-    try:
-        check_compatible({"a": a, "b": b})
-    except ProxyToolError:
-        return False
-    return True
-
-
 def _cross_pairs(pair_places, options: LoadingOptions, base_tokenizer, pair_tokenizer, pair_eos, base_eos):
     """The expert pairs as groups of one source that scores the base's candidates across tokenizers."""
     from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
-    from proxytool.decoding.token_bytes import TokenBytes
 
     members = [(host.source, group) for _, e, n in pair_places for host, group in (e, n)]
     mode = "fast" if options.cross_tokenizer == "auto" else options.cross_tokenizer
-    source = CrossTokenizerSource(
-        members,
-        TokenBytes(pair_tokenizer, "the pair's tokenizer"),
-        TokenBytes(base_tokenizer, "the base's tokenizer"),
-        pair_eos,
-        frozenset(base_eos),
-        mode=mode,
-        top_k=options.cross_top_k,
+    source = CrossTokenizerSource.between(
+        members, base_tokenizer, pair_tokenizer, pair_eos, base_eos, mode=mode, top_k=options.cross_top_k
     )
     return tuple(
         ExpertPair(alpha, Member(source, 2 * i), Member(source, 2 * i + 1))
@@ -288,16 +275,3 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
         options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
     )
     host.source = ModelSource(host.model, host.groups, pad_id=pad_id, kv_cache=options.kv_cache, compiled=compiled)
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    """The ids that end a generation: the model's generation config's and the tokenizer's EOS."""
-    ids = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

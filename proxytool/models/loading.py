@@ -130,6 +130,28 @@ def check_compatible(tokenizers: dict[str, object]) -> None:
         )
 
 
+def same_vocabulary(a, b) -> bool:
+    """Whether two tokenizers map every token to the same id (see :func:`check_compatible`)."""
+    try:
+        check_compatible({"a": a, "b": b})
+    except ProxyToolError:
+        return False
+    return True
+
+
+def eos_ids_of(model, tokenizer) -> set[int]:
+    """The ids that end a generation: the model's generation config's and the tokenizer's EOS."""
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
 def load_model(
     spec: ModelSpec,
     dtype: str | None = "auto",
