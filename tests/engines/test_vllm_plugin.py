@@ -289,3 +289,18 @@ def test_placeholder_output_ids_are_refused_not_decoded(tiny_models):
     output.append(-1)  # async scheduling without the repair of output ids
     with pytest.raises(RuntimeError, match="no-async-scheduling"):
         plugin.apply(torch.zeros(1, 320))
+
+
+def test_the_module_is_light_and_registered_for_vllm():
+    """Importing it loads no torch (vLLM imports every entry point of the group at start)."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    code = "import sys, proxytool.engines.vllm; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    entry = pyproject["project"]["entry-points"]["vllm.logits_processors"]["proxytool"]
+    assert entry == "proxytool.engines.vllm:ProxyTuningLogitsProcessor"
