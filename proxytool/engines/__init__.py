@@ -1,0 +1,1 @@
+"""Proxy-tuning inside other serving engines (vLLM): plugins the engine loads, not proxytool commands."""
