@@ -27,7 +27,14 @@ from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
-from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
+from proxytool.serving.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ProxyFields,
+    TokenizeRequest,
+)
 from proxytool.serving.scheduler import (
     DoneEvent,
     ErrorEvent,
@@ -153,8 +160,21 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
     async def tokenize(request: Request):
         api.check_auth(request)
         body = await api.parse(request, TokenizeRequest)
-        ids = api.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+        special = body.add_special_tokens
+        ids = await api.on_worker(lambda: api.tokenizer(body.prompt, add_special_tokens=special)["input_ids"])
         return {"tokens": ids, "count": len(ids), "max_model_len": models.base.source.max_length}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        api.check_auth(request)
+        body = await api.parse(request, DetokenizeRequest)
+        api.check_ids(body.tokens, "tokens")
+        return {"prompt": await api.on_worker(lambda: api.tokenizer.decode(body.tokens))}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(request: Request):
+        api.check_auth(request)
+        return api.tokenizer_info()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -181,10 +201,31 @@ class _API:
         if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
             raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
 
-    def check_model(self, name: str) -> None:
-        if name != self.config.model_name:
+    def check_model(self, name: str | None) -> None:
+        """``model`` may be left out (the served model, as vLLM does); another name is a 404."""
+        if name is not None and name != self.config.model_name:
             have = self.config.model_name
             raise APIError(404, f"model '{name}' does not exist; this server has '{have}'", "model", "model_not_found")
+
+    def check_ids(self, ids: list[int], param: str) -> None:
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for t in ids):
+            raise APIError(400, f"{param}: token ids must be in [0, {vocab})", param, "invalid_value")
+
+    def tokenizer_info(self) -> dict:
+        """vLLM's ``GET /tokenizer_info``: the served tokenizer's special tokens, context and chat template
+        (lm-eval's ``tokenizer_backend=auto`` reads ``eos_token`` here, then tokenizes through /tokenize)."""
+        tok = self.tokenizer
+        info = {
+            "tokenizer_class": type(tok).__name__,
+            "model_max_length": self.models.base.source.max_length,
+            "vocab_size": len(tok),
+            "chat_template": getattr(tok, "chat_template", None),
+        }
+        for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = getattr(tok, name, None)
+            info[name] = value if isinstance(value, str) else None
+        return info
 
     def model_card(self) -> dict:
         return {
@@ -417,8 +458,7 @@ class _API:
                 ids = list(p) if isinstance(p, list) else self.tokenizer(p)["input_ids"]
                 if not ids:
                     raise APIError(400, "prompt: no tokens", "prompt")
-                if any(not 0 <= t < len(self.tokenizer) for t in ids):
-                    raise APIError(400, f"prompt: token ids must be in [0, {len(self.tokenizer)})", "prompt")
+                self.check_ids(ids, "prompt")
                 out.append(ids)
             return out
 
@@ -480,7 +520,8 @@ class _API:
 
         def chunk(text, finish=None, logprobs=None):
             c = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
-            return {"id": cid, "object": "text_completion", "created": created, "model": body.model, "choices": [c]}
+            model = self.config.model_name
+            return {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [c]}
 
         ids = list(prompt.ids)
         if body.echo:
@@ -488,18 +529,25 @@ class _API:
             if body.logprobs is not None:
                 lp = self.legacy_logprobs(list(zip(ids, echo_infos[0])), 0, body.return_tokens_as_token_ids)
             yield chunk(self.tokenizer.decode(ids), logprobs=lp)
+        completion_tokens = 0
         if not jobs:
             yield chunk("", "length")
-            return
-        async for event in self.events(jobs[0]):
-            if isinstance(event, TokenEvent):
-                lp = None
-                if body.logprobs is not None:
-                    lp = self.legacy_logprobs([(event.token_id, event.info)], 0, body.return_tokens_as_token_ids)
-                if event.text or lp:
-                    yield chunk(event.text, logprobs=lp)
-            else:
-                yield chunk(event.text, event.finish_reason)
+        else:
+            async for event in self.events(jobs[0]):
+                if isinstance(event, TokenEvent):
+                    lp = None
+                    if body.logprobs is not None:
+                        lp = self.legacy_logprobs([(event.token_id, event.info)], 0, body.return_tokens_as_token_ids)
+                    if event.text or lp:
+                        yield chunk(event.text, logprobs=lp)
+                else:
+                    completion_tokens = event.completion_tokens
+                    yield chunk(event.text, event.finish_reason)
+        if body.stream_options and body.stream_options.include_usage:
+            final = chunk("")
+            final["choices"] = []
+            final["usage"] = _usage(len(ids), completion_tokens)
+            yield final
 
     # ---- /v1/chat/completions ------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request):
@@ -553,7 +601,7 @@ class _API:
         def chunk(delta, finish=None, **extra):
             c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}
             kind = "chat.completion.chunk"
-            return {"id": cid, "object": kind, "created": created, "model": body.model, "choices": [c]}
+            return {"id": cid, "object": kind, "created": created, "model": self.config.model_name, "choices": [c]}
 
         yield chunk({"role": "assistant", "content": ""})
         completion_tokens = 0
