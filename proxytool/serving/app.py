@@ -26,6 +26,7 @@ from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
+from proxytool.serving.adjust import ScoreChanges
 from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
 from proxytool.serving.protocol import (
     APIError,
@@ -289,6 +290,13 @@ class _API:
         except ProxyToolError as err:
             raise APIError(400, str(err)) from None
 
+    def changes(self, body: ProxyFields) -> ScoreChanges:
+        """The request's ``logit_bias`` and penalties (ids checked against the vocabulary)."""
+        bias = body.logit_bias or {}
+        if any(not 0 <= t < len(self.tokenizer) for t in bias):
+            raise APIError(400, f"logit_bias: token ids must be in [0, {len(self.tokenizer)})", "logit_bias")
+        return ScoreChanges(tuple(sorted(bias.items())), body.presence_penalty or 0.0, body.frequency_penalty or 0.0)
+
     def row_seeds(self, body: ProxyFields, count: int) -> list[int]:
         """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given), modulo
         2**64 (a generator's seed is 64 bits; torch takes a negative one modulo 2**64 too)."""
@@ -324,7 +332,7 @@ class _API:
     # ---- running jobs --------------------------------------------------------------------------
     def jobs(self, body: ProxyFields, prompts: list, max_tokens: int, top_logprobs: int | None) -> list[Job]:
         loop = asyncio.get_running_loop()
-        sampling, alphas = self.sampling(body), self.alphas(body)
+        sampling, alphas, changes = self.sampling(body), self.alphas(body), self.changes(body)
         seeds = self.row_seeds(body, len(prompts) * body.n)
         jobs = []
         for i, prompt in enumerate(p for p in prompts for _ in range(body.n)):
@@ -347,6 +355,7 @@ class _API:
                 ignore_eos=body.ignore_eos,
                 top_logprobs=top_logprobs,
                 logprob_ids=tuple(getattr(body, "logprob_token_ids", None) or ()),
+                changes=changes,
                 trace=body.proxy_trace,
             )
             job.events = events

@@ -64,6 +64,11 @@ class ProxyFields(BaseModel):
     experts: list[str | int] | None = Field(
         None, description="Steer with only these configured experts (names or 0-based positions); others get α 0."
     )
+    logit_bias: dict[int, float] | None = Field(
+        None, description="Token id (a JSON key) -> a number in [-100, 100] added to the steered scores."
+    )
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     ignore_eos: bool = False  # vLLM's extra: run to max_tokens (benchmarks)
     proxy_trace: bool = Field(False, description="Per token, the base's and the proxy's log-probabilities.")
 
@@ -77,6 +82,14 @@ class ProxyFields(BaseModel):
         except ProxyToolError as err:
             raise ValueError(str(err)) from None
         return alpha
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, bias):
+        for token, value in (bias or {}).items():
+            if not -100 <= value <= 100:
+                raise ValueError(f"token {token}: the bias must be in [-100, 100] (got {value})")
+        return bias
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
