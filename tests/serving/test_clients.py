@@ -83,3 +83,21 @@ def test_completions_stream_include_usage_echo_max_tokens_zero(client, proxy_mod
         )
     )
     assert chunks[-1].usage.prompt_tokens == len(ids) and chunks[-1].usage.completion_tokens == 0
+
+
+def test_logprobs_n_gives_n_entries_with_ids_as_keys(client, proxy_models):
+    """Distinct ids can decode to the same text (here byte tokens that decode to U+FFFD): text keys then
+    collapse, ids as keys (vLLM's return_tokens_as_token_ids) keep all N, plus the chosen token."""
+    tok = proxy_models.tokenizer
+    texts = [tok.decode([i]) for i in range(len(tok))]
+    assert len(set(texts)) < len(texts)  # the tiny tokenizer has such ids
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=20)
+    by_text = client.completions.create(**kwargs).choices[0].logprobs
+    by_id = client.completions.create(**kwargs, extra_body={"return_tokens_as_token_ids": True}).choices[0].logprobs
+    collapsed = 0
+    for token, top_text, top_id in zip(by_id.tokens[1:], by_text.top_logprobs[1:], by_id.top_logprobs[1:]):
+        assert len(top_id) in (20, 21) and (len(top_id) == 20) == (token in list(top_id)[:20])
+        ids = [int(k.removeprefix("token_id:")) for k in top_id]
+        assert len(top_text) == len({texts[i] for i in ids})
+        collapsed += len(top_text) < len(top_id)
+    assert collapsed > 0  # the case this option exists for did occur
