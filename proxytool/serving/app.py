@@ -433,7 +433,9 @@ class _API:
             if info is None:
                 tops.append(None)
             else:
-                top = {self.piece(t, as_ids): lp for t, lp in info.top}
+                top: dict[str, float] = {}
+                for t, lp in info.top:  # likeliest first: where ids share a text, the likeliest keeps the key
+                    top.setdefault(self.piece(t, as_ids), lp)
                 top.setdefault(piece, info.logprob)
                 for t, lp in info.extra:
                     top.setdefault(self.piece(t, as_ids), lp)
