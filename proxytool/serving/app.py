@@ -26,8 +26,14 @@ from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
-from proxytool.serving.adjust import ScoreChanges
-from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
+from proxytool.serving.adjust import ScoreChanges, adjuster
+from proxytool.serving.logprobs import (
+    MAX_TOP_LOGPROBS,
+    TokenInfo,
+    all_position_scores,
+    first_tokens,
+    prompt_token_infos,
+)
 from proxytool.serving.protocol import (
     APIError,
     ChatRequest,
@@ -477,8 +483,10 @@ class _API:
         max_tokens = max(self.max_tokens(len(i), body.max_tokens) for i in ids)
         prompts = [TokenPrompt(tuple(i)) for i in ids]
         alphas = self.alphas(body)
-        echo_infos = None
-        if body.echo and body.logprobs is not None:
+        echo_infos, results = None, None
+        if body.echo and body.logprobs is not None and max_tokens == 1 and not body.stream and not body.proxy_trace:
+            echo_infos, results = await self.echo_and_first_token(body, prompts, alphas)  # lm-eval's requests
+        elif body.echo and body.logprobs is not None:
             echo_infos = await self.on_worker(
                 lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas, body.logprob_token_ids or ())
             )
@@ -486,9 +494,9 @@ class _API:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
             self.submit(request, jobs)
             return self.sse(self.completion_stream(body, prompts[0], jobs, echo_infos), jobs)
-        if max_tokens == 0:
+        if results is None and max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(len(prompts) * body.n)]
-        else:
+        elif results is None:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs)
             self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
@@ -506,6 +514,28 @@ class _API:
             "choices": choices,
             "usage": _usage(prompt_tokens, completion_tokens),
         }
+
+    async def echo_and_first_token(self, body: CompletionRequest, prompts: list[TokenPrompt], alphas):
+        """``echo`` + ``logprobs`` + ``max_tokens: 1`` from one prefill: the prompt's log-probabilities and
+        the new token both come from the scores at every prompt position (the general path prefills twice:
+        once to score the prompt, once more to generate). The token is the one the general path chooses."""
+        count = len(prompts) * body.n
+        sampling, changes, seeds = self.sampling(body), self.changes(body), self.row_seeds(body, count)
+        extra = tuple(body.logprob_token_ids or ())
+
+        def run():
+            scores = all_position_scores(self.models, prompts, alphas)
+            infos = prompt_token_infos(self.models, prompts, body.logprobs, alphas, extra, scores=scores)
+            firsts = first_tokens(
+                self.models, scores[:, -1], body.n, sampling, seeds, top_n=body.logprobs, extra_ids=extra,
+                stop=body.stops(), ignore_eos=body.ignore_eos, adjust=adjuster([changes] * count),
+            )  # fmt: skip
+            self.scheduler.stats.tokens_generated += len(firsts)
+            return infos, firsts
+
+        infos, firsts = await self.on_worker(run)
+        results = [([TokenEvent(f.token_id, f.text, f.info)], DoneEvent(f.finish_reason, f.text, 1)) for f in firsts]
+        return infos, results
 
     def completion_choice(self, body, index, prompt_ids, tokens, done, echo_infos) -> dict:
         prompt_text = self.tokenizer.decode(prompt_ids) if body.echo else ""
