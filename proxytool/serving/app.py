@@ -317,9 +317,11 @@ class _API:
         except ShuttingDown as err:
             raise APIError(503, str(err), code="shutting_down") from None
 
-    def max_tokens(self, prompt_len: int, asked: int | None) -> int:
+    def max_tokens(self, prompt_len: int, asked: int | None, fed: int | None = None) -> int:
+        """``asked`` (or all the room left) after checking the context; ``fed``: the prompt tokens that use
+        room (default all)."""
         limit = self.models.base.source.max_length
-        room = None if limit is None else limit - prompt_len
+        room = None if limit is None else limit - (prompt_len if fed is None else fed)
         if room is not None and room < 0 or (room is not None and asked is not None and asked > room):
             raise APIError(
                 400, f"prompt ({prompt_len} tokens) + max_tokens ({asked}) exceed the context ({limit})", "max_tokens"
@@ -480,13 +482,18 @@ class _API:
             return out
 
         ids = await self.on_worker(encode)
-        max_tokens = max(self.max_tokens(len(i), body.max_tokens) for i in ids)
+        scoring = body.echo and body.logprobs is not None
+        one_prefill = scoring and body.max_tokens == 1 and not (body.stream or body.proxy_trace)
+        # one prefill feeds the prompt only (the new token is never fed back): a prompt of the whole context
+        # fits, as lm-eval sends with max_length = context + 1
+        unfed = 1 if one_prefill else 0
+        max_tokens = max(self.max_tokens(len(i), body.max_tokens, fed=len(i) - unfed) for i in ids)
         prompts = [TokenPrompt(tuple(i)) for i in ids]
         alphas = self.alphas(body)
         echo_infos, results = None, None
-        if body.echo and body.logprobs is not None and max_tokens == 1 and not body.stream and not body.proxy_trace:
+        if one_prefill:
             echo_infos, results = await self.echo_and_first_token(body, prompts, alphas)  # lm-eval's requests
-        elif body.echo and body.logprobs is not None:
+        elif scoring:
             echo_infos = await self.on_worker(
                 lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas, body.logprob_token_ids or ())
             )

@@ -87,3 +87,22 @@ def test_one_prefill_eos_and_stop_end_the_row_as_generation_does(server, proxy_m
     one, two = both_paths(server, {**body, "stop": [text[-1:]]}, prefills)
     assert_same(one, two)
     assert one["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_prompt_of_the_whole_context_is_scored(server, proxy_models):
+    """One prefill feeds the prompt only, so a prompt as long as the context fits with max_tokens 1 (what
+    lm-eval sends with max_length = context + 1); one token more is refused, and so is generating after it."""
+    from proxytool.decoding.formats import TokenPrompt
+    from proxytool.decoding.scoring import prompt_logprobs
+
+    limit = proxy_models.base.source.max_length
+    ids = (proxy_models.tokenizer(" ".join(PROMPTS))["input_ids"] * limit)[:limit]
+    body = {"prompt": ids, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}
+    reply = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    got = reply.json()["choices"][0]["logprobs"]["token_logprobs"]
+    assert len(got) == limit + 1
+    assert got[1:limit] == pytest.approx(prompt_logprobs(proxy_models, [TokenPrompt(tuple(ids))])[0][1:], abs=1e-4)
+    for refused in ({**body, "prompt": ids + ids[:1]}, {**body, "max_tokens": 2}, {**body, "echo": False}):
+        reply = httpx.post(server.url + "/v1/completions", json=refused, timeout=60)
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == "max_tokens"
