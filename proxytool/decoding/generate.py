@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 StepObserver = Callable[[Stepper, torch.Tensor, torch.Tensor], None]  # (stepper, scores, chosen tokens)
+ScoreAdjuster = Callable[[torch.Tensor, list[list[int]]], torch.Tensor]
+"""(scores [rows, vocab], each row's tokens generated so far) -> the scores to choose from (the server's
+``logit_bias`` and presence/frequency penalties)."""
 
 
 def generate(
@@ -46,6 +49,7 @@ def generate(
     alphas: Sequence[float] | None = None,
     ignore_eos: bool = False,
     observe: StepObserver | None = None,
+    adjust: ScoreAdjuster | None = None,
     speculative: int = 0,
     draft: str = "expert",
     stats: dict | None = None,
@@ -58,14 +62,15 @@ def generate(
         alphas: this call's steering weights, one per pair (default: the models' own).
         ignore_eos: run every row for ``max_new_tokens`` (benchmarks).
         observe: called after each choice with the stepper, the scores and the chosen tokens.
+        adjust: changes the scores before each choice (not those ``observe`` sees); step by step only.
         speculative: draft this many tokens per round with the small models and verify them in one
             forward (proxytool/decoding/speculative.py); 0 decodes step by step. Greedy output is
             token-identical; sampling draws from the same distribution (not the same random stream).
         draft: what drafts when speculating: ``expert`` or ``small-proxy``.
         stats: speculative only: filled with ``rounds``, ``drafted`` and ``accepted`` (drafts kept).
     """
-    if speculative and observe is not None:
-        raise ProxyToolError("observe is not available with speculative decoding (it sees whole rounds)")
+    if speculative and (observe is not None or adjust is not None):
+        raise ProxyToolError("observe and adjust are not available with speculative decoding (it sees whole rounds)")
     draw = RowSampling.start(models.eos_ids, len(prompts), sampling, row_seeds, ignore_eos)
     rows = Rows(len(prompts), max_new_tokens, models.tokenizer, draw.eos_ids, stop)
     if rows.over:
@@ -75,7 +80,8 @@ def generate(
         if speculative:
             rounds = SpeculativeRounds(stepper, speculative, draft, sampling, draw, stats)
         else:
-            rounds = StepRounds(stepper, sampling, draw, observe)
+            history = None if adjust is None else (lambda: [row.token_ids for row in rows.rows])
+            rounds = StepRounds(stepper, sampling, draw, observe, adjust, history)
         pending = rounds.first(prompts)
         rows.emit(pending.tolist())
         yield rows.rows
@@ -93,8 +99,17 @@ def generate(
 class StepRounds:
     """One token per round: the proxy scores after the pending tokens, then the choice."""
 
-    def __init__(self, stepper: Stepper, sampling: SamplingConfig, draw: RowSampling, observe: StepObserver | None):
+    def __init__(
+        self,
+        stepper: Stepper,
+        sampling: SamplingConfig,
+        draw: RowSampling,
+        observe: StepObserver | None,
+        adjust: ScoreAdjuster | None = None,
+        history: Callable[[], list[list[int]]] | None = None,
+    ):
         self.stepper, self.sampling, self.draw, self.observe = stepper, sampling, draw, observe
+        self.adjust, self.history = adjust, history
         self.ahead: list[tuple[torch.Tensor, torch.Tensor]] = []  # positions scored in advance (see _advance)
 
     def first(self, prompts: Sequence[Prompt]) -> torch.Tensor:
@@ -107,7 +122,8 @@ class StepRounds:
         return self._choose(scores).unsqueeze(1)
 
     def _choose(self, scores: torch.Tensor) -> torch.Tensor:
-        tokens = choose_next(scores, self.sampling, self.draw.generators, self.draw.warpers)
+        chosen_from = scores if self.adjust is None else self.adjust(scores, self.history())
+        tokens = choose_next(chosen_from, self.sampling, self.draw.generators, self.draw.warpers)
         if self.observe is not None:
             self.observe(self.stepper, scores, tokens)
         return tokens

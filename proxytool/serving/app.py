@@ -26,8 +26,22 @@ from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
 from proxytool.errors import ProxyToolError
-from proxytool.serving.logprobs import MAX_TOP_LOGPROBS, TokenInfo, prompt_token_infos
-from proxytool.serving.protocol import APIError, ChatRequest, CompletionRequest, ProxyFields, TokenizeRequest
+from proxytool.serving.adjust import ScoreChanges, adjuster
+from proxytool.serving.logprobs import (
+    MAX_TOP_LOGPROBS,
+    TokenInfo,
+    all_position_scores,
+    first_tokens,
+    prompt_token_infos,
+)
+from proxytool.serving.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ProxyFields,
+    TokenizeRequest,
+)
 from proxytool.serving.scheduler import (
     DoneEvent,
     ErrorEvent,
@@ -153,8 +167,21 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
     async def tokenize(request: Request):
         api.check_auth(request)
         body = await api.parse(request, TokenizeRequest)
-        ids = api.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+        special = body.add_special_tokens
+        ids = await api.on_worker(lambda: api.tokenizer(body.prompt, add_special_tokens=special)["input_ids"])
         return {"tokens": ids, "count": len(ids), "max_model_len": models.base.source.max_length}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        api.check_auth(request)
+        body = await api.parse(request, DetokenizeRequest)
+        api.check_ids(body.tokens, "tokens")
+        return {"prompt": await api.on_worker(lambda: api.tokenizer.decode(body.tokens))}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(request: Request):
+        api.check_auth(request)
+        return api.tokenizer_info()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -181,10 +208,31 @@ class _API:
         if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
             raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
 
-    def check_model(self, name: str) -> None:
-        if name != self.config.model_name:
+    def check_model(self, name: str | None) -> None:
+        """``model`` may be left out (the served model, as vLLM does); another name is a 404."""
+        if name is not None and name != self.config.model_name:
             have = self.config.model_name
             raise APIError(404, f"model '{name}' does not exist; this server has '{have}'", "model", "model_not_found")
+
+    def check_ids(self, ids: list[int], param: str) -> None:
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for t in ids):
+            raise APIError(400, f"{param}: token ids must be in [0, {vocab})", param, "invalid_value")
+
+    def tokenizer_info(self) -> dict:
+        """vLLM's ``GET /tokenizer_info``: the served tokenizer's special tokens, context and chat template
+        (lm-eval's ``tokenizer_backend=auto`` reads ``eos_token`` here, then tokenizes through /tokenize)."""
+        tok = self.tokenizer
+        info = {
+            "tokenizer_class": type(tok).__name__,
+            "model_max_length": self.models.base.source.max_length,
+            "vocab_size": len(tok),
+            "chat_template": getattr(tok, "chat_template", None),
+        }
+        for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = getattr(tok, name, None)
+            info[name] = value if isinstance(value, str) else None
+        return info
 
     def model_card(self) -> dict:
         return {
@@ -248,6 +296,13 @@ class _API:
         except ProxyToolError as err:
             raise APIError(400, str(err)) from None
 
+    def changes(self, body: ProxyFields) -> ScoreChanges:
+        """The request's ``logit_bias`` and penalties (ids checked against the vocabulary)."""
+        bias = body.logit_bias or {}
+        if any(not 0 <= t < len(self.tokenizer) for t in bias):
+            raise APIError(400, f"logit_bias: token ids must be in [0, {len(self.tokenizer)})", "logit_bias")
+        return ScoreChanges(tuple(sorted(bias.items())), body.presence_penalty or 0.0, body.frequency_penalty or 0.0)
+
     def row_seeds(self, body: ProxyFields, count: int) -> list[int]:
         """As `proxytool decode --seed S`: row i gets S * 1000003 + i (any seed when none is given), modulo
         2**64 (a generator's seed is 64 bits; torch takes a negative one modulo 2**64 too)."""
@@ -262,9 +317,11 @@ class _API:
         except ShuttingDown as err:
             raise APIError(503, str(err), code="shutting_down") from None
 
-    def max_tokens(self, prompt_len: int, asked: int | None) -> int:
+    def max_tokens(self, prompt_len: int, asked: int | None, fed: int | None = None) -> int:
+        """``asked`` (or all the room left) after checking the context; ``fed``: the prompt tokens that use
+        room (default all)."""
         limit = self.models.base.source.max_length
-        room = None if limit is None else limit - prompt_len
+        room = None if limit is None else limit - (prompt_len if fed is None else fed)
         if room is not None and room < 0 or (room is not None and asked is not None and asked > room):
             raise APIError(
                 400, f"prompt ({prompt_len} tokens) + max_tokens ({asked}) exceed the context ({limit})", "max_tokens"
@@ -283,7 +340,7 @@ class _API:
     # ---- running jobs --------------------------------------------------------------------------
     def jobs(self, body: ProxyFields, prompts: list, max_tokens: int, top_logprobs: int | None) -> list[Job]:
         loop = asyncio.get_running_loop()
-        sampling, alphas = self.sampling(body), self.alphas(body)
+        sampling, alphas, changes = self.sampling(body), self.alphas(body), self.changes(body)
         seeds = self.row_seeds(body, len(prompts) * body.n)
         jobs = []
         for i, prompt in enumerate(p for p in prompts for _ in range(body.n)):
@@ -306,6 +363,7 @@ class _API:
                 ignore_eos=body.ignore_eos,
                 top_logprobs=top_logprobs,
                 logprob_ids=tuple(getattr(body, "logprob_token_ids", None) or ()),
+                changes=changes,
                 trace=body.proxy_trace,
             )
             job.events = events
@@ -383,7 +441,9 @@ class _API:
             if info is None:
                 tops.append(None)
             else:
-                top = {self.piece(t, as_ids): lp for t, lp in info.top}
+                top: dict[str, float] = {}
+                for t, lp in info.top:  # likeliest first: where ids share a text, the likeliest keeps the key
+                    top.setdefault(self.piece(t, as_ids), lp)
                 top.setdefault(piece, info.logprob)
                 for t, lp in info.extra:
                     top.setdefault(self.piece(t, as_ids), lp)
@@ -417,17 +477,23 @@ class _API:
                 ids = list(p) if isinstance(p, list) else self.tokenizer(p)["input_ids"]
                 if not ids:
                     raise APIError(400, "prompt: no tokens", "prompt")
-                if any(not 0 <= t < len(self.tokenizer) for t in ids):
-                    raise APIError(400, f"prompt: token ids must be in [0, {len(self.tokenizer)})", "prompt")
+                self.check_ids(ids, "prompt")
                 out.append(ids)
             return out
 
         ids = await self.on_worker(encode)
-        max_tokens = max(self.max_tokens(len(i), body.max_tokens) for i in ids)
+        scoring = body.echo and body.logprobs is not None
+        one_prefill = scoring and body.max_tokens == 1 and not (body.stream or body.proxy_trace)
+        # one prefill feeds the prompt only (the new token is never fed back): a prompt of the whole context
+        # fits, as lm-eval sends with max_length = context + 1
+        unfed = 1 if one_prefill else 0
+        max_tokens = max(self.max_tokens(len(i), body.max_tokens, fed=len(i) - unfed) for i in ids)
         prompts = [TokenPrompt(tuple(i)) for i in ids]
         alphas = self.alphas(body)
-        echo_infos = None
-        if body.echo and body.logprobs is not None:
+        echo_infos, results = None, None
+        if one_prefill:
+            echo_infos, results = await self.echo_and_first_token(body, prompts, alphas)  # lm-eval's requests
+        elif scoring:
             echo_infos = await self.on_worker(
                 lambda: prompt_token_infos(self.models, prompts, body.logprobs, alphas, body.logprob_token_ids or ())
             )
@@ -435,9 +501,9 @@ class _API:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs) if max_tokens > 0 else []
             self.submit(request, jobs)
             return self.sse(self.completion_stream(body, prompts[0], jobs, echo_infos), jobs)
-        if max_tokens == 0:
+        if results is None and max_tokens == 0:
             results = [([], DoneEvent("length", "", 0)) for _ in range(len(prompts) * body.n)]
-        else:
+        elif results is None:
             jobs = self.jobs(body, prompts, max_tokens, body.logprobs)
             self.submit(request, jobs)
             results = await self.collect_all(jobs, request)
@@ -455,6 +521,28 @@ class _API:
             "choices": choices,
             "usage": _usage(prompt_tokens, completion_tokens),
         }
+
+    async def echo_and_first_token(self, body: CompletionRequest, prompts: list[TokenPrompt], alphas):
+        """``echo`` + ``logprobs`` + ``max_tokens: 1`` from one prefill: the prompt's log-probabilities and
+        the new token both come from the scores at every prompt position (the general path prefills twice:
+        once to score the prompt, once more to generate). The token is the one the general path chooses."""
+        count = len(prompts) * body.n
+        sampling, changes, seeds = self.sampling(body), self.changes(body), self.row_seeds(body, count)
+        extra = tuple(body.logprob_token_ids or ())
+
+        def run():
+            scores = all_position_scores(self.models, prompts, alphas)
+            infos = prompt_token_infos(self.models, prompts, body.logprobs, alphas, extra, scores=scores)
+            firsts = first_tokens(
+                self.models, scores[:, -1], body.n, sampling, seeds, top_n=body.logprobs, extra_ids=extra,
+                stop=body.stops(), ignore_eos=body.ignore_eos, adjust=adjuster([changes] * count),
+            )  # fmt: skip
+            self.scheduler.stats.tokens_generated += len(firsts)
+            return infos, firsts
+
+        infos, firsts = await self.on_worker(run)
+        results = [([TokenEvent(f.token_id, f.text, f.info)], DoneEvent(f.finish_reason, f.text, 1)) for f in firsts]
+        return infos, results
 
     def completion_choice(self, body, index, prompt_ids, tokens, done, echo_infos) -> dict:
         prompt_text = self.tokenizer.decode(prompt_ids) if body.echo else ""
@@ -480,7 +568,8 @@ class _API:
 
         def chunk(text, finish=None, logprobs=None):
             c = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
-            return {"id": cid, "object": "text_completion", "created": created, "model": body.model, "choices": [c]}
+            model = self.config.model_name
+            return {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [c]}
 
         ids = list(prompt.ids)
         if body.echo:
@@ -488,18 +577,25 @@ class _API:
             if body.logprobs is not None:
                 lp = self.legacy_logprobs(list(zip(ids, echo_infos[0])), 0, body.return_tokens_as_token_ids)
             yield chunk(self.tokenizer.decode(ids), logprobs=lp)
+        completion_tokens = 0
         if not jobs:
             yield chunk("", "length")
-            return
-        async for event in self.events(jobs[0]):
-            if isinstance(event, TokenEvent):
-                lp = None
-                if body.logprobs is not None:
-                    lp = self.legacy_logprobs([(event.token_id, event.info)], 0, body.return_tokens_as_token_ids)
-                if event.text or lp:
-                    yield chunk(event.text, logprobs=lp)
-            else:
-                yield chunk(event.text, event.finish_reason)
+        else:
+            async for event in self.events(jobs[0]):
+                if isinstance(event, TokenEvent):
+                    lp = None
+                    if body.logprobs is not None:
+                        lp = self.legacy_logprobs([(event.token_id, event.info)], 0, body.return_tokens_as_token_ids)
+                    if event.text or lp:
+                        yield chunk(event.text, logprobs=lp)
+                else:
+                    completion_tokens = event.completion_tokens
+                    yield chunk(event.text, event.finish_reason)
+        if body.stream_options and body.stream_options.include_usage:
+            final = chunk("")
+            final["choices"] = []
+            final["usage"] = _usage(len(ids), completion_tokens)
+            yield final
 
     # ---- /v1/chat/completions ------------------------------------------------------------------
     async def chat(self, body: ChatRequest, request: Request):
@@ -553,7 +649,7 @@ class _API:
         def chunk(delta, finish=None, **extra):
             c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}
             kind = "chat.completion.chunk"
-            return {"id": cid, "object": kind, "created": created, "model": body.model, "choices": [c]}
+            return {"id": cid, "object": kind, "created": created, "model": self.config.model_name, "choices": [c]}
 
         yield chunk({"role": "assistant", "content": ""})
         completion_tokens = 0

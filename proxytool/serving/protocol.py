@@ -36,12 +36,18 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ProxyFields(BaseModel):
     """Fields every generation request shares, including proxytool's extras."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: str | None = None  # optional, as in vLLM: the served model
     max_tokens: int | None = Field(None, ge=0)
     temperature: float = Field(1.0, ge=0, le=2)  # OpenAI's default
     top_p: float = Field(1.0, gt=0, le=1)
@@ -50,6 +56,7 @@ class ProxyFields(BaseModel):
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     # proxytool's extras
     alpha: float | list[float] | None = Field(
         None, description="Steering weight: one for every expert pair, or a list with one per pair."
@@ -57,6 +64,11 @@ class ProxyFields(BaseModel):
     experts: list[str | int] | None = Field(
         None, description="Steer with only these configured experts (names or 0-based positions); others get α 0."
     )
+    logit_bias: dict[int, float] | None = Field(
+        None, description="Token id (a JSON key) -> a number in [-100, 100] added to the steered scores."
+    )
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     ignore_eos: bool = False  # vLLM's extra: run to max_tokens (benchmarks)
     proxy_trace: bool = Field(False, description="Per token, the base's and the proxy's log-probabilities.")
 
@@ -70,6 +82,14 @@ class ProxyFields(BaseModel):
         except ProxyToolError as err:
             raise ValueError(str(err)) from None
         return alpha
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, bias):
+        for token, value in (bias or {}).items():
+            if not -100 <= value <= 100:
+                raise ValueError(f"token {token}: the bias must be in [-100, 100] (got {value})")
+        return bias
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -127,26 +147,30 @@ class Message(BaseModel):
         return self.content or ""
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
 class ChatRequest(ProxyFields):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    stream_options: StreamOptions | None = None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class TokenizeRequest(BaseModel):
-    """vLLM's ``POST /tokenize``: clients (a remote base) check the server's tokenizer with it."""
+    """vLLM's ``POST /tokenize``: clients (a remote base, lm-eval's remote tokenizer) use the server's tokenizer."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: str | None = None
     prompt: str
     add_special_tokens: bool = True
+
+
+class DetokenizeRequest(BaseModel):
+    """vLLM's ``POST /detokenize``: ``{"tokens": [ids]}`` → ``{"prompt": text}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    tokens: list[int]

@@ -22,6 +22,7 @@ from proxytool.decoding.formats import Prompt
 from proxytool.decoding.generate import generate, settled_text
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
+from proxytool.serving.adjust import ScoreChanges, adjuster
 from proxytool.serving.logprobs import TokenInfo, token_info
 
 
@@ -78,6 +79,7 @@ class Job:
     ignore_eos: bool = False
     top_logprobs: int | None = None  # None: no logprobs; else the chosen token's and this many alternatives
     logprob_ids: tuple[int, ...] = ()  # with top_logprobs: these ids' log-probabilities too (any rank)
+    changes: ScoreChanges = ScoreChanges()  # logit_bias and presence/frequency penalties (serving/adjust.py)
     trace: bool = False  # also the base's log-probabilities (the web page's view of what the proxy changed)
     cancelled: threading.Event = field(default_factory=threading.Event)
     token_ids: list[int] = field(default_factory=list)
@@ -280,6 +282,7 @@ class Scheduler:
             alphas=first.alphas,
             ignore_eos=first.ignore_eos,
             observe=observe,
+            adjust=adjuster([j.changes for j in jobs]),
         )
         self.stats.batches_started += 1
         self._batches.append(batch)
