@@ -255,8 +255,9 @@ SUGGESTED_BASES = {
     "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-1.5b-instruct",
     "distilgpt2": "gpt2-large",
     "gpt2": "gpt2-large",
+    "smollm2-135m-instruct": "qwen2.5-coder-1.5b-instruct",  # another tokenizer: steered across tokenizers
 }
-"""Trained model -> a larger model of the same vocabulary to proxy-tune (printed after training)."""
+"""Trained model -> a larger model to proxy-tune (printed after training; any tokenizer works)."""
 
 
 def suggested_base(model: str | None) -> str:
@@ -264,7 +265,7 @@ def suggested_base(model: str | None) -> str:
     from pathlib import Path as _Path
 
     name = _Path(str(model)).name if model else ""
-    return SUGGESTED_BASES.get(str(model), SUGGESTED_BASES.get(name, "<bigger model, same vocabulary>"))
+    return SUGGESTED_BASES.get(str(model), SUGGESTED_BASES.get(name, "<bigger model>"))
 
 
 def merge_command(
