@@ -148,7 +148,6 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
         api.check_model(name)
         return api.model_card()
 
-    # Over 60 lines: one route that reads as the OpenAI spec does (echo, scoring, stream, n).
     @app.post("/v1/completions")
     async def completions(request: Request):
         api.check_auth(request)
@@ -461,6 +460,7 @@ class _API:
         return entry
 
     # ---- /v1/completions -----------------------------------------------------------------------
+    # Over 60 lines: one handler that reads as the OpenAI spec does (echo, scoring, stream, n).
     async def completions(self, body: CompletionRequest, request: Request):
         raw = body.prompt
         if isinstance(raw, str):
