@@ -91,3 +91,19 @@ def test_polls_demo_sh(script_world):
     shutil.rmtree(work / "work/polls-demo")
     out = _bash("examples/polls_demo.sh", work, env, str(csv))
     assert (work / "runs/demo/eval-polls/report.md").is_file(), out
+
+
+@pytest.mark.scripts
+def test_gpu_all_sh_on_tiny_shapes(script_world, tiny_models):
+    """The one-rental GPU script, end to end on the CPU with tiny shapes (no compile, no NF4 on CPU)."""
+    work, env = script_world
+    tiny = {"BASE": "tiny", "SMALL": "tiny", "DEVICE": "cpu", "DTYPE": "float32", "NEW_TOKENS": "3"}
+    out = _bash(
+        "benchmarks/gpu_all.sh",
+        work,
+        {**env, **tiny, "REPEATS": "1", "COMPILE": "off"},
+        str(tiny_models["base"]),
+        "runs/gpu",
+    )
+    table = (work / "runs/gpu/table.md").read_text()
+    assert "| static_k2 | static cache, compile off" in table and "speculative k=4" in table, out
