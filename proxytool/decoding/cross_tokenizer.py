@@ -136,8 +136,8 @@ class CrossTokenizerSource(Source):
             for row, token in enumerate(tokens[:, j].tolist()):
                 state.history[row].append(state.contexts[row])
                 state.contexts[row] = self._after(state.contexts[row], token)
-            wanted = [row[j] if candidates is not None and j < len(row) else None for row in candidates or []]
-            columns.append(self._scores(state, wanted or None))
+            wanted = None if candidates is None else [row[j] if j < len(row) else None for row in candidates]
+            columns.append(self._scores(state, wanted))
         if not columns:
             return [torch.full((len(state.contexts), 0, len(self.base_vocab.bytes_of)), UNSCORED) for _ in self.groups]
         return [torch.stack([c[m] for c in columns], dim=1) for m in range(len(self.groups))]

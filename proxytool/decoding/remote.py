@@ -141,14 +141,13 @@ class RemoteSource(Source):
         if all_positions:
             raise ProxyToolError("scoring prompt positions is not supported with a remote base")
         candidates = candidates or Candidates()
-        extra = candidates.after
         state = RemoteState([list(r) for r in self.encode(prompts)])
         state.paths = [None] * len(state.contexts)
         if candidates.guesses is not None and self.guess_length > 0:
-            asked = [_union(extra, i, candidates.along) for i in range(len(state.contexts))]
+            asked = [_union(candidates.after, i, candidates.along) for i in range(len(state.contexts))]
             jobs = list(zip(state.contexts, candidates.guesses, asked))
             state.paths = list(self._pool.map(lambda job: self._call(*job), jobs))
-        return state, [self._next(state, extra)]
+        return state, [self._next(state, candidates.after)]
 
     def extend(
         self,
@@ -162,17 +161,16 @@ class RemoteSource(Source):
         ``candidates[row][j]``: ids that join the candidate set after the j-th token (see prefill).
         ``lazy``: after the first column, stop at the first one the last calls do not cover (no call for
         positions a draft may never reach); ``state.known`` says how many columns hold scores."""
-        extra = candidates
         state.known = None
         if tokens.shape[1] == 0:
             return [torch.full((len(state.contexts), 0, self.vocab_size), float("-inf"))]
-        hint = None if extra is None else [set().union(*row) for row in extra]  # asked at once on a miss
+        hint = None if candidates is None else [set().union(*row) for row in candidates]  # asked at once on a miss
         columns = []
         rows = tokens.tolist()
         for j in range(tokens.shape[1]):
             for context, row in zip(state.contexts, rows):
                 context.append(int(row[j]))
-            wanted = None if extra is None else [row[j] for row in extra]
+            wanted = None if candidates is None else [row[j] for row in candidates]
             if lazy and j > 0 and not self._known(state, wanted):
                 state.known = j  # the contexts take every token all the same: the caller truncates
                 for context, row in zip(state.contexts, rows):
@@ -238,9 +236,8 @@ class RemoteSource(Source):
         """One call per row of ``rows`` (default: every row not retired) for the positions after ``tokens``
         [prompts] and then along ``guesses`` (echoed, so the server scores the guessed tokens), and the
         server's greedy path beyond them; ``candidates[row]``: the extra ids along the guess, asked in the same call."""
-        extra = candidates
         anchors = [context + [t] for context, t in zip(state.contexts, tokens.tolist())]
-        asked = [set().union(*extra[i]) if extra is not None else set() for i in range(len(anchors))]
+        asked = [set().union(*candidates[i]) if candidates is not None else set() for i in range(len(anchors))]
         rows = [i for i in (range(len(anchors)) if rows is None else rows) if i not in state.retired]
         jobs = [(anchors[i], guesses[i], asked[i]) for i in rows]
         for i, path in zip(rows, self._pool.map(lambda job: self._call(*job), jobs)):

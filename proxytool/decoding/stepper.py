@@ -24,6 +24,8 @@ class Stepper:
         """``room``: the most tokens any row will append after its prompt (sizes static KV caches)."""
         self.models = models
         self.room = room
+        # sources that score the base's candidates (a pair across tokenizers): they run after the base
+        self._after_base = [s for s in models.sources if s.base_candidates > 0] if models.pairs else []
         self.alphas = tuple(models.alphas if alphas is None else alphas)
         if len(self.alphas) != len(models.pairs):
             raise ProxyToolError(f"{len(self.alphas)} alpha values for {len(models.pairs)} expert pairs")
@@ -47,7 +49,7 @@ class Stepper:
         base = self.models.base.source
         guessing = not all_positions and base.guess_length > 0 and bool(self.models.pairs)
         extra = not all_positions and self._extra_top() > 0
-        after_base = self._after_base()
+        after_base = self._after_base
         for source in self.models.sources:
             if not ((guessing or extra) and source is base) and source not in after_base:
                 self._states[id(source)], self._logits[id(source)] = source.prefill(
@@ -76,24 +78,11 @@ class Stepper:
             along = [row[: len(g)] for row, g in zip(along, guesses)]
         return Candidates(after=after, guesses=guesses, along=along)
 
-    def _after_base(self) -> list[Source]:
-        """Sources that score the base's candidates (a pair across tokenizers): they run after the base."""
-        return [s for s in self.models.sources if s.base_candidates > 0] if self.models.pairs else []
-
     def _base_top(self, logits: dict[int, list[torch.Tensor]], k: int) -> list:
-        """The base's top ``k`` finite-scored ids and its EOS ids, per row (and per position for
-        [prompts, positions, vocab] logits)."""
+        """The base's top ``k`` ids (those it scores) and its EOS ids, per row (and position)."""
         member = self.models.base
         scores = logits[id(member.source)][member.group][..., : len(self.models.tokenizer)]
-        top = scores.topk(min(k, scores.shape[-1]), dim=-1)
-        eos = set(self.models.eos_ids)
-
-        def of(ids, values):
-            if ids and isinstance(ids[0], list):
-                return [of(i, v) for i, v in zip(ids, values)]
-            return {i for i, v in zip(ids, values) if v != float("-inf")} | eos
-
-        return of(top.indices.tolist(), top.values.tolist())
+        return _top_ids(scores, k, self.models.eos_ids)
 
     def _extra_top(self) -> int:
         """M where the base takes extra candidates (a remote base scoring ``logprob_token_ids``), else 0."""
@@ -102,13 +91,7 @@ class Stepper:
     def _extra_ids(self, stand_in: torch.Tensor) -> list:
         """The extra candidates for a remote base: per row (and position, for [prompts, k, vocab]) the
         pair's top M of ``anti + Σ α (expert − anti)`` and the EOS ids (docs/decoding.md)."""
-        top = stand_in.topk(min(self._extra_top(), stand_in.shape[-1]), dim=-1).indices.tolist()
-        eos = set(self.models.eos_ids)
-
-        def of(item):
-            return set(item) | eos if not item or isinstance(item[0], int) else [of(x) for x in item]
-
-        return [of(row) for row in top]
+        return _top_ids(stand_in, self._extra_top(), self.models.eos_ids)
 
     def extend(self, tokens: torch.Tensor, lazy: bool = False) -> torch.Tensor:
         """Append ``tokens`` [prompts, k] to every model; returns the scores after each [prompts, k, vocab].
@@ -117,7 +100,7 @@ class Stepper:
         first, so that no call is made for positions the decoding may never reach; :meth:`known` says
         how many columns hold scores (the rest are to be truncated)."""
         base = self.models.base.source
-        after_base = self._after_base()
+        after_base = self._after_base
         if after_base and tokens.shape[1] > 0:  # the base first: its candidates go to the pair
             logits = self._each_source(
                 lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy),
@@ -264,6 +247,20 @@ class Stepper:
         if lanes is None:
             return {id(s): fn(s) for s in sources}
         return lanes.map(fn, sources)
+
+
+def _top_ids(scores: torch.Tensor, k: int, eos_ids) -> list:
+    """Per row (and per position for [prompts, positions, vocab]): the ids of the ``k`` best finite scores,
+    with ``eos_ids``."""
+    top = scores.topk(min(k, scores.shape[-1]), dim=-1)
+    eos = set(eos_ids)
+
+    def of(ids, values):
+        if ids and isinstance(ids[0], list):
+            return [of(i, v) for i, v in zip(ids, values)]
+        return {i for i, v in zip(ids, values) if v != float("-inf")} | eos
+
+    return of(top.indices.tolist(), top.values.tolist())
 
 
 def until_eos(tokens: list[int], eos_ids) -> list[int]:

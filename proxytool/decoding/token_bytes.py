@@ -35,6 +35,7 @@ class TokenBytes:
             self._exact.setdefault(b, []).append(i)
         self.max_len = max((len(b) for b in self._sorted), default=0)
         self.with_prefix = lru_cache(maxsize=1 << 16)(self._with_prefix)
+        self.encode = lru_cache(maxsize=1 << 16)(self._encode)  # per vocabulary: the cache dies with it
 
     def _with_prefix(self, prefix: bytes) -> tuple[int, ...]:
         """Ids of the tokens whose bytes start with ``prefix`` (every text token for b"")."""
@@ -62,27 +63,22 @@ class TokenBytes:
         """The bytes ``ids`` write (special tokens write none)."""
         return b"".join(self.bytes_of[i] or b"" for i in ids)
 
-    def encode(self, data: bytes) -> tuple[int, ...]:
-        """The canonical tokenization of ``data``: the tokenizer's own on its longest UTF-8 prefix, and a
-        trailing part of a character (at most 3 bytes) as single-byte tokens."""
-        return _encode(self, data)
-
-
-@lru_cache(maxsize=1 << 16)
-def _encode(vocab: TokenBytes, data: bytes) -> tuple[int, ...]:
-    ids: list[int] = []
-    # bytes that are no character (a split character, invalid UTF-8) become lone surrogates: one token each
-    for run in re.split("([\udc80-\udcff])", data.decode("utf-8", errors="surrogateescape")):
-        if len(run) == 1 and "\udc80" <= run <= "\udcff":
-            ids.append(vocab.single_byte(run.encode("utf-8", errors="surrogateescape")))
-        elif run:
-            ids.extend(vocab.tokenizer(run, add_special_tokens=False)["input_ids"])
-    if vocab.text_of(ids) != data:
-        raise ProxyToolError(
-            f"{vocab.name} does not write text back as it reads it ({data[:40]!r} changes when tokenized): "
-            "cross-tokenizer proxy-tuning needs a tokenizer without normalisation or an added prefix space"
-        )
-    return tuple(ids)
+    def _encode(self, data: bytes) -> tuple[int, ...]:
+        """The canonical tokenization of ``data`` (:meth:`encode`, cached): the tokenizer's own on each run
+        of whole characters, and each byte that is no character (a split character) as its single-byte token."""
+        ids: list[int] = []
+        # bytes that are no character (a split character, invalid UTF-8) become lone surrogates: one token each
+        for run in re.split("([\udc80-\udcff])", data.decode("utf-8", errors="surrogateescape")):
+            if len(run) == 1 and "\udc80" <= run <= "\udcff":
+                ids.append(self.single_byte(run.encode("utf-8", errors="surrogateescape")))
+            elif run:
+                ids.extend(self.tokenizer(run, add_special_tokens=False)["input_ids"])
+        if self.text_of(ids) != data:
+            raise ProxyToolError(
+                f"{self.name} does not write text back as it reads it ({data[:40]!r} changes when tokenized): "
+                "cross-tokenizer proxy-tuning needs a tokenizer without normalisation or an added prefix space"
+            )
+        return tuple(ids)
 
 
 def _piece_decoder(tokenizer):
