@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from proxytool.decoding.checks import alpha as check_alpha
 from proxytool.decoding.checks import one_of
 from proxytool.decoding.formats import PromptFormat
-from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
-from proxytool.decoding.sources import Group, ModelSource
+from proxytool.decoding.roles import Member, ProxyModels
+from proxytool.decoding.setup import expert_pairs
+from proxytool.decoding.sources import Group, ModelSource, add_group
 from proxytool.errors import ProxyToolError
 from proxytool.models.loading import eos_ids_of, same_vocabulary
 from proxytool.models.registry import PROMPT_FORMATS
@@ -27,11 +28,7 @@ class _Host:
     source: ModelSource | None = None
 
     def group(self, adapter: str | None, prompt_format: PromptFormat) -> int:
-        for i, existing in enumerate(self.groups):
-            if existing.adapter == adapter and existing.prompt_format.same_as(prompt_format):
-                return i
-        self.groups.append(Group(adapter, prompt_format))
-        return len(self.groups) - 1
+        return add_group(self.groups, Group(adapter, prompt_format))
 
 
 class _Hosts:
@@ -105,18 +102,8 @@ def loaded_models(
     pair_eos = {i for h in hosts.hosts.values() if id(h) in pair_hosts for i in eos_ids_of(h.model, pair_tokenizer)}
     base_eos = eos_ids_of(base_model, tokenizer) | (set() if cross else pair_eos)
     base = Member(base_place[0].source, base_place[1])
-    if cross:
-        members = [(h.source, g) for _, e, a in places for h, g in (e, a)]
-        from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
-
-        source = CrossTokenizerSource.between(
-            members, tokenizer, pair_tokenizer, pair_eos, base_eos, mode=cross_tokenizer, top_k=cross_top_k
-        )
-        steered = tuple(
-            ExpertPair(w, Member(source, 2 * i), Member(source, 2 * i + 1)) for i, (w, _, _) in enumerate(places)
-        )
-    else:
-        steered = tuple(ExpertPair(w, Member(e[0].source, e[1]), Member(a[0].source, a[1])) for w, e, a in places)
+    across = cross_tokenizer if cross else None
+    steered = expert_pairs(places, across, tokenizer, pair_tokenizer, pair_eos, base_eos, top_k=cross_top_k)
     return ProxyModels(base=base, pairs=steered, tokenizer=tokenizer, eos_ids=frozenset(base_eos))
 
 

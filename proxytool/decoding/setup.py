@@ -13,7 +13,7 @@ from proxytool.decoding.checks import quantization_fits
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 from proxytool.decoding.formats import PromptFormat
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
-from proxytool.decoding.sources import Group, ModelSource
+from proxytool.decoding.sources import Group, ModelSource, add_group
 from proxytool.errors import ProxyToolError
 from proxytool.models.loading import (
     QuantArgs,
@@ -115,10 +115,10 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
         base = Member(base_place[0].source, base_place[1])
     if cross and options.kv_cache == "static":
         raise ProxyToolError("--kv-cache static is not available across tokenizers (the pair branches its cache)")
-    if cross:
-        pairs = _cross_pairs(pair_places, options, base_tokenizer, pair_tokenizer, frozenset(pair_eos), base_eos)
-    else:
-        pairs = tuple(ExpertPair(a, Member(e[0].source, e[1]), Member(n[0].source, n[1])) for a, e, n in pair_places)
+    across = ("fast" if options.cross_tokenizer == "auto" else options.cross_tokenizer) if cross else None
+    pairs = expert_pairs(
+        pair_places, across, base_tokenizer, pair_tokenizer, pair_eos, base_eos, top_k=options.cross_top_k
+    )
     models = ProxyModels(base=base, pairs=pairs, tokenizer=base_tokenizer, eos_ids=frozenset(base_eos))
     return dataclasses.replace(models, lanes=None if cross else _lanes(models, options.overlap))
 
@@ -154,7 +154,7 @@ class _Hosts:
         else:
             host = self._hosts.setdefault((spec.key, quant), _Host(spec, quant))
             group = Group(None, prompt_format)
-        return host, _add_group(host, group)
+        return host, add_group(host.groups, group)
 
     def all(self) -> list[_Host]:
         return list(self._hosts.values())
@@ -199,18 +199,19 @@ def _match_tokenizers(resolved: ResolvedSetup, tokenizers: _Tokenizers) -> tuple
     return base_tokenizer, pair_tokenizer, True
 
 
-def _cross_pairs(pair_places, options: LoadingOptions, base_tokenizer, pair_tokenizer, pair_eos, base_eos):
-    """The expert pairs as groups of one source that scores the base's candidates across tokenizers."""
+def expert_pairs(places, across: str | None, base_tokenizer, pair_tokenizer, pair_eos, base_eos, *, top_k: int):
+    """The expert pairs from their placed members, ``(alpha, (host, group), (host, group))`` each; ``across``
+    (``fast`` / ``exact``): the members become groups of one source that scores the base's candidates."""
+    if across is None:
+        return tuple(ExpertPair(a, Member(e[0].source, e[1]), Member(n[0].source, n[1])) for a, e, n in places)
     from proxytool.decoding.cross_tokenizer import CrossTokenizerSource
 
-    members = [(host.source, group) for _, e, n in pair_places for host, group in (e, n)]
-    mode = "fast" if options.cross_tokenizer == "auto" else options.cross_tokenizer
+    members = [(host.source, group) for _, e, n in places for host, group in (e, n)]
     source = CrossTokenizerSource.between(
-        members, base_tokenizer, pair_tokenizer, pair_eos, base_eos, mode=mode, top_k=options.cross_top_k
+        members, base_tokenizer, pair_tokenizer, pair_eos, base_eos, mode=across, top_k=top_k
     )
     return tuple(
-        ExpertPair(alpha, Member(source, 2 * i), Member(source, 2 * i + 1))
-        for i, (alpha, _, _) in enumerate(pair_places)
+        ExpertPair(alpha, Member(source, 2 * i), Member(source, 2 * i + 1)) for i, (alpha, _, _) in enumerate(places)
     )
 
 
@@ -249,14 +250,6 @@ def _lanes(models: ProxyModels, overlap: str):
     if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
         return None
     return plan_lanes(base, [s for s in models.sources if s is not base], torch.get_num_threads())
-
-
-def _add_group(host: _Host, group: Group) -> int:
-    for i, existing in enumerate(host.groups):
-        if existing.adapter == group.adapter and existing.prompt_format.same_as(group.prompt_format):
-            return i
-    host.groups.append(group)
-    return len(host.groups) - 1
 
 
 def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:

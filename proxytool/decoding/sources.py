@@ -35,6 +35,15 @@ class Group:
     prompt_format: PromptFormat
 
 
+def add_group(groups: list[Group], group: Group) -> int:
+    """The index of ``group`` among a model's row groups, appended unless an equal one is there."""
+    for i, existing in enumerate(groups):
+        if existing.adapter == group.adapter and existing.prompt_format.same_as(group.prompt_format):
+            return i
+    groups.append(group)
+    return len(groups) - 1
+
+
 @dataclass
 class SourceState:
     """One generation's state on one source: rows are ``groups × prompts``, left-padded."""
