@@ -1,4 +1,4 @@
-"""`proxytool bench`: tokens/s, time to first token and peak memory against base-alone and naive."""
+"""`proxytool bench`: tokens/s, time to first token and peak memory against base-alone and the paper's loop."""
 
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +9,7 @@ from proxytool.cli import options as o
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Time base alone vs proxy-tuned vs a naive three-model decoder.")(
+    app.command("bench", help="Time base alone vs proxy-tuned vs the paper's reference decoding loop.")(
         o.with_loading_options(bench)
     )
 
@@ -18,10 +18,11 @@ def bench(
     base: o.Base,
     expert: Annotated[str, typer.Option("--expert", "-e", help="The expert (a LoRA adapter shares its base).")],
     anti_expert: Annotated[str | None, typer.Option("--anti-expert", "-a", help="Default: the expert's base.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Steering weight of the pair.")] = 1.0,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
     modes: Annotated[
-        str, typer.Option(help="Comma-separated: base, proxy, naive, engine-base, speculative.")
-    ] = "base,proxy,naive",
+        str, typer.Option(help="Comma-separated: base, proxy, reference, engine-base, speculative.")
+    ] = "base,proxy,reference",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
@@ -37,11 +38,12 @@ def bench(
     from proxytool.cli.output import print_json
     from proxytool.decoding import checks as v
     from proxytool.decoding.setup import resolve_roles
-    from proxytool.decoding.speed import BenchConfig, ratios, run
+    from proxytool.decoding.speed import BenchConfig, agreement, machine, ratios, run
     from proxytool.files.atomic import write_text
 
     sizes, chosen = _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft)
-    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [])
+    v.alpha("--alpha", alpha)
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], [alpha])
     resolve_roles(setup)
     config = BenchConfig(
         setup=setup,
@@ -58,14 +60,16 @@ def bench(
         results = run(
             config, on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s")
         )
-    summary = ratios(results)
-    document = {"config": config.to_json(), "results": results, "ratios": summary}
+    summary, equal = ratios(results), agreement(results)
+    document = {"config": config.to_json(), "machine": machine(), "results": results, "ratios": summary}
+    document["agreement"] = equal
+    _warn_disagreement(make_console(stderr=True), equal)
     if output is not None:
         write_text(output, json.dumps(document, indent=2) + "\n")
     if json_output:
         print_json(document)
         return
-    _print_results(make_console(), results, summary, new_tokens, prompt_tokens)
+    _print_results(make_console(), document, new_tokens, prompt_tokens)
 
 
 def _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft):
@@ -97,10 +101,25 @@ def _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output,
     return sizes, chosen
 
 
-def _print_results(console, results: list[dict], summary: list[dict], new_tokens: int, prompt_tokens: int) -> None:
+def _warn_disagreement(console, equal: list[dict]) -> None:
+    """One line per pair of modes whose greedy tokens differ (expected only from rounding, e.g. bf16)."""
+    for row in equal:
+        for name, counts in row.items():
+            if name != "batch" and counts[0] != counts[1]:
+                pair = name.replace("_vs_", " and ")
+                console.print(
+                    f"note: batch {row['batch']}: {pair} tokens differ on {counts[1] - counts[0]} of {counts[1]} rows"
+                )
+
+
+def _print_results(console, document: dict, new_tokens: int, prompt_tokens: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"decoding: {new_tokens} new tokens, {prompt_tokens}-token prompts")
+    results, summary, m = document["results"], document["ratios"], document["machine"]
+    title = f"decoding: {new_tokens} new tokens, {prompt_tokens}-token prompts"
+    table = Table(
+        title=title, caption=f"{m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}, {m['gpu'] or 'CPU'}"
+    )
     for column in ("batch", "mode", "tok/s", "ms/step", "TTFT s", "peak RSS GB", "CUDA peak GB"):
         table.add_column(column, justify="right")
     for r in results:
@@ -121,6 +140,7 @@ def _print_results(console, results: list[dict], summary: list[dict], new_tokens
                 f"batch {r['batch']}: speculative k={r['speculative']} ({r['draft']} drafts) kept "
                 f"{r['accepted_per_round']:.2f} drafts per round over {r['rounds']} rounds"
             )
-    for row in summary:
+    for row, equal in zip(summary, document["agreement"]):
         parts = [f"{k.replace('_vs_', '/')} = {v:.2f}x" for k, v in row.items() if k != "batch"]
-        console.print(f"batch {row['batch']}: " + ", ".join(parts))
+        same = [f"{k.replace('_vs_', '==')} {v[0]}/{v[1]} rows" for k, v in equal.items() if k != "batch"]
+        console.print(f"batch {row['batch']}: " + ", ".join(parts) + ("; tokens: " + ", ".join(same) if same else ""))

@@ -1,8 +1,9 @@
-"""Decoding benchmark: base alone (transformers `generate`), proxytool, and a naive proxy decoder.
+"""Decoding benchmark: base alone (transformers `generate`), proxytool, and the paper's reference loop.
 
-Each (mode, batch size) runs in a fresh process so peak memory belongs to that mode alone. The naive
-decoder has the structure of the paper's reference code: three separate models called one after
-another at every step, each with its own KV cache, nothing shared.
+Each (mode, batch size) runs in a fresh process so peak memory belongs to that mode alone. The
+reference mode is the paper's decoding loop (three separate models, each with its own transformers
+cache, one Python loop); every mode records its tokens, and :func:`agreement` checks in the same run
+that proxytool's tokens equal the reference's.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 
-MODES = ("base", "proxy", "naive", "engine-base", "speculative")
+MODES = ("base", "proxy", "reference", "engine-base", "speculative")
 # engine-base: proxytool's loop on the base alone; speculative: proxy with --speculative K drafting
 
 
@@ -25,7 +26,7 @@ class BenchConfig:
 
     setup: ProxySetup
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
-    modes: list[str] = field(default_factory=lambda: ["base", "proxy", "naive"])
+    modes: list[str] = field(default_factory=lambda: ["base", "proxy", "reference"])
     prompt_tokens: int = 42
     new_tokens: int = 32
     repeats: int = 2
@@ -90,7 +91,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     runners = {
         "base": _BaseAlone,
         "proxy": _Proxy,
-        "naive": _Naive,
+        "reference": _Reference,
         "engine-base": lambda c: _Proxy(c, pairs=False),
         "speculative": _Speculative,
     }
@@ -99,7 +100,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     runner.decode(prompts, 2)  # warm-up
     _reset_peak_memory(runner.device)
     timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)), key=lambda t: t[1])
-    ttft, total = timings[len(timings) // 2]
+    ttft, total, tokens = timings[len(timings) // 2]
     decode_time = max(total - ttft, 1e-9)
     extra = runner.extra() if hasattr(runner, "extra") else {}
     return extra | {
@@ -115,6 +116,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
         "cuda_max_allocated_gb": _cuda_peak_gb(runner.device),
         "device": str(runner.device),
         "threads": torch.get_num_threads(),
+        "tokens": tokens,
     }
 
 
@@ -136,17 +138,18 @@ class _Runner:
     tokenizer = None
     first = None
 
-    def decode(self, prompts, n):
+    def decode(self, prompts, n) -> list[list[int]]:
+        """``n`` new tokens per prompt, greedy; returns them."""
         raise NotImplementedError
 
-    def timed(self, prompts, n) -> tuple[float, float]:
-        """(time to first token, total time) in seconds."""
+    def timed(self, prompts, n) -> tuple[float, float, list[list[int]]]:
+        """(time to first token, total time) in seconds, and the tokens of each row."""
         self._sync()
         start = time.perf_counter()
         self.first = None
-        self.decode(prompts, n)
+        tokens = self.decode(prompts, n)
         self._sync()
-        return self.first - start, time.perf_counter() - start
+        return self.first - start, time.perf_counter() - start, tokens
 
     def _mark_first(self):
         if self.first is None:
@@ -173,8 +176,14 @@ class _Proxy(_Runner):
     def decode(self, prompts, n):
         from proxytool.decoding.generate import generate
 
-        for _ in generate(self.models, prompts, max_new_tokens=n, ignore_eos=True):  # fixed-length runs
+        return self._drain(generate(self.models, prompts, max_new_tokens=n, ignore_eos=True))  # fixed length
+
+    def _drain(self, rows) -> list[list[int]]:
+        """Run :func:`generate` to its end, marking the first token; returns every row's tokens."""
+        last = []
+        for last in rows:  # noqa: B007 (the last yield holds the result)
             self._mark_first()
+        return [row.token_ids for row in last]
 
 
 class _Speculative(_Proxy):
@@ -197,8 +206,7 @@ class _Speculative(_Proxy):
             draft=self.draft,
             stats=self.stats,
         )
-        for _ in rows:
-            self._mark_first()
+        return self._drain(rows)
 
     def extra(self) -> dict:
         """Acceptance of the last timed run: draft tokens kept per round (a round also adds one of its own)."""
@@ -238,7 +246,7 @@ class _BaseAlone(_Runner):
             def end(self):
                 pass
 
-        self.model.generate(
+        out = self.model.generate(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             max_new_tokens=n,
@@ -248,40 +256,48 @@ class _BaseAlone(_Runner):
             pad_token_id=self.tokenizer.pad_token_id,
             **self.cache,
         )
+        return out[:, ids.shape[1] :].tolist()
 
 
-class _Naive(_Runner):
-    """Three separate models, called one after another per step, each with its own KV cache."""
+class _Reference(_Runner):
+    """The paper's decoding loop, written out plainly: three separately loaded models (an adapter
+    expert merged into its own copy), each stepping with its own transformers cache object, one
+    Python loop, ``base + α (expert − anti)`` over the tokenizer's vocabulary, argmax."""
 
     def __init__(self, config: BenchConfig):
         from proxytool.decoding.setup import load_proxy_models
 
         models = load_proxy_models(config.setup_for(share_weights=False, overlap="off"))
         pair = models.pairs[0]
-        self.members = [models.base, pair.expert, pair.anti_expert]
-        self.models = [m.source.model for m in self.members]
-        self.formats = [m.source.groups[m.group].prompt_format for m in self.members]
+        members = [models.base, pair.expert, pair.anti_expert]
+        self.models = [m.source.model for m in members]
+        self.formats = [m.source.groups[m.group].prompt_format for m in members]
+        self.alpha = models.alphas[0]
         self.tokenizer, self.device = models.tokenizer, models.base.source.device
 
     def decode(self, prompts, n):
         import torch
+        from transformers import DynamicCache
 
         from proxytool.decoding.sources import left_pad
 
         states = []
-        for fmt in self.formats:
+        for model, fmt in zip(self.models, self.formats):
             ids, mask = left_pad([fmt.encode(p) for p in prompts], self.tokenizer.pad_token_id)
-            states.append({"ids": ids.to(self.device), "mask": mask.to(self.device), "cache": None})
+            cache = DynamicCache(config=model.config)
+            states.append({"ids": ids.to(self.device), "mask": mask.to(self.device), "cache": cache})
+        vocab = len(self.tokenizer)
+        chosen = []
         with torch.inference_mode():
             for _ in range(n):
-                logits = [self._forward(model, state) for model, state in zip(self.models, states)]
-                width = min(t.shape[-1] for t in logits)
-                scores = logits[0][:, :width] + (logits[1][:, :width] - logits[2][:, :width])
-                token = scores.argmax(-1, keepdim=True)
+                base, expert, anti = (self._forward(m, s)[:, :vocab] for m, s in zip(self.models, states))
+                token = (base + self.alpha * (expert - anti)).argmax(-1, keepdim=True)
+                chosen.append(token)
                 self._mark_first()
                 for state in states:
                     state["ids"] = token
                     state["mask"] = torch.cat([state["mask"], torch.ones_like(token)], dim=-1)
+        return torch.cat(chosen, dim=1).tolist()
 
     @staticmethod
     def _forward(model, state):
@@ -294,7 +310,6 @@ class _Naive(_Runner):
             past_key_values=state["cache"],
             use_cache=True,
         )
-        state["cache"] = out.past_key_values
         return out.logits[:, -1, :].float()
 
 
@@ -329,21 +344,63 @@ def _cuda_peak_gb(device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if str(device).startswith("cuda") else None
 
 
+COMPARED = (  # (mode, against): the speed ratios and token checks reported where both ran
+    ("proxy", "base"),
+    ("proxy", "reference"),
+    ("speculative", "base"),
+    ("speculative", "reference"),
+    ("speculative", "proxy"),
+    ("engine-base", "base"),
+)
+
+
 def ratios(results: list[dict]) -> list[dict]:
-    """Per batch size: proxy/base and proxy/naive tokens-per-second ratios."""
+    """Per batch size: tokens/s of each mode against the others in :data:`COMPARED`, e.g. ``proxy_vs_reference``."""
     rows = []
-    for batch in sorted({r["batch"] for r in results}):
-        by_mode = {r["mode"]: r for r in results if r["batch"] == batch}
+    for batch, by_mode in _by_batch(results):
         row = {"batch": batch}
-        if "proxy" in by_mode and "base" in by_mode:
-            row["proxy_vs_base"] = by_mode["proxy"]["tokens_per_s"] / by_mode["base"]["tokens_per_s"]
-        if "proxy" in by_mode and "naive" in by_mode:
-            row["proxy_vs_naive"] = by_mode["proxy"]["tokens_per_s"] / by_mode["naive"]["tokens_per_s"]
-        for other in ("base", "proxy"):
-            if "speculative" in by_mode and other in by_mode:
-                row[f"speculative_vs_{other}"] = by_mode["speculative"]["tokens_per_s"] / by_mode[other]["tokens_per_s"]
+        for mode, other in COMPARED:
+            if mode in by_mode and other in by_mode:
+                row[f"{mode}_vs_{other}"] = by_mode[mode]["tokens_per_s"] / by_mode[other]["tokens_per_s"]
         rows.append(row)
     return rows
+
+
+def agreement(results: list[dict]) -> list[dict]:
+    """Per batch size: how many rows of each mode's tokens equal the other's (same greedy computation,
+    so all of them), e.g. ``{"batch": 8, "proxy_vs_reference": [8, 8]}`` (equal rows, rows)."""
+    rows = []
+    for batch, by_mode in _by_batch(results):
+        row = {"batch": batch}
+        for mode, other in COMPARED:
+            if mode in by_mode and other in by_mode:
+                mine, theirs = by_mode[mode]["tokens"], by_mode[other]["tokens"]
+                row[f"{mode}_vs_{other}"] = [sum(a == b for a, b in zip(mine, theirs)), len(theirs)]
+        rows.append(row)
+    return rows
+
+
+def _by_batch(results: list[dict]):
+    for batch in sorted({r["batch"] for r in results}):
+        yield batch, {r["mode"]: r for r in results if r["batch"] == batch}
+
+
+def machine() -> dict:
+    """What the figures were measured on: cores, memory, torch, and the GPU if any."""
+    import os
+    import platform
+
+    import torch
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory, 1),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "gpu": gpu,
+    }
 
 
 if __name__ == "__main__":

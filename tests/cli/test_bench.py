@@ -1,4 +1,4 @@
-"""The benchmark runs end to end on tiny models (a smoke run: figures are not asserted)."""
+"""The benchmark runs end to end on tiny models (figures are not asserted; tokens are)."""
 
 import json
 
@@ -6,7 +6,7 @@ from cli_runner import run_cli
 from tiny import save_adapter
 
 
-def test_bench_reports_every_mode_and_the_ratios(tiny_models, tmp_path):
+def test_bench_reports_every_mode_the_ratios_and_equal_tokens(tiny_models, tmp_path):
     adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=1)
     out = tmp_path / "bench.json"
     code, stdout, err = run_cli(
@@ -15,10 +15,12 @@ def test_bench_reports_every_mode_and_the_ratios(tiny_models, tmp_path):
         tiny_models["base"],
         "--expert",
         adapter,
+        "--alpha",
+        "0.5",
         "--batch-sizes",
         "1,2",
         "--modes",
-        "base,proxy,naive",
+        "base,proxy,reference",
         "--new-tokens",
         "4",
         "--prompt-tokens",
@@ -42,11 +44,16 @@ def test_bench_reports_every_mode_and_the_ratios(tiny_models, tmp_path):
     assert code == 0, err
     report = json.loads(out.read_text())
     assert {(r["mode"], r["batch"]) for r in report["results"]} == {
-        (m, b) for m in ("base", "proxy", "naive") for b in (1, 2)
+        (m, b) for m in ("base", "proxy", "reference") for b in (1, 2)
     }
     assert all(r["tokens_per_s"] > 0 and r["peak_rss_gb"] > 0 for r in report["results"])
-    assert {"proxy_vs_base", "proxy_vs_naive"} <= set(report["ratios"][0])
-    assert "proxy/base" in stdout
+    assert {"proxy_vs_base", "proxy_vs_reference"} <= set(report["ratios"][0])
+    assert "proxy/base" in stdout and "proxy/reference" in stdout
+    # the paper's loop (three separate models, the adapter merged) and proxytool choose the same tokens
+    for row in report["agreement"]:
+        assert row["proxy_vs_reference"] == [row["batch"], row["batch"]]
+    assert all(len(r["tokens"]) == r["batch"] and len(r["tokens"][0]) == 4 for r in report["results"])
+    assert report["machine"]["cores"] >= 1
 
 
 def test_bench_rejects_bad_modes(tiny_models):
