@@ -249,7 +249,8 @@ def _lanes(models: ProxyModels, overlap: str):
     on_cpu = base.device.type == "cpu"
     if overlap == "off" or (overlap == "auto" and not (on_cpu and torch.get_num_threads() >= 2)):
         return None
-    return plan_lanes(base, [s for s in models.sources if s is not base], torch.get_num_threads())
+    others = [s for s in models.sources if s is not base]
+    return plan_lanes(base, others, torch.get_num_threads(), measure=overlap == "auto")
 
 
 def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:

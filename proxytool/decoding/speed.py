@@ -102,7 +102,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)), key=lambda t: t[1])
     ttft, total, tokens = timings[len(timings) // 2]
     decode_time = max(total - ttft, 1e-9)
-    extra = runner.extra() if hasattr(runner, "extra") else {}
+    extra = runner.extra()
     return extra | {
         "mode": mode,
         "batch": batch,
@@ -142,6 +142,10 @@ class _Runner:
         """``n`` new tokens per prompt, greedy; returns them."""
         raise NotImplementedError
 
+    def extra(self) -> dict:
+        """Mode-specific facts for the result."""
+        return {}
+
     def timed(self, prompts, n) -> tuple[float, float, list[list[int]]]:
         """(time to first token, total time) in seconds, and the tokens of each row."""
         self._sync()
@@ -178,6 +182,13 @@ class _Proxy(_Runner):
 
         return self._drain(generate(self.models, prompts, max_new_tokens=n, ignore_eos=True))  # fixed length
 
+    def extra(self) -> dict:
+        """How the sources ran: always in lanes, one after another, or per call shape as measured."""
+        lanes = self.models.lanes
+        if lanes is None:
+            return {"lanes": "off"}
+        return {"lanes": lanes.choices() if lanes.measure else "on"}
+
     def _drain(self, rows) -> list[list[int]]:
         """Run :func:`generate` to its end, marking the first token; returns every row's tokens."""
         last = []
@@ -211,7 +222,7 @@ class _Speculative(_Proxy):
     def extra(self) -> dict:
         """Acceptance of the last timed run: draft tokens kept per round (a round also adds one of its own)."""
         rounds = max(self.stats.get("rounds", 0), 1)
-        return {
+        return super().extra() | {
             "speculative": self.k,
             "draft": self.draft,
             "rounds": self.stats.get("rounds", 0),

@@ -105,6 +105,7 @@ class Stepper:
             logits = self._each_source(
                 lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy),
                 [s for s in self.models.sources if s not in after_base],
+                shape=tuple(tokens.shape),
             )
             known = base.known(self._states[id(base)], tokens.shape[1])
             for source in after_base:
@@ -114,12 +115,14 @@ class Stepper:
             self._logits = logits
         elif self._extra_top() > 0 and tokens.shape[1] > 0:  # the pair first: its candidates go to the base
             local = [s for s in self.models.sources if s is not base]
-            logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local)
+            logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens), local, tuple(tokens.shape))
             candidates = self._extra_ids(self._pair_scores(logits))
             logits[id(base)] = base.extend(self._states[id(base)], tokens, candidates, lazy=lazy)
             self._logits = logits
         else:
-            self._logits = self._each_source(lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy))
+            self._logits = self._each_source(
+                lambda s: s.extend(self._states[id(s)], tokens, lazy=lazy), self.models.sources, tuple(tokens.shape)
+            )
         return self.scores()
 
     def known(self, k: int) -> int:
@@ -139,7 +142,8 @@ class Stepper:
         or ``truncate``) before the next :meth:`extend`.
         """
         wanted = [s for s in self.models.sources if id(s) in tokens]
-        return self._each_source(lambda s: s.extend(self._states[id(s)], tokens[id(s)]), wanted)
+        shape = tuple(tuple(tokens[id(s)].shape) for s in wanted)
+        return self._each_source(lambda s: s.extend(self._states[id(s)], tokens[id(s)]), wanted, shape)
 
     def retire(self, rows: set[int]) -> None:
         """Rows whose generation ended: a remote base makes no call for them any more (their scores
@@ -182,7 +186,7 @@ class Stepper:
         steps = n + 1 if with_extra and n > 0 else n  # the candidates after the whole guess too
         for step in range(steps):
             fed = column
-            logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local)
+            logits = self._each_source(lambda s, fed=fed: s.extend(self._states[id(s)], fed), local, tuple(fed.shape))
             stand_in = self._stand_in(logits)
             column = stand_in.argmax(-1, keepdim=True)
             if step < n:
@@ -241,12 +245,13 @@ class Stepper:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _each_source(self, fn, sources: list[Source] | None = None) -> dict[int, list[torch.Tensor]]:
-        sources = self.models.sources if sources is None else sources
+    def _each_source(self, fn, sources: list[Source], shape: tuple) -> dict[int, list[torch.Tensor]]:
+        """``fn(source)`` for each source, in the models' lanes if they have them; ``shape``: the call's
+        tokens' shape (the lanes choose per shape whether to overlap, see overlap.py)."""
         lanes = self.models.lanes
         if lanes is None:
             return {id(s): fn(s) for s in sources}
-        return lanes.map(fn, sources)
+        return lanes.map(fn, sources, shape)
 
 
 def _top_ids(scores: torch.Tensor, k: int, eos_ids) -> list:
