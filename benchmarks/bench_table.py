@@ -1,5 +1,6 @@
-"""One markdown table from `proxytool bench --output` files: tokens/s, ms/step, peak memory, and each
-row's speed against the base alone of the same file and batch (the ratio the targets are stated in).
+"""One markdown table from `proxytool bench --output` files: tokens/s, ms/step, and each row's speed
+against the base alone and against the paper's reference loop of the same file and batch (the ratios
+the targets are stated in), with whether its tokens equal the reference's.
 
 Usage: python benchmarks/bench_table.py OUT/*.json > table.md
 """
@@ -12,21 +13,58 @@ from pathlib import Path
 def rows(path: Path) -> list[str]:
     document = json.loads(path.read_text())
     loading = document["config"]["setup"]["loading"]
-    setting = f"{loading['kv_cache']} cache, compile {loading['compile']}, quantize {loading['quantize_base']}"
-    base = {r["batch"]: r["tokens_per_s"] for r in document["results"] if r["mode"] == "base"}
+    setting = f"{loading['dtype']}, {loading['threads'] or '-'} threads, {loading['kv_cache']} cache"
+    setting += f", compile {loading['compile']}, quantize {loading['quantize_base']}, overlap {loading['overlap']}"
+    by = {(r["batch"], r["mode"]): r for r in document["results"]}
     out = []
     for r in document["results"]:
         mode = r["mode"] if "speculative" not in r else f"speculative k={r['speculative']}"
-        ratio = f"{r['tokens_per_s'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"
-        cuda = "-" if r.get("cuda_max_allocated_gb") is None else f"{r['cuda_max_allocated_gb']:.1f}"
-        cells = [path.stem, setting, str(r["batch"]), mode, f"{r['tokens_per_s']:.1f}", f"{r['ms_per_step']:.1f}"]
-        out.append("| " + " | ".join(cells + [ratio, cuda]) + " |")
+        cells = [path.stem, setting, str(r["prompt_tokens"]), str(r["batch"]), mode, f"{r['tokens_per_s']:.2f}"]
+        cells += [
+            f"{r['ms_per_step']:.1f}",
+            _ratio(r, by.get((r["batch"], "base"))),
+            _ratio(r, by.get((r["batch"], "reference"))),
+        ]
+        cells += [_same(r, by.get((r["batch"], "reference"))), _lanes(r), f"{r['peak_rss_gb']:.1f}", _cuda(r)]
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
+def _ratio(row: dict, other: dict | None) -> str:
+    return "-" if other is None or other is row else f"{row['tokens_per_s'] / other['tokens_per_s']:.2f}x"
+
+
+def _same(row: dict, reference: dict | None) -> str:
+    """Rows whose tokens equal the reference loop's, e.g. 8/8."""
+    if reference is None or row["mode"] not in ("proxy", "speculative") or "tokens" not in row:
+        return "-"
+    same = sum(a == b for a, b in zip(row["tokens"], reference["tokens"]))
+    return f"{same}/{len(reference['tokens'])}"
+
+
+def _lanes(row: dict) -> str:
+    """What --overlap chose: on / off, or per call shape as measured (auto)."""
+    lanes = row.get("lanes", "-")
+    if isinstance(lanes, dict):
+        return ", ".join(f"{shape}: {way}" for shape, way in lanes.items()) or "measuring"
+    return lanes
+
+
+def _cuda(row: dict) -> str:
+    return "-" if row.get("cuda_max_allocated_gb") is None else f"{row['cuda_max_allocated_gb']:.1f}"
+
+
 def main(paths: list[str]) -> None:
-    print("| run | setting | batch | mode | tok/s | ms/step | vs base (same run) | CUDA peak GB |")
-    print("|---|---|---|---|---|---|---|---|")
+    machines = {json.dumps(json.loads(Path(p).read_text()).get("machine"), sort_keys=True) for p in paths}
+    for machine in sorted(machines):
+        m = json.loads(machine)
+        if m:
+            print(f"Machine: {m['cores']} cores, {m['memory_gb']} GB, torch {m['torch']}, {m['gpu'] or 'no GPU'}.\n")
+    print(
+        "| run | setting | prompt | batch | mode | tok/s | ms/step | vs base | vs reference | tokens = reference"
+        " | lanes | peak RSS GB | CUDA peak GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path in paths:
         print("\n".join(rows(Path(path))))
 

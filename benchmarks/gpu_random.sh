@@ -8,7 +8,7 @@ mkdir -p "$out"
 py=${PYTHON:-python3}
 [ -f "$models/lora/adapter_config.json" ] || $py benchmarks/make_random_models.py --tokenizer "$tok" --out "$models"
 bench() { $py -m proxytool bench --base "$models/base" --expert "$models/lora" --new-tokens 64 --repeats 3 "$@"; }
-bench --batch-sizes 1,8 --modes base,engine-base,naive --output "$out/gpu_baselines.json"
+bench --batch-sizes 1,8 --modes base,engine-base,reference --output "$out/gpu_baselines.json"
 for share in share-weights no-share-weights; do
   for overlap in off on; do
     bench --batch-sizes 1,8 --modes proxy --$share --overlap $overlap --output "$out/gpu_proxy_${share}_overlap-${overlap}.json"

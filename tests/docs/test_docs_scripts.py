@@ -52,6 +52,21 @@ def test_speculative_cpu(tiny_models, tmp_path, capsys):
     assert '"tokens_per_round"' in capsys.readouterr().out
 
 
+def test_step_overhead(tiny_models, capsys):
+    import json
+
+    t = tiny_models
+    run_script(
+        "benchmarks/step_overhead.py",
+        *("--base", str(t["base"]), "--expert", str(t["expert"]), "--anti-expert", str(t["anti"])),
+        *("--batch-sizes", "1,2", "--new-tokens", "4", "--threads", "1", "--json"),
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        assert 0 < r["forward_ms_per_step"] < r["ms_per_step"] and 0 < r["overhead_pct"] < 100
+
+
 # ------------------------------------------------------------------ shell scripts (opt-in)
 
 
@@ -106,4 +121,19 @@ def test_gpu_all_sh_on_tiny_shapes(script_world, tiny_models):
         "runs/gpu",
     )
     table = (work / "runs/gpu/table.md").read_text()
-    assert "| static_k2 | static cache, compile off" in table and "speculative k=4" in table, out
+    assert "| static_k2 | float32, " in table and "static cache, compile off" in table, out
+    assert "speculative k=4" in table, out
+
+
+@pytest.mark.scripts
+def test_cpu_reference_sh(script_world):
+    """Every shape of the grid against the paper's loop; proxytool's tokens equal the reference's."""
+    work, env = script_world
+    grid = {"BATCHES": "1 2", "DTYPES": "float32", "PROMPTS": "8", "THREAD_COUNTS": "1", "NEW_TOKENS": "3"}
+    out = _bash("benchmarks/cpu_reference.sh", work, {**env, **grid, "REPEATS": "1"}, "runs/ref")
+    assert sorted(p.name for p in (work / "runs/ref").glob("*_t1.json")) == [
+        "lora_float32_p8_t1.json",
+        "separate_float32_p8_t1.json",
+    ]
+    proxy_rows = [line for line in out.splitlines() if "| proxy |" in line]
+    assert len(proxy_rows) == 4 and all("| 1/1 |" in r or "| 2/2 |" in r for r in proxy_rows), out
