@@ -90,11 +90,11 @@ def decode(
         check_speculative_models(models)
     tokens, done = _decode_with_progress(console, tuned, items, output, options, run, trace, trace_top)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
-    calls = getattr(getattr(models.base.source, "client", None), "calls", None)
+    calls = models.base.source.calls()
     if calls is not None and tokens:
+        requests, retries = calls
         console.print(
-            f"remote base: {calls.completions} calls for {tokens} tokens "
-            f"({calls.completions / tokens:.2f} per token), {calls.retries} retries"
+            f"remote base: {requests} calls for {tokens} tokens ({requests / tokens:.2f} per token), {retries} retries"
         )
 
 

@@ -127,6 +127,9 @@ class RemoteSource(Source):
         self.keys = TokenKeys(tokenizer)
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="proxytool-remote")
 
+    def calls(self) -> tuple[int, int]:
+        return self.client.calls.completions, self.client.calls.retries
+
     def prefill(
         self,
         prompts: list[Prompt],

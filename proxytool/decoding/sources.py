@@ -163,6 +163,10 @@ class Source(ABC):
         (a pair member across tokenizers reads its own tokens); None: as it is."""
         return None
 
+    def calls(self) -> tuple[int, int] | None:
+        """(requests, retries) made so far by a source that calls a server; None for a local model."""
+        return None
+
     def prefetch(self, state, tokens: torch.Tensor, guesses, candidates=None, rows=None) -> None:
         """Score the positions after ``tokens`` and along ``guesses`` ahead of need (``guess_length`` > 0)."""
         raise NotImplementedError(f"{type(self).__name__} takes no guesses")
