@@ -67,6 +67,21 @@ def test_step_overhead(tiny_models, capsys):
         assert 0 < r["forward_ms_per_step"] < r["ms_per_step"] and 0 < r["overhead_pct"] < 100
 
 
+def test_dtype_agreement(tiny_models, tmp_path, capsys):
+    import json
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "The answer is"}\n{"prompt": "def add(a, b):"}\n')
+    t = tiny_models
+    run_script(
+        "benchmarks/dtype_agreement.py",
+        *("--base", str(t["base"]), "--expert", str(t["expert"]), "--anti-expert", str(t["anti"])),
+        *("--prompts", str(prompts), "--new-tokens", "4", "--threads", "1", "--json"),
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["prompts"] == 2 and 0 <= report["identical_rows"] <= 2 and len(report["first_difference"]) == 2
+
+
 # ------------------------------------------------------------------ shell scripts (opt-in)
 
 
