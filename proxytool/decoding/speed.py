@@ -377,13 +377,18 @@ def ratios(results: list[dict]) -> list[dict]:
     return rows
 
 
+SAME_TOKENS = (("proxy", "reference"), ("speculative", "reference"), ("speculative", "proxy"))
+"""Modes that compute the same greedy tokens (the base alone differs, and `generate`'s fixed length
+suppresses EOS where the others emit it and go on)."""
+
+
 def agreement(results: list[dict]) -> list[dict]:
-    """Per batch size: how many rows of each mode's tokens equal the other's (same greedy computation,
-    so all of them), e.g. ``{"batch": 8, "proxy_vs_reference": [8, 8]}`` (equal rows, rows)."""
+    """Per batch size: how many rows of each mode's tokens equal the other's, for the pairs in
+    :data:`SAME_TOKENS`, e.g. ``{"batch": 8, "proxy_vs_reference": [8, 8]}`` (equal rows, rows)."""
     rows = []
     for batch, by_mode in _by_batch(results):
         row = {"batch": batch}
-        for mode, other in COMPARED:
+        for mode, other in SAME_TOKENS:
             if mode in by_mode and other in by_mode:
                 mine, theirs = by_mode[mode]["tokens"], by_mode[other]["tokens"]
                 row[f"{mode}_vs_{other}"] = [sum(a == b for a, b in zip(mine, theirs)), len(theirs)]
