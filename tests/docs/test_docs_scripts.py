@@ -1,6 +1,7 @@
 """Smoke runs of benchmarks/ and examples/ on tiny models: the Python scripts in-process (default suite),
 the shell scripts as written, with the docs' stand-ins (opt-in: `pytest -m scripts`, minutes)."""
 
+import json
 import os
 import runpy
 import shutil
@@ -107,3 +108,28 @@ def test_gpu_all_sh_on_tiny_shapes(script_world, tiny_models):
     )
     table = (work / "runs/gpu/table.md").read_text()
     assert "| static_k2 | static cache, compile off" in table and "speculative k=4" in table, out
+
+
+@pytest.mark.scripts
+def test_gpu_random_sh_on_tiny_shapes(script_world, tiny_models):
+    """The random-weights GPU benchmark, end to end on the CPU with tiny shapes (no NF4 run on a CPU)."""
+    work, env = script_world
+    tiny = {"BASE": "tiny", "SMALL": "tiny", "DEVICE": "cpu", "DTYPE": "float32", "NEW_TOKENS": "3", "REPEATS": "1"}
+    out = _bash("benchmarks/gpu_random.sh", work, {**env, **tiny}, str(tiny_models["base"]), "runs/gpu-random")
+    runs = work / "runs/gpu-random"
+    modes = {
+        path.name: {(r["mode"], r["batch"]) for r in json.loads(path.read_text())["results"]}
+        for path in runs.glob("*.json")
+    }
+    both = {1, 8}
+    assert modes.pop("gpu_baselines.json") == {(m, b) for m in ("base", "engine-base", "naive") for b in both}, out
+    for k in (2, 4):
+        assert modes.pop(f"gpu_speculative_k{k}.json") == {(m, b) for m in ("proxy", "speculative") for b in both}
+    for share in ("share-weights", "no-share-weights"):
+        for overlap in ("off", "on"):
+            path = runs / f"gpu_proxy_{share}_overlap-{overlap}.json"
+            loading = json.loads(path.read_text())["config"]["setup"]["loading"]
+            assert (loading["share_weights"], loading["overlap"]) == (share == "share-weights", overlap)
+            assert modes.pop(path.name) == {("proxy", b) for b in both}
+    assert modes == {}  # no NF4 run on a CPU
+    assert (runs / "models/lora/adapter_config.json").is_file()  # MODELS defaults to OUT/models
