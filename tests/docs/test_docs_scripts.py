@@ -133,3 +133,18 @@ def test_gpu_random_sh_on_tiny_shapes(script_world, tiny_models):
             assert modes.pop(path.name) == {("proxy", b) for b in both}
     assert modes == {}  # no NF4 run on a CPU
     assert (runs / "models/lora/adapter_config.json").is_file()  # MODELS defaults to OUT/models
+
+
+@pytest.mark.scripts
+def test_results_runs_sh(script_world):
+    """docs/results.md's GSM8K runs: the recipe's expert on the 0.5B stand-in, then the subset eval."""
+    work, env = script_world
+    out = _bash("examples/results_runs.sh", work, env)
+    meta = json.loads((work / "runs/demo/gsm8k-expert/proxytool.json").read_text())
+    assert meta["recipe"]["name"] == "qwen2.5-coder-0.5b/gsm8k-lora" and meta["metrics"]["global_step"] == 15, out
+    assert meta["base"]["name"] == "qwen2.5-coder-0.5b-instruct"
+    report = json.loads((work / "runs/demo/eval-gsm8k/report.json").read_text())
+    assert {name: s["n"] for name, s in report["systems"].items()} == {"base": 2, "expert": 2, "proxy": 2}
+    assert report["task_info"]["source"] == "../shared/data/evalsets/gsm8k/test.jsonl"
+    again = _bash("examples/results_runs.sh", work, env)  # a second run reuses the expert
+    assert json.loads((work / "runs/demo/gsm8k-expert/proxytool.json").read_text())["created"] == meta["created"], again
