@@ -148,3 +148,15 @@ def test_results_runs_sh(script_world):
     assert report["task_info"]["source"] == "../shared/data/evalsets/gsm8k/test.jsonl"
     again = _bash("examples/results_runs.sh", work, env)  # a second run reuses the expert
     assert json.loads((work / "runs/demo/gsm8k-expert/proxytool.json").read_text())["created"] == meta["created"], again
+
+
+@pytest.mark.scripts
+def test_gsm8k_base_budget_sh(script_world):
+    """The base-alone GSM8K rerun: the first N test problems decoded with a 512-token budget, then scored."""
+    work, env = script_world
+    out = _bash("examples/gsm8k_base_budget.sh", work, env, "2")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["n"] == 2 and 0 <= summary["accuracy"] <= 1 and 0 <= summary["hit_the_budget"] <= 2, out
+    rows = [json.loads(line) for line in (work / "work/gsm8k-budget/base-512.jsonl").open()]
+    prompts = [json.loads(line) for line in (work / "work/gsm8k-budget/prompts.jsonl").open()]
+    assert [r["id"] for r in rows] == [p["id"] for p in prompts] and prompts[0]["answer"] == "8"
