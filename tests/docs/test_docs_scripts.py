@@ -53,6 +53,29 @@ def test_speculative_cpu(tiny_models, tmp_path, capsys):
     assert '"tokens_per_round"' in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_remote_calls(tiny_models, tmp_path, capsys):
+    """A served tiny base steered by a local LoRA pair; "question" lines are asked as the evaluations ask."""
+    from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
+    from proxytool.serving.server import BackgroundServer
+
+    expert = save_adapter(tmp_path / "expert", tiny_models["anti"], seed=5)  # records its base: the anti-expert
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text('{"question": "Who leads the national poll?"}\n{"prompt": "The answer is"}\n')
+    base = load_proxy_models(ProxySetup(base=str(tiny_models["base"]), loading=LoadingOptions(dtype="float32")))
+    with BackgroundServer(base) as server:
+        run_script(
+            "benchmarks/remote_calls.py",
+            *("--base", f"{server.url}/v1", "--expert", str(expert), "--prompts", str(prompts)),
+            *("--new-tokens", "3", "--lookahead", "0,2"),
+        )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    rows, summaries = [r for r in lines if "prompt" in r], [r for r in lines if "calls_per_token" in r]
+    assert [(r["lookahead"], r["prompt"], r["tokens"]) for r in rows] == [(0, 0, 3), (0, 1, 3), (2, 0, 3), (2, 1, 3)]
+    assert [(s["lookahead"], s["tokens"]) for s in summaries] == [(0, 6), (2, 6)], lines
+    assert summaries[0]["calls"] == 6 and 0 < summaries[1]["calls"] <= 6, lines  # no lookahead: a call per token
+
+
 # ------------------------------------------------------------------ shell scripts (opt-in)
 
 
