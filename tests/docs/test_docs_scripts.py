@@ -183,3 +183,18 @@ def test_gsm8k_base_budget_sh(script_world):
     rows = [json.loads(line) for line in (work / "work/gsm8k-budget/base-512.jsonl").open()]
     prompts = [json.loads(line) for line in (work / "work/gsm8k-budget/prompts.jsonl").open()]
     assert [r["id"] for r in rows] == [p["id"] for p in prompts] and prompts[0]["answer"] == "8"
+
+
+@pytest.mark.scripts
+def test_polls_cross_tokenizer_sh(script_world):
+    """The SmolLM2 stand-in (another tokenizer) trained on the polls data steers the Qwen 1.5B stand-in, both
+    ways (fast, exact); the poll list is the script's default path, ../shared beside the working folder."""
+    work, env = script_world
+    shutil.rmtree(work / "work/polls-demo")
+    out = _bash("examples/polls_cross_tokenizer.sh", work, {**env, "LIMIT": "2"})
+    meta = json.loads((work / "runs/cross/polls-expert-smollm2/proxytool.json").read_text())
+    assert meta["base"]["name"] == "smollm2-135m-instruct", out
+    for mode in ("fast", "exact"):
+        report = json.loads((work / f"runs/cross/eval-polls-trained-{mode}/report.json").read_text())
+        assert {name: s["n"] for name, s in report["systems"].items()} == {"base": 2, "expert": 2, "proxy": 2}, out
+        assert report["settings"]["cross_tokenizer"] == mode and report["task_info"]["name"] == "polls-trained"
