@@ -52,7 +52,7 @@ def main() -> None:
         setup = ProxySetup(base=args.base, experts=[args.expert], alphas=[args.alpha], loading=loading)
         models = load_proxy_models(setup)
         calls = models.base.source.client.calls
-        tokens = seconds = 0.0
+        tokens, seconds = 0, 0.0
         start_calls = calls.completions
         for i, prompt in enumerate(prompts):
             before, started = calls.completions, time.perf_counter()

@@ -22,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tiny import save_adapter
+from tiny import OTHER_CORPUS, build_tokenizer, save_adapter, save_model
 
 # registry name -> (tiny model key, registry hints)
 MODELS = {
@@ -35,6 +35,7 @@ MODELS = {
     "llama-2-7b": ("anti", {"prompt_format": "raw"}),
     "llama-2-7b-chat": ("expert", {"prompt_format": "chat", "base": "llama-2-7b"}),
     "polls-demo-expert": ("adapter", {}),
+    "smollm2-135m-instruct": ("other", {"prompt_format": "chat"}),  # another tokenizer: cross-tokenizer pairs
 }
 
 # word in a command -> tiny stand-in key
@@ -56,8 +57,10 @@ POLL_CSV = "shared/data/polls/538_2024_forecast_poll_list.csv"
 def build_world(root: Path, tiny_models: dict) -> dict:
     """Write the stand-ins under ``root`` once: ``root/repo`` is a page's working folder (copied per
     page), ``root/shared`` the shared data beside it, ``root/models`` the tiny models. Returns the
-    tiny model paths by key, with the LoRA expert as ``adapter``."""
+    tiny model paths by key, with the LoRA expert as ``adapter`` and a model of another tokenizer as ``other``."""
     models = {key: _long_context_copy(path, root / "models" / key) for key, path in tiny_models.items()}
+    other = build_tokenizer(vocab_size=300, corpus=OTHER_CORPUS)
+    models["other"] = _long_context(save_model(root / "models" / "other", seed=6, tokenizer=other))
     models["adapter"] = save_adapter(root / "models" / "polls-expert-adapter", models["anti"], seed=5)
     repo, shared = root / "repo", root / "shared"
     _write_jsonl(repo / "prompts.jsonl", [{"id": f"p{i}", "prompt": p} for i, p in enumerate(PROMPTS)])
@@ -86,6 +89,10 @@ def _long_context_copy(source: Path, dest: Path) -> Path:
     """A copy of a tiny model whose context fits the docs' token budgets (`--max-new-tokens 256`); rotary
     positions need no new weights (GPT-2's learned ones do: it keeps its 256)."""
     shutil.copytree(source, dest)
+    return _long_context(dest)
+
+
+def _long_context(dest: Path) -> Path:
     config = json.loads((dest / "config.json").read_text())
     if "max_position_embeddings" in config:
         config["max_position_embeddings"] = 2048

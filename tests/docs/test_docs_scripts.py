@@ -1,6 +1,7 @@
 """Smoke runs of benchmarks/ and examples/ on tiny models: the Python scripts in-process (default suite),
 the shell scripts as written, with the docs' stand-ins (opt-in: `pytest -m scripts`, minutes)."""
 
+import json
 import os
 import runpy
 import shutil
@@ -82,6 +83,29 @@ def test_dtype_agreement(tiny_models, tmp_path, capsys):
     assert report["prompts"] == 2 and 0 <= report["identical_rows"] <= 2 and len(report["first_difference"]) == 2
 
 
+@pytest.mark.slow
+def test_remote_calls(tiny_models, tmp_path, capsys):
+    """A served tiny base steered by a local LoRA pair; "question" lines are asked as the evaluations ask."""
+    from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
+    from proxytool.serving.server import BackgroundServer
+
+    expert = save_adapter(tmp_path / "expert", tiny_models["anti"], seed=5)  # records its base: the anti-expert
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text('{"question": "Who leads the national poll?"}\n{"prompt": "The answer is"}\n')
+    base = load_proxy_models(ProxySetup(base=str(tiny_models["base"]), loading=LoadingOptions(dtype="float32")))
+    with BackgroundServer(base) as server:
+        run_script(
+            "benchmarks/remote_calls.py",
+            *("--base", f"{server.url}/v1", "--expert", str(expert), "--prompts", str(prompts)),
+            *("--new-tokens", "3", "--lookahead", "0,2"),
+        )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    rows, summaries = [r for r in lines if "prompt" in r], [r for r in lines if "calls_per_token" in r]
+    assert [(r["lookahead"], r["prompt"], r["tokens"]) for r in rows] == [(0, 0, 3), (0, 1, 3), (2, 0, 3), (2, 1, 3)]
+    assert [(s["lookahead"], s["tokens"]) for s in summaries] == [(0, 6), (2, 6)], lines
+    assert summaries[0]["calls"] == 6 and 0 < summaries[1]["calls"] <= 6, lines  # no lookahead: a call per token
+
+
 # ------------------------------------------------------------------ shell scripts (opt-in)
 
 
@@ -152,3 +176,70 @@ def test_cpu_reference_sh(script_world):
     ]
     proxy_rows = [line for line in out.splitlines() if "| proxy |" in line]
     assert len(proxy_rows) == 4 and all("| 1/1 |" in r or "| 2/2 |" in r for r in proxy_rows), out
+
+
+@pytest.mark.scripts
+def test_gpu_random_sh_on_tiny_shapes(script_world, tiny_models):
+    """The random-weights GPU benchmark, end to end on the CPU with tiny shapes (no NF4 run on a CPU)."""
+    work, env = script_world
+    tiny = {"BASE": "tiny", "SMALL": "tiny", "DEVICE": "cpu", "DTYPE": "float32", "NEW_TOKENS": "3", "REPEATS": "1"}
+    out = _bash("benchmarks/gpu_random.sh", work, {**env, **tiny}, str(tiny_models["base"]), "runs/gpu-random")
+    runs = work / "runs/gpu-random"
+    modes = {
+        path.name: {(r["mode"], r["batch"]) for r in json.loads(path.read_text())["results"]}
+        for path in runs.glob("*.json")
+    }
+    both = {1, 8}
+    assert modes.pop("gpu_baselines.json") == {(m, b) for m in ("base", "engine-base", "reference") for b in both}, out
+    for k in (2, 4):
+        assert modes.pop(f"gpu_speculative_k{k}.json") == {(m, b) for m in ("proxy", "speculative") for b in both}
+    for share in ("share-weights", "no-share-weights"):
+        for overlap in ("off", "on"):
+            path = runs / f"gpu_proxy_{share}_overlap-{overlap}.json"
+            loading = json.loads(path.read_text())["config"]["setup"]["loading"]
+            assert (loading["share_weights"], loading["overlap"]) == (share == "share-weights", overlap)
+            assert modes.pop(path.name) == {("proxy", b) for b in both}
+    assert modes == {}  # no NF4 run on a CPU
+    assert (runs / "models/lora/adapter_config.json").is_file()  # MODELS defaults to OUT/models
+
+
+@pytest.mark.scripts
+def test_results_runs_sh(script_world):
+    """docs/results.md's GSM8K runs: the recipe's expert on the 0.5B stand-in, then the subset eval."""
+    work, env = script_world
+    out = _bash("examples/results_runs.sh", work, env)
+    meta = json.loads((work / "runs/demo/gsm8k-expert/proxytool.json").read_text())
+    assert meta["recipe"]["name"] == "qwen2.5-coder-0.5b/gsm8k-lora" and meta["metrics"]["global_step"] == 15, out
+    assert meta["base"]["name"] == "qwen2.5-coder-0.5b-instruct"
+    report = json.loads((work / "runs/demo/eval-gsm8k/report.json").read_text())
+    assert {name: s["n"] for name, s in report["systems"].items()} == {"base": 2, "expert": 2, "proxy": 2}
+    assert report["task_info"]["source"] == "../shared/data/evalsets/gsm8k/test.jsonl"
+    again = _bash("examples/results_runs.sh", work, env)  # a second run reuses the expert
+    assert json.loads((work / "runs/demo/gsm8k-expert/proxytool.json").read_text())["created"] == meta["created"], again
+
+
+@pytest.mark.scripts
+def test_gsm8k_base_budget_sh(script_world):
+    """The base-alone GSM8K rerun: the first N test problems decoded with a 512-token budget, then scored."""
+    work, env = script_world
+    out = _bash("examples/gsm8k_base_budget.sh", work, env, "2")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["n"] == 2 and 0 <= summary["accuracy"] <= 1 and 0 <= summary["hit_the_budget"] <= 2, out
+    rows = [json.loads(line) for line in (work / "work/gsm8k-budget/base-512.jsonl").open()]
+    prompts = [json.loads(line) for line in (work / "work/gsm8k-budget/prompts.jsonl").open()]
+    assert [r["id"] for r in rows] == [p["id"] for p in prompts] and prompts[0]["answer"] == "8"
+
+
+@pytest.mark.scripts
+def test_polls_cross_tokenizer_sh(script_world):
+    """The SmolLM2 stand-in (another tokenizer) trained on the polls data steers the Qwen 1.5B stand-in, both
+    ways (fast, exact); the poll list is the script's default path, ../shared beside the working folder."""
+    work, env = script_world
+    shutil.rmtree(work / "work/polls-demo")
+    out = _bash("examples/polls_cross_tokenizer.sh", work, {**env, "LIMIT": "2"})
+    meta = json.loads((work / "runs/cross/polls-expert-smollm2/proxytool.json").read_text())
+    assert meta["base"]["name"] == "smollm2-135m-instruct", out
+    for mode in ("fast", "exact"):
+        report = json.loads((work / f"runs/cross/eval-polls-trained-{mode}/report.json").read_text())
+        assert {name: s["n"] for name, s in report["systems"].items()} == {"base": 2, "expert": 2, "proxy": 2}, out
+        assert report["settings"]["cross_tokenizer"] == mode and report["task_info"]["name"] == "polls-trained"
