@@ -69,7 +69,9 @@ def serve(models, **client_args):
             base_url=server.url + "/v1/completions", model="tiny", max_length=CONTEXT + 1, max_retries=1, **client_args
         )
         assert lm.tokenizer_backend == "remote"  # found the server's tokenizer routes
-        return lm.loglikelihood(loglikelihood_requests()), lm.generate_until(generation_requests())
+        scores = lm.loglikelihood(loglikelihood_requests())
+        assert server.scheduler.stats.batches_started == 0  # every one answered from one prefill (no generation)
+        return scores, lm.generate_until(generation_requests())
 
 
 def load(base, experts=(), antis=()):
