@@ -79,6 +79,13 @@ def main() -> None:
                                 row = lp[role][r]
                                 entry[f"{role}_logprob"] = round(float(row[token]), 2)
                                 entry[f"{role}_rank"] = int((row > row[token]).sum())
+                            for role in ("base", "expert"):  # what the model itself wanted there
+                                entry[f"{role}_top"] = tokenizer.decode([int(lp[role][r].argmax())])
+                            eos = sorted(i for i in models.eos_ids if i < width)
+                            entry["expert_eos_logprob"] = round(float(lp["expert"][r, eos].max()), 2) if eos else None
+                            newline = tokenizer.encode("\n", add_special_tokens=False)
+                            if len(newline) == 1:
+                                entry["expert_newline_logprob"] = round(float(lp["expert"][r, newline[0]]), 2)
                             for p in probe:
                                 keep = plausible_mask([logits["base"][r, :width], logits["expert"][r, :width]], p)
                                 entry[f"kept_at_{p:g}"] = bool(keep[token])
