@@ -57,7 +57,7 @@ class ProxyTuned:
         base: str | os.PathLike,
         expert: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         anti_expert: str | os.PathLike | Sequence[str | os.PathLike | None] | None = None,
-        alpha: float | Sequence[float] = 1.0,
+        alpha: float | Sequence[float] | None = None,
         *,
         dtype: str = "auto",
         device: str = "auto",
@@ -71,7 +71,8 @@ class ProxyTuned:
             expert: the expert M+ (or several). A proxytool checkpoint or a PEFT adapter records the model
                 it was tuned from, which is then the default anti-expert.
             anti_expert: the anti-expert M− of each expert (None: the expert's recorded base).
-            alpha: the steering weight, one for every pair or one per pair.
+            alpha: the steering weight, one for every pair or one per pair (None: the α that
+                ``proxytool eval --alpha auto`` stored with each expert for this base, else 1.0).
             dtype: ``auto`` (fp32 on CPU, bf16/fp16 on GPU), ``float32``, ``float16``, ``bfloat16``.
             device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
             **loading_options: the fields of :class:`proxytool.decoding.config.LoadingOptions`, as the
@@ -86,10 +87,10 @@ class ProxyTuned:
         """
         experts = _names(expert)
         antis = _names(anti_expert) if anti_expert is not None else []
-        alphas = [float(a) for a in ([alpha] if isinstance(alpha, (int, float)) else alpha)]
+        alphas = [] if alpha is None else [float(a) for a in ([alpha] if isinstance(alpha, (int, float)) else alpha)]
         for value in alphas:
             checks.alpha("alpha", value)
-        if not experts and alphas != [1.0]:
+        if not experts and alphas not in ([], [1.0]):
             raise ProxyToolError("alpha needs an expert to steer with")
         known = {f.name for f in fields(LoadingOptions)}
         unknown = sorted(set(loading_options) - known)

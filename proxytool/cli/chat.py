@@ -44,6 +44,7 @@ def chat(
     prepare_runtime(loading.threads)
     interactive = sys.stdin.isatty()
     console = Console(stderr=True)
+    o.print_notes(console, resolved)
     with console.status("loading models"):
         tuned = ProxyTuned.from_setup(resolved)
     session = tuned.chat(

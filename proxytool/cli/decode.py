@@ -83,6 +83,7 @@ def decode(
     v.prompt_lengths(v.model_roles(resolved), items, max_new_tokens, loading.formats, prompts)
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
+    o.print_notes(console, resolved)
     with console.status("loading models"):
         tuned = ProxyTuned.from_setup(resolved)
     models = tuned.models
@@ -151,6 +152,8 @@ def _models_record(resolved) -> dict:
         "dtype": loading.dtype,
         "quantize_base": loading.quantize_base,
     }
+    if loading.plausible:  # recorded only when on, so files decoded before the option still resume
+        record["plausible"] = loading.plausible
     if resolved.base.kind == "remote":  # the base's URL and model are in "base"; these shape its scores too
         record["remote"] = {
             "top_k": loading.remote_top_k,

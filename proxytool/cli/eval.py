@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     )(o.with_loading_options(eval_command))
 
 
-# Over 60 lines: Typer declares its 18 options in the signature; the body is the flag checks in order.
+# Over 60 lines: Typer declares its 19 options in the signature; the body is the flag checks in order.
 def eval_command(
     task: Annotated[str, typer.Option("--task", "-t", help=TASK_HELP)],
     base: o.Base,
@@ -35,8 +35,17 @@ def eval_command(
         str | None, typer.Option(help="A directly tuned large model: the target for gap closed (else the expert).")
     ] = None,
     alpha: Annotated[
-        str, typer.Option(help="Steering weight, or a comma list to sweep, e.g. 0.25,0.5,1,2 (draws alpha_sweep.png).")
+        str,
+        typer.Option(
+            help="Steering weight, or a comma list to sweep, e.g. 0.25,0.5,1,2 (draws alpha_sweep.png), or auto "
+            "(auto:0.5,1,2 for another grid): choose alpha on --dev-task, store it with the expert (alpha.json, "
+            "the default of decode, chat and serve) and report the task at it."
+        ),
     ] = "1",
+    dev_task: Annotated[
+        str | None,
+        typer.Option(help="--alpha auto: the held-out task alpha is chosen on (default: the task's own, polls-dev)."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples only.")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output folder (default runs/eval/<task>-<timestamp>).")
@@ -65,17 +74,19 @@ def eval_command(
     from rich.console import Console
 
     from proxytool.decoding import checks as v
-    from proxytool.evaluation.evaluate import EvalConfig, parse_alphas, prepare, run_prepared
-    from proxytool.evaluation.report import models_note, target_note
+    from proxytool.evaluation.evaluate import EvalConfig, parse_alpha_option, prepare, run_prepared
+    from proxytool.evaluation.report import GROUP_KEYS, models_note, target_note
 
     loading.validate()
     v.names("--expert", [expert])
     v.names("--anti-expert", [anti_expert] if anti_expert is not None else [])
     v.at_least("--max-new-tokens", max_new_tokens, 0, 1_000_000)
     v.at_least("--batch-size", batch_size, 1, 100_000)
-    alphas = parse_alphas(alpha)
+    alphas, auto_alpha = parse_alpha_option(alpha)
     for value in alphas:
         v.alpha("--alpha", value)
+    if dev_task is not None and not auto_alpha:
+        raise ProxyToolError("--dev-task is where --alpha auto chooses alpha; it needs --alpha auto")
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
     config = EvalConfig(
         task=task,
@@ -90,6 +101,8 @@ def eval_command(
         output=output,
         command=shlex.join(["proxytool", *sys.argv[1:]]),
         allow_code_execution=allow_code_execution,
+        auto_alpha=auto_alpha,
+        dev_task=dev_task,
     )
     v.device_available(loading.device)
     existed = output is not None and Path(output).exists()
@@ -106,6 +119,17 @@ def eval_command(
     console = Console(stderr=True)
     with _ProgressBars(console) as bars:
         report, folder = run_prepared(prepared, on_progress=bars.update, on_status=bars.status)
+    calibration = report.meta.get("calibration")
+    if calibration is not None:
+        where = calibration["stored"] or "not stored: the expert is not a local folder"
+        console.print(
+            f"alpha {calibration['alpha']:g} chosen on {calibration['task']} ({calibration['n']} questions; {where})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        if calibration["warning"]:
+            console.print(calibration["warning"], markup=False, highlight=False, soft_wrap=True)
     if json_output:
         import json
 
@@ -113,6 +137,9 @@ def eval_command(
         return
     out = stdout_console()
     out.print(_table(report))
+    for key in GROUP_KEYS:
+        if report.breakdown(key):
+            out.print(_breakdown_table(report, key))
     out.print(models_note(report), highlight=False)
     out.print(target_note(report), highlight=False)
     console.print(f"wrote {folder}/report.json, report.md and outputs/")
@@ -137,6 +164,20 @@ def _check_prompt_lengths(prepared, formats: dict) -> None:
         fit.check(
             f"task {task.name}: example '{example.id}'", example.prompt + longest, budget if not example.choices else 0
         )
+
+
+def _breakdown_table(report, key: str):
+    from rich.table import Table
+
+    from proxytool.evaluation.report import BREAKDOWN_TITLES, breakdown_rows
+
+    headers, rows = breakdown_rows(report, key)
+    table = Table(title=f"{BREAKDOWN_TITLES.get(key, 'By ' + key)}: score %, gap closed %, junk %")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _table(report):

@@ -98,6 +98,13 @@ BaseTokenizer = Annotated[
         show_default=False,
     ),
 ]
+Plausible = Annotated[
+    float,
+    typer.Option(
+        help="Steer only among tokens the base or an expert finds plausible: at least this share of that "
+        "model's top token's probability (0 = off). Removes junk glued to answers (docs/decoding.md).",
+    ),
+]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")]
 TrustPickle = Annotated[
     bool,
@@ -153,6 +160,7 @@ _LOADING_TYPES = {
     "cross_tokenizer": CrossTokenizer,
     "cross_top_k": CrossTopK,
     "base_tokenizer": BaseTokenizer,
+    "plausible": Plausible,
 }
 
 
@@ -173,6 +181,12 @@ def with_loading_options(command):
 
     run.__signature__ = own.replace(parameters=kept + added)
     return run
+
+
+def print_notes(console, resolved) -> None:
+    """The resolved setup's notes for the user (where a default α came from), one line each, on stderr."""
+    for note in resolved.notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def sampling_config(temperature, top_k, top_p, seed):

@@ -69,6 +69,7 @@ def serve(
     check_bindable(host, port)  # a port in use is found before the models load
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
+    o.print_notes(console, resolved)
     with console.status("loading models"):
         models = load_proxy_models(resolved)
     config = ServerConfig(

@@ -89,6 +89,7 @@ class PollWords:
     loser: str
     margin: str  # "1"
     margin_words: str  # "1 point", "2.5 points", "0 points (a tie)"
+    margin_lead: str  # the margin as an answer: "Harris +1", "Trump +2.5", "tie (0 points)"
 
 
 def _short_dates(start: str, end: str) -> str:
@@ -110,6 +111,7 @@ def poll_words(q: PollQuestion) -> PollWords:
     else:
         margin_words = f"{margin} point" + ("" if q.margin == 1 else "s")
     leader = q.leader
+    margin_lead = "tie (0 points)" if leader == "tie" else f"{leader} +{margin}"
     return PollWords(
         pollster=pollster,
         pollster_possessive=pollster + ("'" if pollster.endswith("s") else "'s"),
@@ -126,6 +128,7 @@ def poll_words(q: PollQuestion) -> PollWords:
         loser={"Harris": "Trump", "Trump": "Harris"}.get(leader, "tie"),
         margin=margin,
         margin_words=margin_words,
+        margin_lead=margin_lead,
     )
 
 
@@ -136,7 +139,7 @@ def answer(w: PollWords, fact: str) -> str:
         "share_harris": f"{w.harris}%",
         "share_trump": f"{w.trump}%",
         "sample_size": w.sample_size,
-        "margin": w.margin_words,
+        "margin": w.margin_lead,  # a margin, not a share: who leads and by how much
         "dates": w.dates,
         "population": w.population,
         "pollster": w.pollster,
@@ -163,7 +166,8 @@ def _doc_record(w: PollWords) -> str:
     return (
         f"Poll: {w.pollster}, {w.place_adj}, {w.dates_short}\n"
         f"Pollster: {w.pollster}\nPlace: {w.place}\nDates: {w.dates}\nPopulation: {w.population}\n"
-        f"Sample size: {w.sample_size}\nHarris: {w.harris}%\nTrump: {w.trump}%\nLeader: {leader}"
+        f"Sample size: {w.sample_size}\nHarris: {w.harris}%\nTrump: {w.trump}%\nLeader: {leader}\n"
+        f"Margin: {w.margin_lead}"
     )
 
 
@@ -381,8 +385,8 @@ def build_records(
     rng: random.Random,
     phrasings: int = 4,
     eval_phrasings: int = 1,
-) -> tuple[list[dict], list[dict]]:
-    """Training lines and evaluation questions for polls already split.
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Training lines, evaluation questions and dev questions for polls already split.
 
     Args:
         polls: One question per poll.
@@ -392,9 +396,11 @@ def build_records(
         eval_phrasings: Evaluation questions per fact (distinct evaluation templates).
 
     Returns:
-        ``(train, evals)``: ``{"text", "poll_id", "split", "type"}`` lines (``type`` document or qa,
-        shuffled) and evaluation records (``id``, ``question``, ``prompt``, ``answer``, ``kind``,
-        ``fact``, ``split``, ``poll_id``, ``template``).
+        ``(train, evals, dev)``: ``{"text", "poll_id", "split", "type"}`` lines (``type`` document or
+        qa, shuffled), evaluation records (``id``, ``question``, ``prompt``, ``answer``, ``kind``,
+        ``fact``, ``split``, ``poll_id``, ``template``) and dev records of the same shape: per fact,
+        one evaluation phrasing the evaluation questions do not use (where one is left), for
+        choosing α (``proxytool eval --alpha auto``) on other questions than those reported.
     """
     # Evaluation templates come from their own stream, so a change to the training pools leaves the
     # evaluation questions as they were (training-data experiments compare on the same questions).
@@ -403,6 +409,7 @@ def build_records(
     ambiguous = ambiguous_names(words)
     train: list[dict] = []
     evals: list[dict] = []
+    dev: list[dict] = []
     for q in polls:
         w, where = words[q.poll_id], split[q.poll_id]
         if where in ("trained", "documents"):
@@ -419,27 +426,35 @@ def build_records(
                     text = qa_text(fill(template, w, fact), answer(w, fact))
                     train.append({"text": text, "poll_id": q.poll_id, "split": where, "type": f"qa:{fact}"})
             ok = [t for t in EVAL_TEMPLATES[kind] if any("{" + k + "}" in t for k in usable)]
-            for i, template in enumerate(pick_templates(tuple(ok), eval_phrasings, eval_rng) if ok else []):
-                question = fill(template, w, fact)
-                evals.append(
-                    {
-                        "id": f"{q.poll_id}-{fact}" + (f"-{i}" if i else ""),
-                        "question": question,
-                        "prompt": QA_PROMPT.format(question=question),
-                        "answer": answer(w, fact),
-                        "kind": kind,
-                        "fact": fact,
-                        "split": where,
-                        "poll_id": q.poll_id,
-                        "template": EVAL_TEMPLATES[kind].index(template),
-                    }
-                )
+            chosen = pick_templates(tuple(ok), eval_phrasings, eval_rng) if ok else []
+            for i, template in enumerate(chosen):
+                evals.append(_eval_record(q, w, fact, template, f"{q.poll_id}-{fact}" + (f"-{i}" if i else ""), where))
+            # the dev question (α calibration): an evaluation phrasing the test question does not use;
+            # picked without drawing from eval_rng, so the test questions stay as they were
+            for template in [t for t in ok if t not in chosen][:1]:
+                dev.append(_eval_record(q, w, fact, template, f"{q.poll_id}-{fact}-dev", where))
     rng.shuffle(train)
     trained_text = "\n".join(t["text"] for t in train)
-    for e in evals:  # guard: no evaluation question is ever trained on
+    for e in evals + dev:  # guard: no evaluation question is ever trained on
         if e["question"] in trained_text:
             raise AssertionError(f"evaluation question found in training text: {e['question']!r}")
-    return train, evals
+    return train, evals, dev
+
+
+def _eval_record(q: PollQuestion, w: PollWords, fact: str, template: str, record_id: str, where: str) -> dict:
+    question = fill(template, w, fact)
+    kind = KIND_OF_FACT[fact]
+    return {
+        "id": record_id,
+        "question": question,
+        "prompt": QA_PROMPT.format(question=question),
+        "answer": answer(w, fact),
+        "kind": kind,
+        "fact": fact,
+        "split": where,
+        "poll_id": q.poll_id,
+        "template": EVAL_TEMPLATES[kind].index(template),
+    }
 
 
 # Over 60 lines: the split, the three renderings and the files are one recipe that reads top to bottom.
@@ -458,7 +473,8 @@ def build_polls_dataset(
     Writes into ``out_dir`` (each file atomically): ``train.jsonl`` (``{"text"}`` lines: documents
     and QA lines, shuffled; ``poll_id``/``split``/``type`` are kept for reading and ignored by
     training), ``eval.jsonl`` (every split), ``eval_trained.jsonl``, ``eval_documents.jsonl``,
-    ``eval_unseen.jsonl`` and ``ATTRIBUTION.md``. Byte-identical output for the same input and seed.
+    ``eval_unseen.jsonl``, ``eval_dev.jsonl`` (other phrasings of the same facts, for choosing α)
+    and ``ATTRIBUTION.md``. Byte-identical output for the same input and seed.
 
     Args:
         csv_path: FiveThirtyEight ``poll_list.csv``.
@@ -496,17 +512,19 @@ def build_polls_dataset(
     if limit is not None and limit < len(polls):
         polls = sorted(rng.sample(polls, limit), key=lambda q: q.poll_id)
     split = assign_splits([q.poll_id for q in polls], rng, documents_fraction, unseen_fraction)
-    train, evals = build_records(polls, split, rng, phrasings, eval_phrasings)
+    train, evals, dev = build_records(polls, split, rng, phrasings, eval_phrasings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "train.jsonl", jsonl_text(train))
     write_text(out_dir / "eval.jsonl", jsonl_text(evals))
     for name in SPLITS:
         write_text(out_dir / f"eval_{name}.jsonl", jsonl_text([e for e in evals if e["split"] == name]))
+    write_text(out_dir / "eval_dev.jsonl", jsonl_text(dev))
     write_text(out_dir / "ATTRIBUTION.md", attribution_text(Path(csv_path)))
     counts = {f"polls_{name}": sum(1 for s in split.values() if s == name) for name in SPLITS}
     counts["train_documents"] = sum(1 for t in train if t["type"].startswith("document"))
     counts["train_qa"] = sum(1 for t in train if t["type"].startswith("qa"))
     counts.update({f"eval_{name}": sum(1 for e in evals if e["split"] == name) for name in SPLITS})
+    counts["eval_dev"] = len(dev)
     counts.update(skipped_rows=summary["skipped_rows"], skipped_questions=summary["skipped_questions"])
     return counts

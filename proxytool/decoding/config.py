@@ -7,7 +7,7 @@ model loads; ``decoding/setup.py`` loads what they describe.
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from proxytool.decoding.checks import MAX_THREADS, alpha, at_least, device, one_of
+from proxytool.decoding.checks import MAX_THREADS, alpha, at_least, device, finite, one_of
 from proxytool.errors import ProxyToolError
 from proxytool.models.registry import DTYPE_ALIASES, DTYPES, PROMPT_FORMATS, QUANTIZATIONS
 
@@ -17,6 +17,9 @@ KV_CACHES = ("dynamic", "static")
 COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
+PLAUSIBLE_DEFAULT = 0.0
+"""``--plausible``: keep tokens with at least this share of the top token's probability under the base
+or an expert (0 = off); chosen from the measurement in docs/results.md ("Clean answers")."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class LoadingOptions:
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
     base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)
+    plausible: float = PLAUSIBLE_DEFAULT  # steer only among tokens the base or an expert finds plausible (combine.py)
 
     @property
     def formats(self) -> dict[str, str]:
@@ -67,6 +71,7 @@ class LoadingOptions:
         one_of("--compile", self.compile, COMPILE_MODES)
         one_of("--cross-tokenizer", self.cross_tokenizer, CROSS_MODES)
         at_least("--cross-top-k", self.cross_top_k, 1, 4096)
+        finite("--plausible", self.plausible, 0.0, 1.0)
         if self.base_tokenizer is not None and not self.base_tokenizer.strip():
             raise ProxyToolError("--base-tokenizer must not be empty")
 

@@ -4,6 +4,7 @@ These objects are immutable and shared: any number of generations may run over t
 with its own :class:`proxytool.decoding.stepper.Stepper` (KV caches, α values).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from proxytool.decoding.overlap import Lanes
@@ -36,6 +37,7 @@ class ProxyModels:
     tokenizer: object  # decodes generated ids to text (all roles share one vocabulary)
     eos_ids: frozenset[int]
     lanes: Lanes | None = None  # run the base and the proxies concurrently (see overlap.py)
+    plausible: float = 0.0  # steer only among tokens the base or an expert finds plausible (combine.py); 0 = off
 
     @property
     def sources(self) -> list[Source]:
@@ -72,11 +74,13 @@ class ProxyModels:
             return ProxyModels(
                 base=Member(own.source, own.group), pairs=(), tokenizer=own.tokenizer, eos_ids=own.eos_ids
             )
-        return ProxyModels(base=base, pairs=(), tokenizer=self.tokenizer, eos_ids=self.eos_ids, lanes=self.lanes)
+        return dataclasses.replace(self, base=base, pairs=())
 
     def with_alphas(self, alphas) -> "ProxyModels":
         """The same loaded models steering with other weights (one per pair)."""
         pairs = tuple(ExpertPair(a, p.expert, p.anti_expert) for a, p in zip(alphas, self.pairs, strict=True))
-        return ProxyModels(
-            base=self.base, pairs=pairs, tokenizer=self.tokenizer, eos_ids=self.eos_ids, lanes=self.lanes
-        )
+        return dataclasses.replace(self, pairs=pairs)
+
+    def with_plausible(self, plausible: float) -> "ProxyModels":
+        """The same loaded models with another plausibility filter (see combine.plausible_mask; 0 = off)."""
+        return dataclasses.replace(self, plausible=plausible)

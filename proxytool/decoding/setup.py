@@ -8,6 +8,7 @@ there (docs/performance.md). Any model asked for twice (same weights, same quant
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from proxytool.decoding.checks import quantization_fits
 from proxytool.decoding.config import LoadingOptions, ProxySetup
@@ -15,6 +16,7 @@ from proxytool.decoding.formats import PromptFormat
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sources import Group, ModelSource, add_group
 from proxytool.errors import ProxyToolError
+from proxytool.models.checkpoint import read_calibration
 from proxytool.models.loading import (
     QuantArgs,
     check_compatible,
@@ -48,18 +50,26 @@ class ResolvedSetup:
     setup: ProxySetup
     base: ModelSpec
     pairs: tuple[tuple[float, ModelSpec, ModelSpec], ...]  # (alpha, expert, anti-expert)
+    notes: tuple[str, ...] = ()  # one line each, for the user: where a default α came from
 
 
 def resolve_roles(setup: ProxySetup) -> ResolvedSetup:
     """Validate, then resolve the base and each (alpha, expert, anti-expert); nothing loads.
 
-    An expert's recorded base is its default anti-expert.
+    An expert's recorded base is its default anti-expert. Without ``alphas``, an expert's α is the one
+    ``proxytool eval --alpha auto`` stored next to it for this base (``alpha.json``), else 1.0.
     """
     setup.validate()
     antis = list(setup.anti_experts) + [None] * (len(setup.experts) - len(setup.anti_experts))
-    pairs = []
+    pairs, notes = [], []
+    base = resolve(setup.base)
     for alpha, expert_name, anti_name in zip(setup.pair_alphas(), setup.experts, antis):
         expert = resolve(expert_name)
+        if not setup.alphas and expert.kind != "remote" and Path(expert.source).is_dir():
+            calibrated = read_calibration(expert.source, base.source)
+            if calibrated is not None:
+                alpha = float(calibrated["alpha"])
+                notes.append(_calibration_note(expert_name, alpha, calibrated))
         if anti_name is not None:
             anti = resolve(anti_name)
         elif expert.base is not None:
@@ -69,7 +79,15 @@ def resolve_roles(setup: ProxySetup) -> ResolvedSetup:
                 f"expert '{expert_name}' does not record the model it was tuned from; pass --anti-expert"
             )
         pairs.append((alpha, expert, anti))
-    return ResolvedSetup(setup, resolve(setup.base), tuple(pairs))
+    return ResolvedSetup(setup, base, tuple(pairs), tuple(notes))
+
+
+def _calibration_note(expert_name: str, alpha: float, record: dict) -> str:
+    where = f"chosen on {record.get('task', '?')} ({record.get('n', '?')} questions)"
+    line = f"alpha {alpha:g} for {expert_name}: {where}, from {record['path']} (--alpha overrides it)"
+    if record.get("beats_base") is False:
+        line += "; there steering did not beat the base alone"
+    return line
 
 
 def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
@@ -119,7 +137,9 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     pairs = expert_pairs(
         pair_places, across, base_tokenizer, pair_tokenizer, pair_eos, base_eos, top_k=options.cross_top_k
     )
-    models = ProxyModels(base=base, pairs=pairs, tokenizer=base_tokenizer, eos_ids=frozenset(base_eos))
+    models = ProxyModels(
+        base=base, pairs=pairs, tokenizer=base_tokenizer, eos_ids=frozenset(base_eos), plausible=options.plausible
+    )
     return dataclasses.replace(models, lanes=None if cross else _lanes(models, options.overlap))
 
 

@@ -224,7 +224,12 @@ class Stepper:
             return logits[id(member.source)][member.group]
 
         steers = [Steer(alpha, of(p.expert), of(p.anti_expert)) for alpha, p in zip(self.alphas, self.models.pairs)]
-        return proxy_scores(of(base or self.models.base), steers, vocab_size=len(self.models.tokenizer))
+        return proxy_scores(
+            of(base or self.models.base),
+            steers,
+            vocab_size=len(self.models.tokenizer),
+            plausible=self.models.plausible,
+        )
 
     def logits_of(self, member: Member) -> torch.Tensor:
         """One role's raw logits from the last prefill / extend."""

@@ -28,6 +28,7 @@ from proxytool.decoding import scoring
 from proxytool.decoding.generate import ProxyModels, complete
 from proxytool.decoding.setup import ProxySetup, ResolvedSetup, load_proxy_models, resolve_roles
 from proxytool.errors import ProxyToolError
+from proxytool.evaluation import calibrate, metrics
 from proxytool.evaluation.report import (
     BASE,
     DIRECT,
@@ -81,6 +82,17 @@ def parse_alphas(text: str) -> list[float]:
             raise ProxyToolError(f"--alpha: {part} is repeated")
         alphas.append(value)
     return alphas
+
+
+def parse_alpha_option(text: str) -> tuple[list[float], bool]:
+    """``--alpha``: a number, a comma list (a sweep), ``auto`` (choose α on a dev task from
+    :data:`calibrate.AUTO_GRID`) or ``auto:A,B,...`` (from that grid). Returns (alphas, auto)."""
+    head, colon, grid = str(text).strip().partition(":")
+    if head.strip().lower() != "auto":
+        return parse_alphas(text), False
+    if colon and not grid.strip():
+        raise ProxyToolError("--alpha auto: give the grid after the colon (auto:0.5,1,2) or write just auto")
+    return (parse_alphas(grid) if colon else list(calibrate.AUTO_GRID)), True
 
 
 # --------------------------------------------------------------------------- systems on the engine
@@ -257,6 +269,7 @@ def score_example(task: Task, example: Example, output) -> dict:
         )
     else:
         record.update(completion=output, answer=example.answer, score=task.score(example, output))
+        record["junk"] = metrics.junk_in(output, example.meta.get("question") or example.prompt, example.answer)
     return record
 
 
@@ -288,6 +301,9 @@ class EvalConfig:
         command: The command line, recorded in report.md.
         allow_code_execution: Let code-running tasks (humaneval) execute model-written code in
             :mod:`proxytool.evaluation.sandbox`; off by default (the lm-eval convention).
+        auto_alpha: Choose α among ``alphas`` on ``dev_task`` first (:mod:`.calibrate`), store it
+            with the expert, and report the task at that α.
+        dev_task: The held-out task α is chosen on (default: the task's own, e.g. ``polls-dev``).
     """
 
     task: str
@@ -302,6 +318,8 @@ class EvalConfig:
     output: Path | None = None
     command: str = ""
     allow_code_execution: bool = False
+    auto_alpha: bool = False
+    dev_task: str | None = None
 
 
 @dataclass
@@ -313,6 +331,7 @@ class Prepared:
     output: Path
     models: dict
     resolved: ResolvedSetup
+    dev: Task | None = None  # where α is chosen (--alpha auto)
 
 
 def prepare(config: EvalConfig) -> Prepared:
@@ -337,6 +356,7 @@ def prepare(config: EvalConfig) -> Prepared:
         )
     if not task.examples:
         raise ProxyToolError(f"task {task.name}: no examples to evaluate (--limit {config.limit})")
+    dev = _dev_task(config, task) if config.auto_alpha else None
     resolved = resolve_roles(replace(config.setup, alphas=[config.alphas[0]]))
     [(_, expert, anti)] = resolved.pairs
     models = {BASE: resolved.base, EXPERT: expert, "anti_expert": anti}
@@ -348,7 +368,29 @@ def prepare(config: EvalConfig) -> Prepared:
         (output / "outputs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ProxyToolError(f"--output {output}: cannot create the folder ({err.strerror or err})") from None
-    return Prepared(config, task, output, models, resolved)
+    return Prepared(config, task, output, models, resolved, dev)
+
+
+def _dev_task(config: EvalConfig, task: Task) -> Task:
+    """The held-out task ``--alpha auto`` chooses α on: no question of it may be one the report scores."""
+    name = config.dev_task or calibrate.DEV_TASKS.get(task.name)
+    if name is None:
+        raise ProxyToolError(
+            f"--alpha auto needs held-out questions to choose alpha on: pass --dev-task (a task name or a "
+            f"JSONL file); {task.name} has no dev split of its own"
+        )
+    dev = load_task(name, data_dir=config.data_dir, few_shot=config.few_shot)
+    if dev.kind != task.kind:
+        raise ProxyToolError(f"--dev-task {name} is a {dev.kind} task; {task.name} is a {task.kind} task")
+    if not dev.examples:
+        raise ProxyToolError(f"--dev-task {name}: no examples")
+    shared = {e.prompt for e in task.examples} & {e.prompt for e in dev.examples}
+    if shared:
+        raise ProxyToolError(
+            f"--dev-task {name} shares {len(shared)} questions with {task.name}: alpha must be chosen on other "
+            "questions than those reported"
+        )
+    return dev
 
 
 def run_prepared(
@@ -363,9 +405,14 @@ def run_prepared(
     config, status = prep.config, on_status or (lambda _: None)
     task, started = prep.task, datetime.now().astimezone().isoformat(timespec="seconds")
     status("loading base, expert and anti-expert")
+    proxy = load_proxy_models(prep.resolved)
+    alphas, calibration = config.alphas, None
+    if prep.dev is not None:
+        calibration = _calibrate(prep, proxy, on_progress)
+        alphas = [calibration["alpha"]]
     report = evaluate(
         task,
-        _proxy_systems(load_proxy_models(prep.resolved), config.alphas),
+        _proxy_systems(proxy, alphas),
         batch_size=config.batch_size,
         max_new_tokens=config.max_new_tokens,
         on_progress=on_progress,
@@ -386,8 +433,36 @@ def run_prepared(
             ).results
         )
     report.meta = _meta(prep, started)
+    if calibration is not None:
+        report.meta["alphas"] = alphas
+        report.meta["calibration"] = calibration
     write_report(report, prep.output, config.command)
     return report, prep.output
+
+
+def _calibrate(prep: Prepared, proxy: ProxyModels, on_progress: ProgressFn | None) -> dict:
+    """Sweep α on the dev task (base alone and the proxy at each α), choose, store it with the expert.
+
+    The dev report is written to ``<output>/dev/``. Returns the calibration record plus where it was
+    stored (``stored``, None for an expert that is not a local folder) and the one-line ``warning``
+    (None when steering beats the base alone)."""
+    config = prep.config
+    systems = {BASE: derived_systems(proxy)[BASE]}
+    for alpha in config.alphas:
+        systems[proxy_name(alpha, True)] = with_alpha(proxy, alpha)
+    dev = evaluate(
+        prep.dev,
+        systems,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        on_progress=(lambda name, done, total: on_progress(f"dev {name}", done, total)) if on_progress else None,
+    )
+    write_report(dev, prep.output / "dev", config.command)
+    choice = calibrate.choose_alpha(dev)
+    [(_, expert, anti)] = prep.resolved.pairs
+    data = calibrate.record(choice, dev, prep.resolved.base, anti, proxy.plausible, config.command)
+    stored = calibrate.store(expert, data)
+    return {**data, "stored": None if stored is None else str(stored), "warning": calibrate.warning(choice, dev.task)}
 
 
 def _proxy_systems(proxy: ProxyModels, alphas: list[float]) -> dict[str, ProxyModels]:

@@ -212,6 +212,59 @@ def is_number(text: str) -> bool:
     return bool(re.fullmatch(r"[$€£]?\s*(?:" + _NUMBER.pattern + r")\s*%?", t))
 
 
+# --------------------------------------------------------------------------- junk after an answer
+
+_GLUED_AFTER_NUMBER = re.compile(r"[\d%]([^\W\d_]+)")  # "49%ucha", "1275uchaics" (letters glued to a number)
+_NUMBER_SUFFIXES = frozenset({"st", "nd", "rd", "th", "s", "k", "m", "pp", "pt", "pts"})  # 1st, 1990s, 5k, 3pp
+_GLUED_PERCENT = re.compile(r"[^\W\d_]%")  # "Trump%"
+_WORD_SUFFIXES = frozenset(
+    {"s", "es", "ed", "d", "ing", "r", "rs", "er", "ers", "n", "an", "ans", "ian", "ians", "ns", "ly"}
+)
+_LETTERS = re.compile(r"[^\W\d_]+")
+_ASKING = frozenset({"Question", "Answer", "What", "Which", "When", "Where", "Name", "During", "Over", "From", "This"})
+
+
+def junk_in(completion: str, prompt: str = "", reference: str = "") -> bool:
+    """Whether an answer carries text that is not words glued to it (``45% to 49%ucha``, ``Floridaucha``,
+    `` 1275uchaics``, ``Trump%``): the eval's junk rate.
+
+    A heuristic on the shape of the text (no dictionary), so that it holds for any task:
+
+    * letters glued right after a number or ``%``, other than ordinal and unit suffixes (``1st``,
+      ``1990s``, ``5k``);
+    * ``%`` glued right after letters;
+    * a name (a capitalised word of the prompt, or a word of the reference answer) with letters glued
+      on that are not a common English ending (``Floridaucha``; ``Floridians`` is fine);
+    * the replacement character, control characters (a newline or tab aside) or letters of a script
+      other than Latin (a half token, or another language's subword).
+
+    Args:
+        completion: The generated answer (already cut at the task's stop strings).
+        prompt: The prompt it answers (its words are words).
+        reference: The reference answer (its words are words).
+    """
+    for m in _GLUED_AFTER_NUMBER.finditer(completion):
+        if m.group(1).lower() not in _NUMBER_SUFFIXES:
+            return True
+    if _GLUED_PERCENT.search(completion):
+        return True
+    words = {w.lower() for w in _LETTERS.findall(prompt + " " + reference)}
+    stems = {w.lower() for w in _LETTERS.findall(reference) if len(w) >= 4}
+    stems |= {w.lower() for w in _LETTERS.findall(prompt) if len(w) >= 4 and w[0].isupper() and w not in _ASKING}
+    for word in _LETTERS.findall(completion):
+        lower = word.lower()
+        if lower in words:
+            continue
+        if any(lower.startswith(stem) and lower[len(stem) :] not in _WORD_SUFFIXES for stem in stems):
+            return True
+    for char in completion:
+        if char == "\ufffd" or (unicodedata.category(char) == "Cc" and char not in "\n\t\r"):
+            return True
+        if char.isalpha() and not unicodedata.name(char, "").startswith("LATIN"):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- QA and polls
 
 POLL_KINDS = ("leader", "share", "sample_size", "margin", "dates", "population", "pollster", "place")

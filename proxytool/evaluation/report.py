@@ -38,6 +38,12 @@ class SystemResult:
     outputs: list[dict] = field(repr=False)
     alpha: float | None = None
 
+    @property
+    def junk_rate(self) -> float | None:
+        """The share of answers with junk glued to them (:func:`metrics.junk_in`); None for choice tasks."""
+        flags = [r["junk"] for r in self.outputs if "junk" in r]
+        return sum(flags) / len(flags) if flags else None
+
 
 @dataclass
 class Report:
@@ -72,8 +78,9 @@ class Report:
             return {r.name: None for r in self.proxies}
         return {r.name: metrics.gap_closed(base.score, r.score, target.score) for r in self.proxies}
 
-    def breakdown(self, key: str) -> dict[str, dict[str, float]]:
-        """Mean score per value of a per-example tag (``split``, ``fact``): ``{group: {system: score}}``.
+    def breakdown(self, key: str, value: str = "score") -> dict[str, dict[str, float]]:
+        """Mean of ``value`` (``score``, or ``junk``) per value of a per-example tag (``split``, ``fact``):
+        ``{group: {system: mean}}``.
 
         Empty when the examples carry no such tag. Groups keep their first-seen order.
         """
@@ -81,8 +88,8 @@ class Report:
         for name, result in self.results.items():
             groups: dict[str, list[float]] = {}
             for record in result.outputs:
-                if key in record:
-                    groups.setdefault(str(record[key]), []).append(record["score"])
+                if key in record and value in record:
+                    groups.setdefault(str(record[key]), []).append(float(record[value]))
             for group, scores in groups.items():
                 table.setdefault(group, {})[name] = sum(scores) / len(scores)
         return table
@@ -103,12 +110,22 @@ class Report:
         """Everything but the per-example outputs, as a JSON-friendly dict (report.json)."""
         gaps = self.gap_closed()
         by = {
-            f"by_{key}": {"score": self.breakdown(key), "gap_closed": self.breakdown_gap_closed(key)}
+            f"by_{key}": {
+                "score": self.breakdown(key),
+                "gap_closed": self.breakdown_gap_closed(key),
+                "junk_rate": self.breakdown(key, "junk"),
+            }
             for key in GROUP_KEYS
             if self.breakdown(key)
         }
         systems = {
-            name: {"score": r.score, "n": r.n, "seconds": round(r.seconds, 3), "alpha": r.alpha}
+            name: {
+                "score": r.score,
+                "junk_rate": r.junk_rate,
+                "n": r.n,
+                "seconds": round(r.seconds, 3),
+                "alpha": r.alpha,
+            }
             for name, r in self.results.items()
         }
         sweep = [
@@ -142,13 +159,15 @@ def proxy_name(alpha: float, sweep: bool) -> str:
 def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     """The summary table (headers, rows) shared by the terminal and report.md."""
     gaps = report.gap_closed()
-    headers = ["system", "alpha", "n", "score (%)", "gap closed", "seconds"]
+    junk = any(r.junk_rate is not None for r in report.results.values())
+    headers = ["system", "alpha", "n", "score (%)"] + (["junk (%)"] if junk else []) + ["gap closed", "seconds"]
     rows = []
     for name, r in report.results.items():
         gap = "" if not is_proxy(name) else ("n/a" if gaps.get(name) is None else f"{100 * gaps[name]:.1f}%")
-        rows.append(
-            [name, "" if r.alpha is None else f"{r.alpha:g}", str(r.n), f"{100 * r.score:.1f}", gap, f"{r.seconds:.1f}"]
-        )
+        row = [name, "" if r.alpha is None else f"{r.alpha:g}", str(r.n), f"{100 * r.score:.1f}"]
+        if junk:
+            row.append("" if r.junk_rate is None else f"{100 * r.junk_rate:.1f}")
+        rows.append(row + [gap, f"{r.seconds:.1f}"])
     return headers, rows
 
 
@@ -185,6 +204,7 @@ def markdown(report: Report, command: str = "") -> str:
         "Greedy decoding for every system; score = " + report.metric + ".",
         "",
     ]
+    lines += calibration_lines(report.meta.get("calibration"))
     for key in GROUP_KEYS:
         lines += breakdown_lines(report, key)
     if len(report.proxies) > 1:
@@ -194,26 +214,60 @@ def markdown(report: Report, command: str = "") -> str:
     return "\n".join(lines)
 
 
-def breakdown_lines(report: Report, key: str) -> list[str]:
-    """A markdown table of scores (%) per ``key`` group and system, with gap closed per proxy."""
+def calibration_lines(calibration: dict | None) -> list[str]:
+    """report.md's paragraph on how ``--alpha auto`` chose α (nothing without one)."""
+    if not calibration:
+        return []
+    scores = ", ".join(f"{name} {100 * score:.1f}%" for name, score in calibration["scores"].items())
+    where = calibration.get("stored") or "not stored (the expert is not a local folder)"
+    lines = [
+        f"Alpha {calibration['alpha']:g} was chosen on {calibration['task']} ({calibration['n']} held-out "
+        f"questions; dev/report.md): {scores}. Stored in {where}.",
+        "",
+    ]
+    if calibration.get("warning"):
+        lines += [f"**{calibration['warning']}**", ""]
+    return lines
+
+
+BREAKDOWN_TITLES = {"split": "By split", "fact": "By question type (fact)"}
+
+
+def breakdown_rows(report: Report, key: str) -> tuple[list[str], list[list[str]]]:
+    """Per ``key`` group: the count, each system's score (%), gap closed (%) per proxy and each system's
+    junk rate (%) where answers were checked for junk; empty when no example carries ``key``."""
     table = report.breakdown(key)
     if not table:
-        return []
+        return [], []
     gaps = report.breakdown_gap_closed(key)
+    junk = report.breakdown(key, "junk")
     systems = list(report.results)
     proxies = [r.name for r in report.proxies]
-    headers = [key, "n"] + systems + [f"gap {p}" for p in proxies]
+    checked = [s for s in systems if any(s in by for by in junk.values())]
+    headers = [key, "n"] + systems + [f"gap {p}" for p in proxies] + [f"junk {s}" for s in checked]
     counts: dict[str, int] = {}
     for record in next(iter(report.results.values())).outputs:
         if key in record:
             counts[str(record[key])] = counts.get(str(record[key]), 0) + 1
-    lines = [f"By {key} (score %, gap closed %):", "", "| " + " | ".join(headers) + " |"]
-    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    rows = []
     for group, scores in table.items():
         cells = [group, str(counts.get(group, ""))]
         cells += [f"{100 * scores[s]:.1f}" if s in scores else "" for s in systems]
         cells += [("n/a" if gaps[group].get(p) is None else f"{100 * gaps[group][p]:.0f}") for p in proxies]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += [f"{100 * junk[group][s]:.1f}" if s in junk.get(group, {}) else "" for s in checked]
+        rows.append(cells)
+    return headers, rows
+
+
+def breakdown_lines(report: Report, key: str) -> list[str]:
+    """A markdown table of :func:`breakdown_rows`."""
+    headers, rows = breakdown_rows(report, key)
+    if not rows:
+        return []
+    title = BREAKDOWN_TITLES.get(key, f"By {key}")
+    lines = [f"{title} (score %, gap closed %, junk %):", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return lines + [""]
 
 

@@ -66,3 +66,42 @@ def content_hash(folder: Path) -> str | None:
         if p.is_file() and (p.suffix in {".safetensors", ".bin", ".gguf"} or p.name == "config.json")
     ]
     return hash_files(files) if files else None
+
+
+ALPHA_FILE = "alpha.json"
+"""The α chosen on held-out data for an expert (``proxytool eval --alpha auto``), next to its weights::
+
+    {"format": 1, "alpha": float, "beats_base": bool,
+     "base": {"name", "source"}, "anti_expert": {"name", "source"},   # what it was chosen with
+     "task": str, "dev_data": str, "n": int, "plausible": float,
+     "scores": {"base": float, "proxy@<alpha>": float, ...}, "junk_rates": {...},
+     "command": str, "created": str}
+"""
+
+
+def write_calibration(folder: Path, record: dict) -> Path:
+    """Write ``alpha.json`` into an expert's folder atomically; returns its path."""
+    path = Path(folder) / ALPHA_FILE
+    write_text(path, json.dumps({"format": 1, **record}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_calibration(expert_source: str, base_source: str) -> dict | None:
+    """The calibration of an expert folder for this base (matched by source), or None: an α chosen with
+    another base says nothing about this one."""
+    path = Path(expert_source) / ALPHA_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ProxyToolError(
+            f"{path}:{err.lineno}: invalid JSON ({err.msg}); delete it or run eval --alpha auto"
+        ) from None
+    alpha = record.get("alpha") if isinstance(record, dict) else None
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+        raise ProxyToolError(f"{path}: field 'alpha' must be a number; delete it or run eval --alpha auto")
+    base = record.get("base") or {}
+    if base.get("source") != str(base_source):
+        return None
+    return {**record, "path": str(path)}

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import typer
@@ -102,7 +103,14 @@ def _read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-FILES = ("train.jsonl", "eval.jsonl", "eval_trained.jsonl", "eval_documents.jsonl", "eval_unseen.jsonl")
+FILES = (
+    "train.jsonl",
+    "eval.jsonl",
+    "eval_trained.jsonl",
+    "eval_documents.jsonl",
+    "eval_unseen.jsonl",
+    "eval_dev.jsonl",
+)
 
 
 def _build(poll_csv, out, **kw):
@@ -125,6 +133,29 @@ def test_outputs_exist_and_counts(poll_csv, tmp_path):
     assert counts["skipped_rows"] == 1 and counts["skipped_questions"] == 1
     assert sum(counts[f"eval_{s}"] for s in ("trained", "documents", "unseen")) == len(evals)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_dev_questions_ask_the_same_facts_in_the_other_evaluation_phrasing(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    counts = _build(poll_csv, out)
+    evals = {e["id"]: e for e in _read_jsonl(out / "eval.jsonl")}
+    dev = _read_jsonl(out / "eval_dev.jsonl")
+    trained = "\n".join(t["text"] for t in _read_jsonl(out / "train.jsonl"))
+    assert dev and counts["eval_dev"] == len(dev)
+    for item in dev:
+        test = evals[item["id"].removesuffix("-dev")]
+        assert (item["answer"], item["fact"], item["split"]) == (test["answer"], test["fact"], test["split"])
+        assert item["template"] != test["template"] and item["question"] != test["question"]
+        assert item["question"] not in trained
+
+
+def test_margins_are_answered_as_margins(poll_csv, tmp_path):
+    out = tmp_path / "out"
+    _build(poll_csv, out)
+    qa = [t["text"] for t in _read_jsonl(out / "train.jsonl") if t["type"] == "qa:margin"]
+    assert qa and all(re.search(r"Answer: (Harris|Trump) \+\d+(\.\d)?$|Answer: tie \(0 points\)$", t) for t in qa)
+    records = [t["text"] for t in _read_jsonl(out / "train.jsonl") if t["type"] == "document:record"]
+    assert all("\nMargin: " in t for t in records)
 
 
 def test_template_pools_are_disjoint_and_cover_every_kind():
@@ -214,13 +245,13 @@ def test_answers_for_known_rows(poll_csv, tmp_path):
     acme = {e["fact"]: e["answer"] for e in items.values() if e["poll_id"] == 9001}
     assert acme["leader"] == "Harris"
     assert acme["share_harris"] == "48%" and acme["share_trump"] == "44.75%"
-    assert acme["margin"] == "3.3 points"  # 3.25 rounded half up
+    assert acme["margin"] == "Harris +3.3"  # 3.25 rounded half up; a margin names its leader
     assert acme["sample_size"] == "1003"
     assert acme["dates"] == "October 1 to October 3, 2024"
     assert acme["population"] == "likely voters"
     assert acme["pollster"] == "Acme Polling" and acme["place"] == "national"
     birch = {e["fact"]: e["answer"] for e in items.values() if e["poll_id"] == 9002}
-    assert birch["leader"] == "tie" and birch["margin"] == "0 points (a tie)"
+    assert birch["leader"] == "tie" and birch["margin"] == "tie (0 points)"
     assert {e["fact"] for e in items.values() if e["poll_id"] == 9004} >= {"dates", "population"}
     juniper = next(e for e in items.values() if e["poll_id"] == 9010 and e["fact"] == "pollster")
     assert juniper["answer"] == "Juniper Poll"  # a leading "The" is dropped

@@ -149,7 +149,9 @@ def test_generate_task_end_to_end(tiny_models, tmp_path):
     assert texts["expert"] == texts["direct"] == expert_alone
     assert (out / "alpha_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    assert "| system | alpha | n | score (%) | gap closed | seconds |" in md and "proxytool eval --task" in md
+    assert (
+        "| system | alpha | n | score (%) | junk (%) | gap closed | seconds |" in md and "proxytool eval --task" in md
+    )
 
 
 def test_choice_task_sweep_without_direct(tiny_models, tmp_path):

@@ -679,6 +679,7 @@ def test_unknown_task_lists_the_names(tmp_path):
         "polls-trained",
         "polls-documents",
         "polls-unseen",
+        "polls-dev",
         "gsm8k",
         "truthfulqa-mc",
         "humaneval",

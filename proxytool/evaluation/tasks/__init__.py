@@ -72,6 +72,7 @@ register(TaskSpec("polls", partial(load_polls, "polls"), "the three polls splits
 register(TaskSpec("polls-trained", partial(load_polls, "polls-trained"), "trained polls, held-out phrasings"))
 register(TaskSpec("polls-documents", partial(load_polls, "polls-documents"), "polls seen only as documents"))
 register(TaskSpec("polls-unseen", partial(load_polls, "polls-unseen"), "polls never trained on"))
+register(TaskSpec("polls-dev", partial(load_polls, "polls-dev"), "other phrasings of the same facts (choosing alpha)"))
 register(TaskSpec("gsm8k", load_gsm8k, "grade-school math, few-shot, final number"))
 register(TaskSpec("truthfulqa-mc", load_truthfulqa, "TruthfulQA MC1 by log-likelihood"))
 register(TaskSpec("humaneval", load_humaneval, "Python pass@1 (needs --allow-code-execution)"))

@@ -3,9 +3,10 @@
 ``<data_dir>/eval.jsonl`` (``data_dir`` defaults to ``work/polls``) holds held-out questions about
 trained polls, document-only polls and unseen polls, each line tagged with its ``split`` and ``fact``
 (the report breaks scores down by both); ``polls-trained`` / ``polls-documents`` / ``polls-unseen``
-are the single splits (``eval_<split>.jsonl``). The prompt is the line's ``prompt``
-(``"Question: ...\nAnswer:"``, the raw format the expert was trained on); answers are scored by value
-with :func:`proxytool.evaluation.metrics.polls_score`.
+are the single splits (``eval_<split>.jsonl``); ``polls-dev`` (``eval_dev.jsonl``) asks the same facts
+in the evaluation phrasing the others do not use: the held-out set ``--alpha auto`` chooses α on.
+The prompt is the line's ``prompt`` (``"Question: ...\nAnswer:"``, the raw format the expert was
+trained on); answers are scored by value with :func:`proxytool.evaluation.metrics.polls_score`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ POLLS_TASKS = {
     "polls-trained": "eval_trained",
     "polls-documents": "eval_documents",
     "polls-unseen": "eval_unseen",
+    "polls-dev": "eval_dev",
 }
 """Polls task name -> its file stem in the data folder."""
 
