@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
+from proxytool.decoding.overlap import TRIALS
 
 MODES = ("base", "proxy", "reference", "engine-base", "speculative")
+WARM_UP_TOKENS = 2 + 2 * TRIALS  # --overlap auto chooses during the warm-up: the timed runs are steady-state
 # engine-base: proxytool's loop on the base alone; speculative: proxy with --speculative K drafting
 
 
@@ -97,7 +99,7 @@ def measure(config: BenchConfig, mode: str, batch: int) -> dict:
     }
     runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
-    runner.decode(prompts, 2)  # warm-up
+    runner.decode(prompts, WARM_UP_TOKENS)
     _reset_peak_memory(runner.device)
     timings = sorted((runner.timed(prompts, config.new_tokens) for _ in range(config.repeats)), key=lambda t: t[1])
     ttft, total, tokens = timings[len(timings) // 2]
