@@ -88,9 +88,7 @@ class Job:
 
     def key(self) -> tuple:
         """Jobs with equal keys can share one batched generation."""
-        s = self.sampling
-        sampling = ("greedy",) if s.greedy else (s.temperature, s.top_k, s.top_p)
-        return sampling + (self.alphas, self.ignore_eos)
+        return self.sampling.filters + (self.alphas, self.ignore_eos)
 
 
 @dataclass
