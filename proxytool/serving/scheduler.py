@@ -316,8 +316,13 @@ class Scheduler:
             self._batches.append(batch)
             return
         batch.decoding = Decoding(self.models, len(jobs), **settings)
-        if not batch.decoding.rows.over:
-            batch.decoding.start([j.prompt for j in jobs])  # the prefill, between two steps of the running batches
+        try:
+            if not batch.decoding.rows.over:  # the prefill, between two steps of the running batches
+                batch.decoding.start([j.prompt for j in jobs])
+        except Exception as err:  # noqa: BLE001 (the newcomers fail; the running batches go on)
+            self._fail(batch, err)
+            batch.decoding.close()
+            return
         self._deliver(batch, batch.decoding.rows.rows)
         self._leave(batch)
         if not jobs:
