@@ -30,6 +30,13 @@ def serve(
     model_name: Annotated[str, typer.Option(help="The model id clients ask for.")] = "proxytool",
     max_batch: Annotated[int, typer.Option(help="Most requests decoded at once (batched when settings match).")] = 8,
     max_queue: Annotated[int, typer.Option(help="Most requests waiting; more are answered 429.")] = 64,
+    batching: Annotated[
+        str,
+        typer.Option(
+            help="continuous: requests join the running batch at its next step and leave it when they end; "
+            "separate: batches started at different times alternate steps (docs/serving.md)."
+        ),
+    ] = "continuous",
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 4 * 1024 * 1024,
     max_logprobs: Annotated[int, typer.Option(help="Most top log-probabilities per position (vLLM's flag).")] = 20,
     allowed_hosts: Annotated[
@@ -50,6 +57,7 @@ def serve(
     from proxytool.decoding.setup import load_proxy_models, resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.serving.app import ServerConfig
+    from proxytool.serving.scheduler import check_batching
     from proxytool.serving.server import check_bindable
     from proxytool.serving.server import serve as run_server
 
@@ -60,6 +68,7 @@ def serve(
     ):
         if value < least:
             raise ProxyToolError(f"{flag} must be >= {least} (got {value})")
+    check_batching(batching)
     if not 0 < port < 65536:
         raise ProxyToolError(f"--port must be in 1..65535 (got {port})")
     if not 0 <= shutdown_grace <= 3600:
@@ -78,6 +87,7 @@ def serve(
         api_key=api_key,
         max_batch=max_batch,
         max_queue=max_queue,
+        batching=batching,
         max_body_bytes=max_body,
         max_logprobs=max_logprobs,
         host=host,

@@ -42,7 +42,7 @@ def generate(
     models: ProxyModels,
     prompts: Sequence[Prompt],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     sampling: SamplingConfig = SamplingConfig(),
     stop: Sequence[str] = (),
     row_seeds: Sequence[int] | None = None,
@@ -57,6 +57,7 @@ def generate(
     """Decode ``prompts`` as one left-padded batch; yields the rows after every emitted token.
 
     Args:
+        max_new_tokens: the most tokens per row (one number, or one per prompt).
         row_seeds: per-prompt seeds (default: positions in the batch), so a prompt samples the same
             tokens alone or in any batch.
         alphas: this call's steering weights, one per pair (default: the models' own).
@@ -69,31 +70,129 @@ def generate(
         draft: what drafts when speculating: ``expert`` or ``small-proxy``.
         stats: speculative only: filled with ``rounds``, ``drafted`` and ``accepted`` (drafts kept).
     """
-    if speculative and (observe is not None or adjust is not None):
-        raise ProxyToolError("observe and adjust are not available with speculative decoding (it sees whole rounds)")
-    draw = RowSampling.start(models.eos_ids, len(prompts), sampling, row_seeds, ignore_eos)
-    rows = Rows(len(prompts), max_new_tokens, models.tokenizer, draw.eos_ids, stop)
+    decoding = Decoding(
+        models,
+        len(prompts),
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        stop=stop,
+        row_seeds=row_seeds,
+        alphas=alphas,
+        ignore_eos=ignore_eos,
+        observe=observe,
+        adjust=adjust,
+        speculative=speculative,
+        draft=draft,
+        stats=stats,
+    )
+    rows = decoding.rows
     if rows.over:
         yield rows.rows
         return
-    with Stepper(models, alphas, room=max_new_tokens + speculative + 1) as stepper:
-        if speculative:
-            rounds = SpeculativeRounds(stepper, speculative, draft, sampling, draw, stats)
-        else:
-            history = None if adjust is None else (lambda: [row.token_ids for row in rows.rows])
-            rounds = StepRounds(stepper, sampling, draw, observe, adjust, history)
-        pending = rounds.first(prompts)
-        rows.emit(pending.tolist())
+    with decoding.stepper:
+        decoding.start(prompts)
         yield rows.rows
         while not rows.over:
-            stepper.retire(rows.finished())
-            columns = rounds.next(pending, rows.active(), rows.left)
+            columns = decoding.columns()
             for j in range(columns.shape[1]):
                 rows.emit(columns[:, j].tolist())
                 yield rows.rows
                 if rows.over:
                     return
-            pending = columns[:, -1]
+
+
+class Decoding:
+    """One batch's decoding state, round by round: its Stepper, rows, per-row draws and round strategy.
+
+    :func:`generate` runs one to its end; the server's continuous batching (serving/scheduler.py) starts
+    one per group of newcomers, then :meth:`join` merges it into the running one and :meth:`drop` removes rows
+    that ended, between steps. Rows keep their own tokens, budget, generator and KV entries, so each
+    decodes as it would alone.
+    """
+
+    def __init__(
+        self,
+        models: ProxyModels,
+        n: int,
+        *,
+        max_new_tokens: int | Sequence[int],
+        sampling: SamplingConfig = SamplingConfig(),
+        stop: Sequence[str] = (),
+        row_seeds: Sequence[int] | None = None,
+        alphas: Sequence[float] | None = None,
+        ignore_eos: bool = False,
+        observe: StepObserver | None = None,
+        adjust: ScoreAdjuster | None = None,
+        speculative: int = 0,
+        draft: str = "expert",
+        stats: dict | None = None,
+    ):
+        if speculative and (observe is not None or adjust is not None):
+            raise ProxyToolError(
+                "observe and adjust are not available with speculative decoding (it sees whole rounds)"
+            )
+        self.sampling = sampling
+        self.draw = RowSampling.start(models.eos_ids, n, sampling, row_seeds, ignore_eos)
+        self.rows = Rows(n, max_new_tokens, models.tokenizer, self.draw.eos_ids, stop)
+        room = max((row.budget for row in self.rows.rows), default=0)
+        self.stepper = Stepper(models, alphas, room=room + speculative + 1)
+        if speculative:
+            self.rounds = SpeculativeRounds(self.stepper, speculative, draft, sampling, self.draw, stats)
+        else:
+            history = None if adjust is None else (lambda: [row.token_ids for row in self.rows.rows])
+            self.rounds = StepRounds(self.stepper, sampling, self.draw, observe, adjust, history)
+        self.pending: torch.Tensor | None = None  # each row's last chosen token, not yet fed to the models
+
+    def start(self, prompts: Sequence[Prompt]) -> None:
+        """Prefill the prompts and emit every row's first token."""
+        self.pending = self.rounds.first(prompts)
+        self.rows.emit(self.pending.tolist())
+
+    def columns(self) -> torch.Tensor:
+        """One round: the next tokens of every row [prompts, k] (k > 1 only when speculating), not yet
+        emitted (the caller emits them column by column)."""
+        self.stepper.retire(self.rows.finished())
+        columns = self.rounds.next(self.pending, self.rows.active(), self.rows.left)
+        self.pending = columns[:, -1]
+        return columns
+
+    def step(self) -> None:
+        """One round, every column emitted."""
+        columns = self.columns()
+        for j in range(columns.shape[1]):
+            self.rows.emit(columns[:, j].tolist())
+
+    @property
+    def joinable(self) -> bool:
+        """Whether :meth:`join` and :meth:`drop` work here: step by step over local models with dynamic caches."""
+        return isinstance(self.rounds, StepRounds) and self.stepper.joinable
+
+    def join(self, other: "Decoding") -> None:
+        """Take ``other``'s started rows after these; from the next :meth:`columns` on they step together.
+        Both must decode with the same sampling filters, α and end conditions (``other`` is left empty);
+        this decoding's ``observe`` and ``adjust`` see every row from now on."""
+        if not (self.joinable and other.joinable) or self.rounds.ahead or other.rounds.ahead:
+            raise ProxyToolError("these generations cannot merge (speculative, remote or static-cache decoding)")
+        if other.sampling.filters != self.sampling.filters:
+            raise ProxyToolError("only generations with the same sampling filters can merge")
+        self.stepper.join(other.stepper)
+        self.rows.join(other.rows)
+        self.draw.join(other.draw)
+        self.pending = torch.cat([self.pending, other.pending])
+
+    def drop(self, rows: set[int]) -> None:
+        """Remove the rows ``rows`` (indices among this decoding's rows) from every state; later rows move up."""
+        if not self.joinable:
+            raise ProxyToolError("rows leave a batch early only step by step over local models with dynamic caches")
+        if rows:
+            self.stepper.drop(rows)
+            self.rows.drop(rows)
+            self.draw.drop(rows)
+            keep = [i for i in range(len(self.pending)) if i not in rows]
+            self.pending = self.pending[keep]
+
+    def close(self) -> None:
+        self.stepper.close()
 
 
 class StepRounds:

@@ -34,6 +34,11 @@ class SamplingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def filters(self) -> tuple:
+        """What rows choosing in one call must share (the seed is each row's own generator's)."""
+        return ("greedy",) if self.greedy else (self.temperature, self.top_k, self.top_p)
+
     def warpers(self) -> LogitsProcessorList:
         """transformers' own logits warpers, in generate()'s order."""
         warpers = LogitsProcessorList()

@@ -171,6 +171,21 @@ class Source(ABC):
         """Score the positions after ``tokens`` and along ``guesses`` ahead of need (``guess_length`` > 0)."""
         raise NotImplementedError(f"{type(self).__name__} takes no guesses")
 
+    @property
+    def joinable(self) -> bool:
+        """Whether :meth:`join` and :meth:`drop` can merge and split its states between steps
+        (continuous batching); a remote base or a pair across tokenizers cannot."""
+        return False
+
+    def join(self, state, other):
+        """A new state holding ``state``'s prompts then ``other``'s, each row keeping its tokens, positions
+        and KV entries (the states are not changed)."""
+        raise ProxyToolError(f"{type(self).__name__} cannot merge generations")
+
+    def drop(self, state, rows: set[int]):
+        """A new state without the prompts ``rows`` (indices among the state's prompts)."""
+        raise ProxyToolError(f"{type(self).__name__} cannot remove rows from a generation")
+
 
 class ModelSource(Source):
     """A causal LM producing next-token logits for several row groups (its full vocabulary).
@@ -264,6 +279,56 @@ class ModelSource(Source):
         positions = state.last_position.repeat_interleave(n, dim=0) + torch.arange(1, width + 1, device=self.device)
         return self._forward(SourceState(cache, mask, positions[:, -1:]), ids, positions, keep=width)
 
+    @property
+    def joinable(self) -> bool:
+        return self.kv_cache == "dynamic"
+
+    def join(self, state: SourceState, other: SourceState) -> SourceState:
+        """Both states' rows in one: the shorter one is left-padded (mask 0, zero keys and values) to the
+        longer's length, and each group's rows are ``state``'s prompts then ``other``'s."""
+        width = max(state.length, other.length)
+        n, m = self._prompts(state), self._prompts(other)
+        groups = len(self.groups)  # rows of the concatenation: state's groups × n, then other's × m
+        order = [
+            i
+            for g in range(groups)
+            for i in [*range(g * n, g * n + n), *range(groups * n + g * m, groups * n + g * m + m)]
+        ]
+        order = torch.tensor(order, dtype=torch.long, device=state.mask.device)
+
+        def both(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+            return torch.cat([_pad_left(a, width, dim), _pad_left(b, width, dim)]).index_select(0, order)
+
+        layers = [
+            (both(x.keys, y.keys, 2), both(x.values, y.values, 2))
+            for x, y in zip(_dynamic_layers(state), _dynamic_layers(other), strict=True)
+        ]
+        from transformers import DynamicCache
+
+        last = torch.cat([state.last_position, other.last_position]).index_select(0, order)
+        return SourceState(DynamicCache(ddp_cache_data=layers), both(state.mask, other.mask, 1), last)
+
+    def drop(self, state: SourceState, rows: set[int]) -> SourceState:
+        """The state without prompts ``rows``; columns that only padding is left in are removed."""
+        n = self._prompts(state)
+        keep = [g * n + i for g in range(len(self.groups)) for i in range(n) if i not in rows]
+        keep = torch.tensor(keep, dtype=torch.long, device=state.mask.device)
+        mask = state.mask.index_select(0, keep)
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else mask.shape[1]
+        layers = [
+            (x.keys.index_select(0, keep)[:, :, start:], x.values.index_select(0, keep)[:, :, start:])
+            for x in _dynamic_layers(state)
+        ]
+        from transformers import DynamicCache
+
+        return SourceState(
+            DynamicCache(ddp_cache_data=layers), mask[:, start:], state.last_position.index_select(0, keep)
+        )
+
+    def _prompts(self, state: SourceState) -> int:
+        return state.mask.shape[0] // len(self.groups)
+
     def truncate(self, state: SourceState, drop: int) -> None:
         """Forget the last ``drop`` positions (tokens appended by ``extend`` that were not kept)."""
         if drop <= 0:
@@ -299,6 +364,32 @@ class ModelSource(Source):
         state.cache = out.past_key_values
         logits = out.logits[:, -keep:, :]
         return list(logits.view(len(self.groups), -1, keep, logits.shape[-1]).unbind(0))
+
+
+def _dynamic_layers(state: SourceState) -> list:
+    """The cache's layers, each holding keys and values [rows, heads, length, dim] over the whole mask
+    (what :meth:`ModelSource.join` and ``drop`` can rearrange); else one line why not."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(state.cache, "layers", None)
+    if state.capacity is not None or layers is None:
+        raise ProxyToolError("only a dynamic KV cache can take or lose rows between steps (not --kv-cache static)")
+    for layer in layers:
+        if type(layer) is not DynamicLayer or layer.keys is None or layer.keys.shape[2] != state.length:
+            raise ProxyToolError(
+                f"this model's KV cache ({type(layer).__name__}) cannot take or lose rows between steps"
+            )
+    return layers
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``t`` with zeros before its entries along ``dim`` up to ``width``."""
+    short = width - t.shape[dim]
+    if short == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = short
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 def _inner_model(model):

@@ -152,6 +152,34 @@ class Stepper:
             for source in self.models.sources:
                 source.retire(self._states[id(source)], rows)
 
+    @property
+    def joinable(self) -> bool:
+        """Whether generations of these models can merge (:meth:`join`) and lose rows (:meth:`drop`)
+        between steps: every source is a local model with a dynamic KV cache."""
+        return all(source.joinable for source in self.models.sources)
+
+    def join(self, other: "Stepper") -> None:
+        """Take ``other``'s prompts (prefilled, at any length) after this stepper's own, each row keeping its
+        tokens, positions and KV entries; ``other`` is left empty. Both must steer with the same α over
+        the same models. The scores of the last step are not kept (the next :meth:`extend` gives them)."""
+        if other.models is not self.models or other.alphas != self.alphas:
+            raise ProxyToolError("only generations over the same models with the same alpha can merge")
+        states = {id(s): s.join(self._states[id(s)], other._states[id(s)]) for s in self.models.sources}
+        self._states.update(states)  # every source merged before any state changes: all or nothing
+        self._logits.clear()
+        other.close()
+
+    def drop(self, rows: set[int]) -> None:
+        """Remove the prompts ``rows`` (indices among this stepper's prompts) from every source's state;
+        the rows after them move up."""
+        if rows:
+            states = {id(s): s.drop(self._states[id(s)], rows) for s in self.models.sources}
+            self._states.update(states)
+            keep = None
+            for groups in self._logits.values():
+                keep = keep if keep is not None else [i for i in range(groups[0].shape[0]) if i not in rows]
+                groups[:] = [t[keep] for t in groups]
+
     def draft(self, tokens: torch.Tensor) -> list[list[int] | None]:
         """Per row, tokens that may follow ``tokens`` [prompts] and that the base scores at no extra cost
         (a remote base's greedy lookahead, see remote.py); empty lists for a local base, None for a

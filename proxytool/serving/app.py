@@ -65,6 +65,7 @@ class ServerConfig:
     api_key: str | None = None
     max_batch: int = 8
     max_queue: int = 64
+    batching: str = "continuous"  # or "separate": batches started at different times alternate steps
     max_body_bytes: int = 4 * 1024 * 1024
     max_logprobs: int = MAX_TOP_LOGPROBS  # vLLM's --max-logprobs: the most top log-probs per position
     host: str = "127.0.0.1"  # the bound address: with allowed_hosts, the Host headers served
@@ -89,7 +90,7 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # Over 60 lines: the routes are closures over the app's scheduler and config (FastAPI's idiom); each is short.
 def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> FastAPI:
     """The FastAPI app; its scheduler thread starts now and stops with the app's lifespan."""
-    scheduler = Scheduler(models, max_batch=config.max_batch, max_queue=config.max_queue)
+    scheduler = Scheduler(models, max_batch=config.max_batch, max_queue=config.max_queue, batching=config.batching)
     api = _API(models, config, scheduler)
 
     @asynccontextmanager
@@ -135,6 +136,9 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
             "batches_started": s.batches_started,
             "tokens_generated": s.tokens_generated,
             "cancelled": s.cancelled,
+            "batch_rows": s.batch_rows,
+            "rows_joined": s.rows_joined,
+            "batching": "continuous" if scheduler.continuous else "separate",
         }
 
     @app.get("/v1/models")

@@ -1,11 +1,19 @@
 """The server's one worker thread: batches waiting requests and steps their generations over shared models.
 
 Every use of the models and the tokenizer happens on this thread. Requests whose decoding settings
-match (sampling filters, α, ignore_eos) and that wait together start as one left-padded batch of
-:func:`proxytool.decoding.generate.generate`; batches started at different times run as separate
-generators whose steps alternate (each owns its decode state), so a new request starts at once
-instead of waiting for a running batch to end. Each row stops on its own (EOS, stop string, its own
-``max_tokens``, or a client that went away); a batch's generator is closed when all its rows are done.
+match (sampling filters, α, ignore_eos) and that wait together start as one left-padded batch.
+
+``batching="continuous"`` (the default where the models allow it: local models with dynamic KV caches):
+a batch is a :class:`proxytool.decoding.generate.Decoding`. Newcomers are prefilled and get their first
+token between two steps of the running batch, then join it (:meth:`Decoding.join`): from the next step
+on one forward carries every row, each with its own length, positions and KV entries. A row that ends
+(EOS, stop string, its ``max_tokens``, a client that went away) leaves the batch at once
+(:meth:`Decoding.drop`). Newcomers whose settings differ from every running batch's start one of their
+own, and the running batches' steps alternate.
+
+``batching="separate"`` (and a remote base, a pair across tokenizers or a static KV cache, which cannot
+merge states): each batch is a generator of :func:`proxytool.decoding.generate.generate`; batches started
+at different times alternate steps, and a finished row stays in its batch's forwards until the batch ends.
 """
 
 import queue
@@ -19,9 +27,11 @@ from dataclasses import dataclass, field
 import torch
 
 from proxytool.decoding.formats import Prompt
-from proxytool.decoding.generate import generate, settled_text
+from proxytool.decoding.generate import Decoding, generate, settled_text
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.stepper import Stepper
+from proxytool.errors import ProxyToolError
 from proxytool.serving.adjust import ScoreChanges, adjuster
 from proxytool.serving.logprobs import TokenInfo, token_info
 
@@ -88,15 +98,22 @@ class Job:
 
     def key(self) -> tuple:
         """Jobs with equal keys can share one batched generation."""
-        s = self.sampling
-        sampling = ("greedy",) if s.greedy else (s.temperature, s.top_k, s.top_p)
-        return sampling + (self.alphas, self.ignore_eos)
+        return self.sampling.filters + (self.alphas, self.ignore_eos)
+
+
+BATCHING = ("continuous", "separate")
+
+
+def check_batching(batching: str) -> None:
+    if batching not in BATCHING:
+        raise ProxyToolError(f"--batching must be one of {', '.join(BATCHING)} (got {batching!r})")
 
 
 @dataclass
 class _Batch:
-    jobs: list[Job]
-    rows: object = None  # the generator
+    jobs: list[Job]  # in row order (continuous: changed in place as rows join and leave)
+    rows: object = None  # separate: the generator
+    decoding: Decoding | None = None  # continuous
     infos: list = field(default_factory=list)
 
 
@@ -107,13 +124,18 @@ class Stats:
     batches_started: int = 0
     tokens_generated: int = 0
     cancelled: int = 0
+    batch_rows: int = 0  # rows the running batches' forwards carry (separate batching: finished rows too)
+    rows_joined: int = 0  # rows that joined a running batch (continuous batching)
 
 
 class Scheduler:
     """Owns the worker thread. ``submit`` a Job, or ``call`` a function that needs the models."""
 
-    def __init__(self, models: ProxyModels, max_batch: int = 8, max_queue: int = 64):
+    def __init__(self, models: ProxyModels, max_batch: int = 8, max_queue: int = 64, batching: str = "continuous"):
+        check_batching(batching)
         self.models = models
+        # continuous only where states can merge (local models, dynamic KV caches); else as "separate"
+        self.continuous = batching == "continuous" and Stepper(models).joinable
         self.max_batch = max(1, max_batch)
         self.max_queue = max(0, max_queue)
         self.stats = Stats()
@@ -225,6 +247,7 @@ class Scheduler:
                             job.emit(ErrorEvent(f"internal error: {err}"))
             self._batches = [b for b in self._batches if not all(j.done for j in b.jobs)]
             self.stats.active_rows = self._active_rows()
+            self.stats.batch_rows = sum(len(b.jobs) for b in self._batches)
         for batch in self._batches:
             for job in batch.jobs:
                 self._finish(job, "abort")
@@ -257,11 +280,10 @@ class Scheduler:
                     future.set_exception(err)
 
     def _start(self, batch: _Batch) -> None:
-        jobs = batch.jobs
-        want_info = any(j.top_logprobs is not None or j.trace for j in jobs)
+        jobs = batch.jobs  # the closures read the batch's rows as they are at each step
 
         def observe(stepper, scores, tokens):
-            if want_info:
+            if any(j.top_logprobs is not None or j.trace for j in jobs):
                 base = stepper.role_logits()["base"] if any(j.trace for j in jobs) else None
                 if base is not None and base.dim() == 3:  # after a step: [prompts, 1, vocab]
                     base = base[:, -1]
@@ -271,27 +293,60 @@ class Scheduler:
                     else None
                     for i, j in enumerate(jobs)
                 ]
+            else:
+                batch.infos = []
+
+        def adjust(scores, histories):
+            changes = adjuster([j.changes for j in jobs])
+            return scores if changes is None else changes(scores, histories)
 
         first = jobs[0]
-        batch.rows = generate(
-            self.models,
-            [j.prompt for j in jobs],
-            max_new_tokens=max(j.max_tokens for j in jobs),
+        settings = dict(
+            max_new_tokens=[j.max_tokens for j in jobs],
             sampling=first.sampling,
             row_seeds=[j.row_seed for j in jobs],
             alphas=first.alphas,
             ignore_eos=first.ignore_eos,
             observe=observe,
-            adjust=adjuster([j.changes for j in jobs]),
+            adjust=adjust if self.continuous or any(j.changes.active for j in jobs) else None,
         )
         self.stats.batches_started += 1
-        self._batches.append(batch)
+        if not self.continuous:
+            batch.rows = generate(self.models, [j.prompt for j in jobs], **settings)
+            self._batches.append(batch)
+            return
+        batch.decoding = Decoding(self.models, len(jobs), **settings)
+        try:
+            if not batch.decoding.rows.over:  # the prefill, between two steps of the running batches
+                batch.decoding.start([j.prompt for j in jobs])
+        except Exception as err:  # noqa: BLE001 (the newcomers fail; the running batches go on)
+            self._fail(batch, err)
+            batch.decoding.close()
+            return
+        self._deliver(batch, batch.decoding.rows.rows)
+        self._leave(batch)
+        if not jobs:
+            return
+        running = next((b for b in self._batches if b.jobs and b.jobs[0].key() == first.key()), None)
+        if running is not None:
+            try:
+                running.decoding.join(batch.decoding)
+            except ProxyToolError:  # a state that cannot merge after all: it steps on its own
+                running = None
+        if running is None:
+            self._batches.append(batch)
+        else:
+            running.jobs.extend(jobs)
+            self.stats.rows_joined += len(jobs)
 
     def _advance(self, batch: _Batch) -> None:
         for job in batch.jobs:
             if not job.done and job.cancelled.is_set():
                 job.done = True
                 self.stats.cancelled += 1
+        if batch.decoding is not None:
+            self._step(batch)
+            return
         if all(j.done for j in batch.jobs):
             batch.rows.close()
             return
@@ -300,12 +355,39 @@ class Scheduler:
         except StopIteration:
             rows = None
         except Exception as err:  # noqa: BLE001 (one failed batch must not take the server down)
-            for job in batch.jobs:
-                if not job.done:
-                    job.done = True
-                    job.emit(ErrorEvent(f"generation failed: {err}"))
+            self._fail(batch, err)
             batch.rows.close()
             return
+        self._deliver(batch, rows)
+        if all(j.done for j in batch.jobs):
+            batch.rows.close()
+
+    def _step(self, batch: _Batch) -> None:
+        """Continuous batching: rows that ended leave, the others take one step together."""
+        self._leave(batch)
+        if not batch.jobs:
+            return
+        try:
+            batch.decoding.step()
+        except Exception as err:  # noqa: BLE001 (one failed batch must not take the server down)
+            self._fail(batch, err)
+            batch.decoding.close()
+            return
+        self._deliver(batch, batch.decoding.rows.rows)
+        self._leave(batch)
+
+    def _leave(self, batch: _Batch) -> None:
+        """Rows whose job is done leave the batch's decoding state now (continuous batching)."""
+        gone = {i for i, job in enumerate(batch.jobs) if job.done}
+        if len(gone) == len(batch.jobs):
+            batch.decoding.close()
+        elif gone:
+            batch.decoding.drop(gone)
+        batch.jobs[:] = [job for i, job in enumerate(batch.jobs) if i not in gone]
+        batch.infos = []
+
+    def _deliver(self, batch: _Batch, rows) -> None:
+        """Each unfinished job's new token (``rows``: the batch's rows after a step, None after its end)."""
         for i, job in enumerate(batch.jobs):
             if job.done:
                 continue
@@ -316,8 +398,12 @@ class Scheduler:
                     self._finish(job, "stop")
             if not job.done and (row is None or len(job.token_ids) >= job.max_tokens):
                 self._finish(job, "length")
-        if all(j.done for j in batch.jobs):
-            batch.rows.close()
+
+    def _fail(self, batch: _Batch, err: Exception) -> None:
+        for job in batch.jobs:
+            if not job.done:
+                job.done = True
+                job.emit(ErrorEvent(f"generation failed: {err}"))
 
     def _append(self, job: Job, token: int, info: TokenInfo | None) -> None:
         job.token_ids.append(token)
