@@ -24,6 +24,7 @@ SHAPES = {  # Qwen2.5 configs: hidden, intermediate, layers, heads, kv heads, vo
     "14b": (5120, 13824, 48, 40, 8, 152064, False),
     "tiny": (64, 128, 2, 4, 2, None, True),  # a CPU smoke run of the GPU scripts (vocab: the tokenizer's)
 }
+LORA_B_STD = 0.002  # the adapter's B matrices: small enough that the expert still writes text, large enough to steer
 
 
 def make_model(size: str, out: Path, tokenizer_dir: Path, device: str, dtype) -> Path:
@@ -55,7 +56,7 @@ def _first(*ids):
     return next(i for i in ids if i is not None)
 
 
-def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16) -> Path:
+def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16, lora_b_std: float = LORA_B_STD) -> Path:
     from peft import LoraConfig, get_peft_model
 
     model = AutoModelForCausalLM.from_pretrained(small, dtype=dtype, device_map={"": device})
@@ -63,6 +64,9 @@ def make_lora(small: Path, out: Path, device: str, dtype, r: int = 16) -> Path:
     peft_model = get_peft_model(
         model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights="gaussian")
     )
+    for name, weight in peft_model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero (a no-op adapter): the expert would equal the anti-expert
+            torch.nn.init.normal_(weight, std=lora_b_std)
     peft_model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (small / name).exists():
