@@ -126,3 +126,38 @@ def test_accelerate_cpu_launch_that_started_one_process_is_refused(tiny_models, 
     with pytest.raises(ProxyToolError, match=r"accelerate launch --multi_gpu --num_processes N"):
         train(resolve_config(None, values)[0])
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ more launches (opt-in: -m launchers)
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--main_process_port", "0"]
+
+
+@pytest.mark.launchers
+def test_accelerate_launch_multi_gpu_runs_two_cpu_processes(tiny_models, data_file, tmp_path):
+    """Without a GPU, accelerate's --multi_gpu launcher (torch.distributed.run) runs CPU processes on gloo."""
+    output = tmp_path / "acc"
+    model = ["--model", tiny_models["base"], "--data", data_file, "--output", output]
+    done = launch([*ACCELERATE, "--multi_gpu"], *model, *flags({**COMMON, "batch_size": 2, "max_steps": 2}))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("adapter saved in") == 1 and "2 processes (gloo), global batch 4" in done.stderr
+    assert read_metadata(output)["processes"] == {"processes": 2, "backend": "gloo", "global_batch": 4}
+
+
+@pytest.mark.launchers
+def test_accelerate_launch_cpu_with_two_processes_is_refused(tiny_models, data_file, tmp_path):
+    output = tmp_path / "one"
+    model = ["--model", tiny_models["base"], "--data", data_file, "--output", output]
+    done = launch([*ACCELERATE, "--cpu"], *model, *flags(COMMON))
+    assert done.returncode != 0 and "accelerate launch started a single process" in done.stderr
+    assert not output.exists()
+
+
+@pytest.mark.launchers
+def test_bad_data_fails_on_every_process_before_they_join(tiny_models, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"prompt": "Q"}\n')
+    done = launch(TORCHRUN, "--model", tiny_models["base"], "--data", bad, "--output", tmp_path / "out")
+    assert done.returncode != 0  # torchrun exits 1, names the first process to fail and its exit code
+    assert "bad.jsonl:2: field 'completion': missing" in done.stderr, done.stderr[-4000:]
+    assert "exitcode  : 2" in done.stderr and not (tmp_path / "out").exists()  # the other may be stopped first
