@@ -66,8 +66,8 @@ def _check_launch(count: int) -> None:
     simple_launcher = "ACCELERATE_USE_CPU" in os.environ and os.environ.get("MASTER_ADDR")
     if count == 1 and simple_launcher:
         raise ProxyToolError(
-            "accelerate launch started a single process although more were asked for (on a machine without "
-            "GPUs, `accelerate launch --cpu` runs several processes only through mpirun): use "
+            "accelerate launch started a single process although more were asked for (with --cpu, or on a "
+            "machine without GPUs, accelerate runs several processes only through mpirun): use "
             "`accelerate launch --multi_gpu --num_processes N -m proxytool train ...` (it runs N CPU processes "
             "when there is no GPU) or `torchrun --nproc_per_node N -m proxytool train ...`"
         )
