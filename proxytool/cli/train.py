@@ -43,7 +43,10 @@ MaxStepsOpt = Annotated[
 ]
 LrOpt = Annotated[float | None, typer.Option("--lr", help=f"Peak learning rate (default: {_D.lr:g}).")]
 BatchOpt = Annotated[
-    int | None, typer.Option("--batch-size", help=f"Sequences per forward pass (default: {_D.batch_size}).")
+    int | None,
+    typer.Option(
+        "--batch-size", help=f"Sequences per forward pass, per process under a launcher (default: {_D.batch_size})."
+    ),
 ]
 AccumOpt = Annotated[
     int | None, typer.Option("--grad-accum", help=f"Forward passes per optimizer step (default: {_D.grad_accum}).")
@@ -160,7 +163,8 @@ def train_command(
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
-    _print_result(stdout_console(), result, config)
+    if result.main:  # under torchrun / accelerate launch, rank 0 alone reports
+        _print_result(stdout_console(), result, config)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -202,6 +206,11 @@ class RichTrainProgress:
             f"{info['examples']:,} examples, {info['tokens']:,} tokens "
             f"({info['trained_tokens']:,} trained on)" + (f"; resuming at step {first_step}" if first_step else "")
         )
+        if info.get("processes", 1) > 1:
+            self.console.print(
+                f"{info['processes']} processes ({info['backend']}), global batch {info['global_batch']} "
+                "(--batch-size per process × processes × --grad-accum)"
+            )
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -236,6 +245,8 @@ def _print_result(console, result, config) -> None:
     table = Table(title=f"adapter saved in {result.output}", show_header=False)
     table.add_row("model", str(config.model))
     table.add_row("steps", str(result.global_step))
+    table.add_row("processes", str(result.processes["processes"]))
+    table.add_row("global batch", str(result.processes["global_batch"]))
     for key in ("first_loss", "last_loss", "train_loss", "eval_loss"):
         if result.metrics.get(key) is not None:
             table.add_row(key.replace("_", " "), f"{result.metrics[key]:.4f}")

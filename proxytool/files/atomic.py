@@ -1,5 +1,6 @@
 """Atomic file writes: a temp file in the same folder, then rename. Readers never see half a file."""
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +21,18 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def files_into(folder: Path):
+    """Yield a temp folder inside ``folder``; on success each file written there is renamed into
+    ``folder`` whole (for writers that take a folder, e.g. ``save_pretrained``). On error nothing moves."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".writing-", dir=folder) as tmp:
+        yield Path(tmp)
+        for path in Path(tmp).iterdir():
+            os.replace(path, folder / path.name)
 
 
 def _umask() -> int:

@@ -11,6 +11,7 @@ Schema (all keys optional except ``base``)::
       "chat_template": str | null, "adapter_hash": str, "tokenizer_hash": str,
       "data": {"path", "sha256", "tokens", ...}, "eval_data": {...}, "recipe": {...},
       "config": {...}, "config_sources": {...}, "created": str, "versions": {...}, "metrics": {...},
+      "processes": {"processes": int, "backend": str | null, "global_batch": int},   # training layout
       "merge": {"adapter", "adapter_hash", "dtype", "base_content_hash", "versions"}   # merged only
     }
 """

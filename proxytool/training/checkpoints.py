@@ -83,15 +83,21 @@ def check_output(output: Path, resume: bool) -> None:
                 "start a new run without --resume"
             )
         return
-    if never_saved(output):
-        shutil.rmtree(trainer_dir)
-        (output / LOG_FILE).unlink(missing_ok=True)
-        return
-    if output.exists() and any(output.iterdir()):
+    if output.exists() and any(output.iterdir()) and not never_saved(output):
         raise ProxyToolError(
             f"{at(output)}: already exists and is not empty; pass --resume to continue its run "
             "or choose another --output"
         )
+
+
+def clear_output(output: Path, resume: bool) -> None:
+    """Clear what a checked output folder holds from earlier attempts (by one process, after every
+    process ran :func:`check_output`): incomplete checkpoints, or a run that never saved."""
+    if resume:
+        set_aside_incomplete(output / TRAINER_DIR)
+    elif never_saved(output):
+        shutil.rmtree(output / TRAINER_DIR)
+        (output / LOG_FILE).unlink(missing_ok=True)
 
 
 def read_run_file(output: Path) -> dict:
@@ -126,6 +132,8 @@ def write_run_file(output: Path, config: dict, data_sha256: str) -> None:
 class SaveGuard:
     """Wraps ``trainer._save_checkpoint``: marks each finished save, defers Ctrl-C while saving.
 
+    Across processes the marker is written once, by rank 0, after every process finished its part.
+
     Attributes:
         saving: True while a checkpoint is being written.
         interrupt_pending: A Ctrl-C arrived during a save; raise KeyboardInterrupt once it is done.
@@ -140,8 +148,9 @@ class SaveGuard:
             self.saving = True
             try:
                 original(model, trial, *args, **kwargs)
+                trainer.accelerator.wait_for_everyone()  # every process wrote its part (RNG state, shards)
                 folder = Path(trainer._get_output_dir(trial=trial)) / f"checkpoint-{trainer.state.global_step}"
-                if folder.is_dir():
+                if trainer.args.should_save and folder.is_dir():
                     write_text(folder / MARKER, json.dumps({"step": trainer.state.global_step}) + "\n")
             finally:
                 self.saving = False

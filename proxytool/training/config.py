@@ -41,8 +41,8 @@ class TrainConfig:
         lr_scheduler: transformers scheduler name (linear, cosine, constant, ...).
         warmup_steps: Linear warm-up steps.
         weight_decay: AdamW weight decay.
-        batch_size: Sequences per forward pass.
-        grad_accum: Forward passes per optimizer step (effective batch = batch_size * grad_accum).
+        batch_size: Sequences per forward pass, per process under a launcher.
+        grad_accum: Forward passes per optimizer step (global batch = batch_size * processes * grad_accum).
         max_seq_len: Tokens per sequence; longer examples are truncated (the start is kept).
         packing: Pack several examples into each sequence (no cross-example attention).
         lora_r: LoRA rank.

@@ -1,5 +1,8 @@
 """LoRA / QLoRA fine-tuning with TRL's SFTTrainer: the expert of a proxy-tuning pair.
 
+Launched by torchrun or ``accelerate launch``, every process trains on its share of each batch and
+rank 0 alone reports progress and writes the folder (:mod:`proxytool.training.processes`).
+
 The output folder stands alone::
 
     OUT/
@@ -27,11 +30,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from proxytool.errors import ProxyToolError, RunFailed
+from proxytool.files.atomic import files_into
 from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
 from proxytool.models.loading import TOKENIZER_FILES
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
 from proxytool.training.config import DEFAULT_MODEL, TrainConfig, build_config, to_dict
+from proxytool.training.processes import Processes, processes
 
 __all__ = ["LOG_FILE", "RUN_FILE", "TRAINER_DIR", "TrainingInterrupted", "TrainingDiverged", "resolve_config", "train"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -102,11 +107,15 @@ class TrainResult:
         output: The adapter folder.
         global_step: Optimizer steps done in total (resumed runs included).
         metrics: Final metrics (also in ``proxytool.json``).
+        processes: ``processes``, ``backend`` and ``global_batch`` (also in ``proxytool.json``).
+        main: This is rank 0, the process that wrote the folder (always True for one process).
     """
 
     output: Path
     global_step: int
     metrics: dict
+    processes: dict
+    main: bool = True
 
 
 # --------------------------------------------------------------------------- configuration
@@ -230,8 +239,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``config.model`` and write a standalone adapter folder.
 
-    The data is fully validated and tokenized before any model weights load. Ctrl-C stops after the
-    current step, saves a resumable checkpoint and raises :class:`TrainingInterrupted`.
+    The data is fully validated before any model weights load (on every process, before they join).
+    Ctrl-C stops after the current step, saves a resumable checkpoint and raises
+    :class:`TrainingInterrupted`. Under a launcher, only rank 0 reports to ``progress`` and writes.
 
     Args:
         config: The resolved config (see :func:`resolve_config`).
@@ -250,7 +260,6 @@ def train(
     from proxytool.data.training import read_data
     from proxytool.models.registry import resolve
 
-    progress = progress or TrainProgress()
     config = _with_default_output(config)
     check_config(config)
     output = Path(config.output)
@@ -259,7 +268,6 @@ def train(
     eval_data = read_data(config.eval_data) if config.eval_data else None
     if resume:
         checkpoints.check_same_run(output, data.sha256)
-        checkpoints.set_aside_incomplete(output / TRAINER_DIR)
     spec = resolve(config.model)
     if spec.kind == "adapter":
         raise ProxyToolError(
@@ -274,9 +282,15 @@ def train(
     with warnings.catch_warnings():
         # transformers 5 renamed gradient checkpointing; TRL and PEFT still read the old name.
         warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
-        run = _prepare(config, spec, data, eval_data, progress)
-        if not resume:
-            checkpoints.write_run_file(output, to_dict(config), data.sha256)
+        args = _sft_config(config, eval_data is not None)  # joins the launcher's process group, if any
+        procs = processes(args)
+        progress = progress if progress is not None and procs.main else TrainProgress()
+        if procs.main:
+            checkpoints.clear_output(output, resume)
+            if not resume:
+                checkpoints.write_run_file(output, to_dict(config), data.sha256)
+        procs.wait()
+        run = _prepare(config, spec, data, eval_data, progress, args, procs)
         train_output = _fit(run, output, resume, progress)
         return _finish(run, output, train_output, recipe, sources)
 
@@ -302,9 +316,10 @@ class _Run:
     trainer: object
     chat_template: str | None
     stats: dict
+    processes: Processes
 
 
-def _prepare(config: TrainConfig, spec, data, eval_data, progress: TrainProgress) -> _Run:
+def _prepare(config: TrainConfig, spec, data, eval_data, progress: TrainProgress, args, procs: Processes) -> _Run:
     from proxytool.data.training import ensure_chat_template, token_stats, tokenize
     from proxytool.models.loading import load_tokenizer
 
@@ -325,8 +340,8 @@ def _prepare(config: TrainConfig, spec, data, eval_data, progress: TrainProgress
             f"{config.max_seq_len} tokens and will be cut"
         )
     model = _load_base(spec, config)
-    trainer = _make_trainer(config, model, tokenizer, rows, eval_rows)
-    return _Run(config, spec, data, eval_data, tokenizer, trainer, chat_template, stats)
+    trainer = _make_trainer(config, args, model, tokenizer, rows, eval_rows)
+    return _Run(config, spec, data, eval_data, tokenizer, trainer, chat_template, stats, procs)
 
 
 def _load_base(spec, config: TrainConfig):
@@ -340,7 +355,7 @@ def _load_base(spec, config: TrainConfig):
     return load_model(spec, dtype="auto", device=pick_device())
 
 
-def _make_trainer(config: TrainConfig, model, tokenizer, rows: list[dict], eval_rows: list[dict] | None):
+def _make_trainer(config: TrainConfig, args, model, tokenizer, rows: list[dict], eval_rows: list[dict] | None):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTTrainer
@@ -357,7 +372,7 @@ def _make_trainer(config: TrainConfig, model, tokenizer, rows: list[dict], eval_
     try:
         return SFTTrainer(
             model=model,
-            args=_sft_config(config, eval_rows is not None),
+            args=args,
             train_dataset=Dataset.from_list(rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
@@ -402,6 +417,9 @@ def _sft_config(config: TrainConfig, has_eval: bool):
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Every LoRA weight takes part in every forward pass; DDP's search for unused ones costs a graph
+        # traversal per step (and a warning from every process).
+        ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="non_padding",
     )
 
@@ -409,7 +427,7 @@ def _sft_config(config: TrainConfig, has_eval: bool):
 def _fit(run: _Run, output: Path, resume: bool, progress: TrainProgress):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    callback = _run_callback(output / LOG_FILE, progress, run.stats)
+    callback = _run_callback(output / LOG_FILE, progress, {**run.stats, **run.processes.describe()})
     run.trainer.remove_callback(PrinterCallback)  # it prints every log dict; progress shows them instead
     run.trainer.remove_callback(ProgressCallback)
     run.trainer.add_callback(callback)
@@ -431,7 +449,11 @@ def _fit(run: _Run, output: Path, resume: bool, progress: TrainProgress):
 
 
 def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
-    """A TrainerCallback that drives ``progress``, appends ``train_log.jsonl`` and stops on request."""
+    """A TrainerCallback that drives ``progress``, appends ``train_log.jsonl`` (rank 0) and stops on request.
+
+    Every process sees the same logged loss (the Trainer averages it over processes), so every
+    process stops together on a non-finite one.
+    """
     from transformers import TrainerCallback
 
     class RunCallback(TrainerCallback):
@@ -469,6 +491,8 @@ def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
             if "loss" in logs:
                 self.stats["loss"] = logs["loss"]
                 progress.step(state.global_step, dict(self.stats))
+            if not state.is_world_process_zero:
+                return
             record = {
                 "step": state.global_step,
                 **logs,
@@ -513,18 +537,27 @@ def _stop_on_ctrl_c(callback, progress: TrainProgress, guard=None):
 
 
 def _finish(run: _Run, output: Path, train_output, recipe, sources: dict | None) -> TrainResult:
-    config, trainer = run.config, run.trainer
+    config, trainer, procs = run.config, run.trainer, run.processes
     _check_finite_weights(trainer.model, output)
-    metrics = _final_metrics(trainer, train_output, run.eval_data is not None)
-    _save_adapter(trainer.model, run.spec, output)
-    run.tokenizer.save_pretrained(output)
-    meta = _metadata(run, output, metrics, recipe, sources)
-    write_metadata(output, meta)  # last: its presence marks a complete checkpoint
+    metrics = _final_metrics(trainer, train_output, run.eval_data is not None)  # every process: eval is collective
+    procs.wait()  # all processes finished training before rank 0 writes the final files
+    result = TrainResult(output, trainer.state.global_step, metrics, procs.describe(), procs.main)
+    if not procs.main:
+        return result
+    _save_files(run, output)
+    write_metadata(output, _metadata(run, output, metrics, recipe, sources))  # last: marks a complete folder
     if config.name:
         from proxytool.models.registry import add_entry
 
         add_entry(config.name, str(output.resolve()))
-    return TrainResult(output=output, global_step=trainer.state.global_step, metrics=metrics)
+    return result
+
+
+def _save_files(run: _Run, output: Path) -> None:
+    """Adapter and tokenizer files, each written in a temp folder first and renamed into ``output`` whole."""
+    with files_into(output) as tmp:
+        _save_adapter(run.trainer.model, run.spec, tmp)
+        run.tokenizer.save_pretrained(tmp)
 
 
 def _check_finite_weights(model, output: Path) -> None:
@@ -556,11 +589,8 @@ def _save_adapter(model, spec, output: Path) -> None:
     for peft_config in model.peft_config.values():
         peft_config.base_model_name_or_path = spec.source
         peft_config.revision = spec.revision
-    card = output / "README.md"
-    had_card = card.exists()
     model.save_pretrained(output)
-    if not had_card:
-        card.unlink(missing_ok=True)  # PEFT's boilerplate model card; proxytool.json is the record
+    (output / "README.md").unlink(missing_ok=True)  # PEFT's boilerplate model card; proxytool.json is the record
 
 
 def base_record(spec) -> dict:
@@ -594,6 +624,7 @@ def _metadata(run: _Run, output: Path, metrics: dict, recipe, sources: dict | No
         "config_sources": sources,
         "versions": package_versions(),
         "metrics": metrics,
+        "processes": run.processes.describe(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 

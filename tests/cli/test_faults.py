@@ -141,6 +141,14 @@ def test_second_ctrl_c_while_saving_waits_for_a_complete_checkpoint(tmp_path, mo
         class state:
             global_step = 3
 
+        class args:
+            should_save = True
+
+        class accelerator:
+            @staticmethod
+            def wait_for_everyone():
+                pass
+
         def _get_output_dir(self, trial=None):
             return str(tmp_path)
 

@@ -264,6 +264,8 @@ def check_segment(segment: Segment, inline: bool = False) -> list[str]:
         problems += check_proxytool(words[1:], group_alone=inline)
     elif program in PYTHONS and words[1:3] == ("-m", "proxytool"):
         problems += check_proxytool(words[3:], group_alone=inline)
+    elif program in LAUNCHERS and _launched_proxytool(words) is not None:
+        problems += check_proxytool(_launched_proxytool(words), group_alone=inline)
     elif program in PYTHONS and len(words) > 2 and words[1] == "-c":
         problems += check_python(words[2], "python -c")
     elif program in PYTHONS and len(words) > 1 and words[1].endswith(".py"):
@@ -271,6 +273,17 @@ def check_segment(segment: Segment, inline: bool = False) -> list[str]:
     elif program == "bash" and len(words) > 1 and not (REPO / words[1]).is_file():
         problems.append(f"bash {words[1]}: no such script in the repository")
     return problems
+
+
+LAUNCHERS = {"torchrun", "accelerate"}
+
+
+def _launched_proxytool(words: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The proxytool arguments of `torchrun … -m proxytool ARGS` or `accelerate launch … -m proxytool ARGS`."""
+    for i in range(1, len(words) - 1):
+        if words[i : i + 2] == ("-m", "proxytool"):
+            return words[i + 2 :]
+    return None
 
 
 def _check_repo_paths(segment: Segment) -> list[str]:

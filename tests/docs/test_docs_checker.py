@@ -44,6 +44,8 @@ def test_a_good_block_passes(tmp_path):
         ("python -c 'from proxytool.models.packs import _fetch_parts'", "private name _fetch_parts"),
         ("python -c 'import proxytool.models._hidden'", "private module"),
         ("python -c 'def f(:'", "does not compile"),
+        ("torchrun --nproc_per_node 2 -m proxytool train --batch-siz 2", "no option --batch-siz"),
+        ("accelerate launch --multi_gpu --num_processes 2 -m proxytool trian", "no subcommand 'trian'"),
     ],
 )
 def test_a_broken_command_fails(tmp_path, command, expected):
