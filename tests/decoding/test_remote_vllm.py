@@ -111,7 +111,8 @@ def test_steered_through_vllm_equals_the_base_loaded_here_where_the_top_k_covers
         elif best_two[0] - best_two[1] < 1e-2:
             reasons.append(f"near tie at token {at} (margin {best_two[0] - best_two[1]:.1e})")
         else:
-            reasons.append(f"DIFFERENT at token {at}: vLLM path {got.token_ids[at:at + 3]}, local {want.token_ids[at:at + 3]}")
+            paths = f"vLLM path {got.token_ids[at : at + 3]}, local {want.token_ids[at : at + 3]}"
+            reasons.append(f"DIFFERENT at token {at}: {paths}")
     print("\n" + "\n".join(f"row {i}: {r}" for i, r in enumerate(reasons)))
     assert not [r for r in reasons if r.startswith("DIFFERENT")]
     assert reasons.count("equal") >= len(prompts) // 2  # a broken remote path would part almost everywhere
