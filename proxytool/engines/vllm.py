@@ -14,8 +14,9 @@ its own weights with ``SamplingParams(extra_args={"proxytool_alpha": α or [α, 
 on the OpenAI routes); α = 0 for every pair leaves that request to the base alone.
 
 The bookkeeping follows vLLM's ``BatchUpdate`` (removed, then added, then moved): each batch slot
-holds its request's prompt ids, a live reference to its output ids and the pair's KV cache; a request
-added again after preemption is prefilled again (recompute). Importable without vLLM: the class
+holds its request's prompt ids, a live reference to its output ids and its α; the pair's KV state for
+all of them is one batch (engines/pair_batch.py: one pair forward per step for every steered row). A
+request added again after preemption is prefilled again (recompute). Importable without vLLM: the class
 subclasses vLLM's ``LogitsProcessor`` only where vLLM is installed (tests drive it with a fake batch).
 """
 
@@ -119,17 +120,13 @@ def _check_alpha(flag: str, value: float) -> None:
     alpha(flag, value)  # finite, within ±MAX_ALPHA
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
-    """One batch slot's request: its token ids (``output`` is vLLM's live list) and the pair's state."""
+    """One steered request in a batch slot: its token ids (``output`` is vLLM's live list) and its α."""
 
     prompt: list[int]
     output: list[int]
     alphas: tuple[float, ...]
-    states: list | None = None  # one SourceState per pair source, once prefilled
-    last: list | None = None  # per source, per group: the logits [vocab] after the last token fed
-    fed: int = 0  # output tokens the pair has seen
-    tail: int | None = None  # the last output token fed (a shorter or changed list is fed again)
 
 
 _LIVE: dict[int, weakref.ref] = {}  # id(vllm_config) -> the steering instance (vLLM may build the class twice)
@@ -162,6 +159,7 @@ class ProxyTuningLogitsProcessor(_EngineBase):
 
     def _load(self, vllm_config) -> None:
         from proxytool.decoding.setup import load_proxy_models, resolve_roles
+        from proxytool.engines.pair_batch import PairBatch
 
         resolved = resolve_roles(self.config.setup())
         # The pair's first anti-expert stands in as the base: it shares that model, so nothing extra loads.
@@ -177,18 +175,16 @@ class ProxyTuningLogitsProcessor(_EngineBase):
                 f"start vLLM with --max-model-len {limit}"
             )
         self.models = models
-        self.sources = []
-        for pair in models.pairs:
-            for member in (pair.expert, pair.anti_expert):
-                if all(member.source is not s for s in self.sources):
-                    self.sources.append(member.source)
+        self.pairs = PairBatch(models)
         self.vocab_size = len(models.tokenizer)
         log.info(
             "proxytool: steering with %d pair(s), α %s, on %s",
             len(models.pairs),
             list(self.config.setup().pair_alphas()),
-            self.sources[0].device,
+            models.sources[0].device,
         )
+        if not self.pairs.joinable:
+            log.info("proxytool: the pair's KV caches cannot merge; it runs once per request per step")
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -236,57 +232,46 @@ class ProxyTuningLogitsProcessor(_EngineBase):
         return _Slot(list(prompt_ids), output_ids, alphas)
 
     def apply(self, logits):
-        """Steer every tracked row of ``logits`` [batch, vocab] in place; padded columns get -inf."""
+        """Steer every tracked row of ``logits`` [batch, vocab] in place; padded columns get -inf.
+
+        The pair runs once for all rows (engines/pair_batch.py); rows with the same α are combined at once.
+        """
         if not self.slots:
             return logits
         if max(self.slots) >= logits.shape[0]:
             raise RuntimeError(f"proxytool: slot {max(self.slots)} is beyond the {logits.shape[0]} logits rows")
+        import torch
+
         from proxytool.decoding.combine import Steer, proxy_scores
 
-        for index, slot in self.slots.items():
-            last = self._advance(slot)
+        last = self.pairs.advance(list(self.slots.values()))
+        for alphas, indices in _by_alphas(self.slots).items():
+            rows = [last[self.slots[i]] for i in indices]
             steers = [
-                Steer(alpha, self._of(last, p.expert, logits.device), self._of(last, p.anti_expert, logits.device))
-                for alpha, p in zip(slot.alphas, self.models.pairs)
+                Steer(alpha, _stack(rows, p, 0, logits.device), _stack(rows, p, 1, logits.device))
+                for p, alpha in enumerate(alphas)
             ]
-            scores = proxy_scores(logits[index : index + 1], steers, vocab_size=self.vocab_size)
+            index = torch.tensor(indices, device=logits.device)
+            scores = proxy_scores(logits[index], steers, vocab_size=self.vocab_size)
             width = scores.shape[-1]
-            logits[index, :width] = scores[0].to(logits.dtype)
+            logits[index, :width] = scores.to(logits.dtype)
             logits[index, width:] = float("-inf")
         return logits
 
-    def _of(self, last: list, member, device):
-        """One role's logits [vocab] for the slot: its source's group ``member.group``."""
-        index = next(i for i, s in enumerate(self.sources) if s is member.source)
-        return last[index][member.group].to(device)
 
-    def _advance(self, slot: _Slot) -> list:
-        """Feed the pair the tokens vLLM appended since the last step; its logits after the last one."""
-        import torch
+def _by_alphas(slots: dict[int, _Slot]) -> dict[tuple[float, ...], list[int]]:
+    """The batch indices of the steered rows, by their α (one combine per α)."""
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for index, slot in slots.items():
+        groups.setdefault(slot.alphas, []).append(index)
+    return groups
 
-        from proxytool.decoding.formats import TokenPrompt
 
-        output = slot.output
-        new = output[slot.fed :]
-        if any(t < 0 for t in new):
-            raise RuntimeError(
-                "proxytool: vLLM passed placeholder output ids (-1): async scheduling without the output-id "
-                "repair; name the processor with --logits-processors, or start vLLM with --no-async-scheduling"
-            )
-        rewound = len(output) < slot.fed or (slot.fed and output[slot.fed - 1] != slot.tail)
-        if slot.states is None or rewound:  # new, re-added after preemption, or tokens taken back
-            prompt = TokenPrompt(tuple(slot.prompt + list(output)))
-            started = [source.prefill([prompt]) for source in self.sources]
-            slot.states = [state for state, _ in started]
-            slot.last = [[t[0] for t in per_group] for _, per_group in started]
-        elif new:
-            tokens = torch.tensor([new], dtype=torch.long)
-            slot.last = [
-                [t[0, -1] for t in source.extend(state, tokens)] for source, state in zip(self.sources, slot.states)
-            ]
-        slot.fed = len(output)
-        slot.tail = output[-1] if output else None
-        return slot.last
+def _stack(rows: list, pair: int, role: int, device):
+    """One role's logits [rows, vocab] of pair ``pair`` (role 0: expert, 1: anti-expert)."""
+    import torch
+
+    return torch.stack([row[pair][role] for row in rows]).to(device)
 
 
 def _check_served_tokenizer(model_config, resolved) -> None:
