@@ -44,9 +44,9 @@ class PairBatch:
     def advance(self, requests: list) -> dict:
         """Feed the pair every request's output tokens that it has not seen; returns per request, per pair,
         the expert's and anti-expert's logits [vocab] after the request's last token."""
+        self.keep(requests)
         plans = {request: self._plan(request) for request in requests}
-        self._leave({r for r in self.rows if plans.get(r) != "batch"})
-        self.tracks = {r: t for r, t in self.tracks.items() if r in plans}
+        self._leave({r for r in self.rows if plans[r] != "batch"})
         for request, plan in plans.items():
             if plan == "prefill":
                 self._prefill(request)
@@ -54,6 +54,12 @@ class PairBatch:
                 self._extend_alone(request)
         self._step_batch([r for r, plan in plans.items() if plan == "batch"])
         return {request: self.tracks[request].last for request in requests}
+
+    def keep(self, requests) -> None:
+        """Forget every request but ``requests`` (those that ended or were preempted)."""
+        kept = set(requests)
+        self._leave({r for r in self.rows if r not in kept})
+        self.tracks = {r: t for r, t in self.tracks.items() if r in kept}
 
     def _plan(self, request) -> str:
         """``prefill`` (new, or out of step), ``alone`` (on its own Stepper), ``batch`` (one token in the

@@ -218,6 +218,7 @@ class ProxyTuningLogitsProcessor(_EngineBase):
                 self.slots[b] = first
             if getattr(direction, "name", str(direction)).upper().endswith("SWAP") and second is not None:
                 self.slots[a] = second
+        self.pairs.keep(self.slots.values())  # the pair's state of requests that left goes now
 
     def _new_slot(self, params, prompt_ids, output_ids) -> _Slot | None:
         extra = getattr(params, "extra_args", None) or {}
