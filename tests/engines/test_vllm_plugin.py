@@ -35,6 +35,11 @@ class Request:
     max_tokens: int
     alpha: object = None  # extra_args[EXTRA_ARG], or None for the server's α
     output: list[int] = field(default_factory=list)
+    idle: frozenset[int] = frozenset()  # steps whose sampled token vLLM discards (a prompt chunk, a pause)
+
+    @property
+    def steered(self) -> bool:
+        return not (self.alpha == 0 or (isinstance(self.alpha, list) and not any(self.alpha)))
 
     @property
     def params(self):
@@ -49,6 +54,8 @@ class FakeBatch:
         self.plugin, self.base, self.pad_columns = plugin, base, pad_columns
         self.slots: list[Request | None] = []
         self.removed, self.added, self.moved = [], [], []
+        self.t = 0  # the step being run
+        self.steered: list[int] = []  # per step: the steered requests in the batch
 
     def add(self, request: Request) -> None:
         slot = self.slots.index(None) if None in self.slots else len(self.slots)
@@ -59,6 +66,10 @@ class FakeBatch:
         slot = self.slots.index(request)
         self.slots[slot] = None
         self.removed.append(slot)
+
+    def rewind(self, request: Request) -> None:
+        """Take the request's last token back (it is sampled again)."""
+        request.output.pop()
 
     def swap(self, a: int, b: int) -> None:
         self.slots[a], self.slots[b] = self.slots[b], self.slots[a]
@@ -82,7 +93,9 @@ class FakeBatch:
         self.plugin.update_state(update if changed else None)
         self.removed, self.added, self.moved = [], [], []
         if not self.slots:
+            self.t += 1
             return
+        self.steered.append(sum(r.steered for r in self.slots))
         with torch.no_grad():
             rows = [self.base(torch.tensor([r.prompt + r.output])).logits[0, -1].float() for r in self.slots]
         logits = torch.stack(rows)
@@ -90,7 +103,9 @@ class FakeBatch:
             logits = torch.cat([logits, torch.full((len(rows), self.pad_columns), 1e4)], dim=-1)
         logits = self.plugin.apply(logits)
         for slot, request in enumerate(self.slots):
-            request.output.append(int(logits[slot].argmax()))
+            if self.t not in request.idle:
+                request.output.append(int(logits[slot].argmax()))
+        self.t += 1
         for request in list(self.slots):
             if len(request.output) == request.max_tokens:
                 self.remove(request)
@@ -103,6 +118,44 @@ class FakeBatch:
                 call(self)
             self.step()
             step += 1
+
+
+@dataclass(frozen=True)
+class Call:
+    step: int
+    source: int  # index among the plugin's pair sources
+    kind: str  # prefill or extend
+    rows: int
+    tokens: int  # tokens per row
+
+
+def count_forwards(plugin, driver) -> list[Call]:
+    """Record every prefill and extend of the plugin's pair sources (one forward each)."""
+    calls = []
+
+    def wrap(n, kind, inner):
+        def counted(*args, **kwargs):
+            if kind == "prefill":
+                rows, tokens = len(args[0]), 0
+            else:
+                rows, tokens = args[1].shape
+            calls.append(Call(driver.t, n, kind, rows, tokens))
+            return inner(*args, **kwargs)
+
+        return counted
+
+    for n, source in enumerate(plugin.models.sources):
+        for kind in ("prefill", "extend"):
+            setattr(source, kind, wrap(n, kind, getattr(source, kind)))
+    return calls
+
+
+def extends_by_step(calls: list[Call], source: int) -> dict[int, list[Call]]:
+    steps = {}
+    for call in calls:
+        if call.kind == "extend" and call.source == source:
+            steps.setdefault(call.step, []).append(call)
+    return steps
 
 
 def vllm_config(base, max_model_len=256):
@@ -169,12 +222,90 @@ def test_every_row_of_a_shuffled_batch_equals_proxytool_decode(tiny_models, base
         7: [lambda x: x.add(e)],  # recompute: prompt and the tokens so far
     }
     driver = FakeBatch(plugin, base_model, pad_columns=16)
+    calls = count_forwards(plugin, driver)
     driver.run(script)
     assert not plugin.slots  # every finished request left the plugin's slots
+    assert not plugin.pairs.rows and plugin.pairs.batch is None and not plugin.pairs.tracks
+    for n in range(len(plugin.models.sources)):  # one forward per step covers every row not just prefilled
+        prefills = [c for c in calls if c.source == n and c.kind == "prefill"]
+        assert len(prefills) == 7 and all(c.rows == 1 for c in prefills)  # six adds and one recompute
+        for step, extends in extends_by_step(calls, n).items():
+            (extend,) = extends
+            fresh = sum(c.step == step for c in prefills)
+            assert (extend.rows, extend.tokens) == (driver.steered[step] - fresh, 1)
     for i, request in enumerate(requests):
         assert request.output == reference(t, experts, antis, request, alphas), f"request {i}"
     unsteered = [reference(t, experts, antis, Request(r.prompt, r.max_tokens, alpha=0.0), alphas) for r in requests]
     assert sum(r.output != u for r, u in zip(requests, unsteered)) >= 4  # the pair does change the tokens
+
+
+def test_the_pair_runs_once_per_step_for_every_row(tiny_models, base_model):
+    t = tiny_models
+    plugin = plugin_for(t["base"], [t["expert"]], [t["anti"]], [1.0])
+    alphas = [None, 0.5, -0.7, 0.5, 2.0]  # two rows share α: one combine for both
+    requests = [Request(p, 6, alpha=a) for p, a in zip(prompt_ids(t, 5, seed=11), alphas)]
+    driver = FakeBatch(plugin, base_model)
+    calls = count_forwards(plugin, driver)
+    driver.run({0: [lambda x, r=r: x.add(r) for r in requests]})
+    for n in range(len(plugin.models.sources)):
+        assert [(c.step, c.kind, c.rows) for c in calls if c.source == n] == [(0, "prefill", 1)] * 5 + [
+            (step, "extend", 5) for step in range(1, 6)
+        ]
+    for request in requests:
+        assert request.output == reference(t, [t["expert"]], [t["anti"]], request, [1.0])
+
+
+def test_mixed_alphas_pauses_and_rewinds_stay_exact_in_one_batch(tiny_models, base_model):
+    """α per request (0 for every pair: skipped; 0 for one pair), a request whose first tokens are
+    discarded (a chunked prompt), one paused mid-way, one whose last token is taken back, preemption."""
+    t = tiny_models
+    experts, antis, alphas = [t["expert"], t["gpt2"]], [t["anti"], t["anti"]], [1.0, 1.0]
+    plugin = plugin_for(t["base"], experts, antis, alphas)
+    p = prompt_ids(t, 6, seed=13)
+    a, b, c = Request(p[0], 10), Request(p[1], 8, alpha=0), Request(p[2], 9, alpha=[2.0, 0])
+    d = Request(p[3], 7, alpha=0.5, idle=frozenset({2, 3}))
+    e = Request(p[4], 9, alpha=[-0.5, 1.5], idle=frozenset({5}))
+    f = Request(p[5], 6, alpha=1.0)
+    script = {
+        0: [lambda x: x.add(a), lambda x: x.add(b), lambda x: x.add(c)],
+        2: [lambda x: x.add(d), lambda x: x.add(e)],
+        3: [lambda x: x.swap(0, 2)],
+        4: [lambda x: x.add(f)],
+        5: [lambda x: x.rewind(a)],
+        6: [lambda x: x.remove(f)],  # preemption
+        8: [lambda x: x.add(f)],  # recompute
+    }
+    driver = FakeBatch(plugin, base_model)
+    calls = count_forwards(plugin, driver)
+    driver.run(script)
+    for n in range(len(plugin.models.sources)):
+        prefills = [c for c in calls if c.source == n and c.kind == "prefill"]
+        assert len(prefills) == 8  # a, c, d, e, f twice; e after its pause, a after its rewind (never b)
+        steps = extends_by_step(calls, n)
+        assert all(len(extends) == 1 and extends[0].tokens == 1 for extends in steps.values())
+        assert all(extends[0].rows <= driver.steered[step] for step, extends in steps.items())
+        assert max(extends[0].rows for extends in steps.values()) >= 4
+    for i, request in enumerate((a, b, c, d, e, f)):
+        assert request.output == reference(t, experts, antis, request, alphas), f"request {i}"
+
+
+def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_model, monkeypatch):
+    from proxytool.decoding.sources import ModelSource
+
+    monkeypatch.setattr(ModelSource, "joinable", property(lambda self: False))  # as a static KV cache says
+    t = tiny_models
+    plugin = plugin_for(t["base"], [t["expert"]], [t["anti"]], [1.0])
+    assert not plugin.pairs.joinable
+    p = prompt_ids(t, 3, seed=17)
+    requests = [Request(p[0], 6), Request(p[1], 4, alpha=-0.5), Request(p[2], 5, alpha=2.0)]
+    driver = FakeBatch(plugin, base_model)
+    calls = count_forwards(plugin, driver)
+    driver.run({0: [lambda x: x.add(requests[0]), lambda x: x.add(requests[1])], 2: [lambda x: x.add(requests[2])]})
+    assert plugin.pairs.batch is None
+    assert all(c.rows == 1 for c in calls)
+    assert max(len(extends) for extends in extends_by_step(calls, 0).values()) == 3
+    for request in requests:
+        assert request.output == reference(t, [t["expert"]], [t["anti"]], request, [1.0])
 
 
 def test_alpha_zero_and_expert_equal_to_anti_expert_give_the_base_alone(tiny_models, base_model):
