@@ -7,10 +7,12 @@ per step for the whole batch. A row leaves the batch (:meth:`Stepper.drop`) when
 or when its tokens fall out of step with the others (no new token or several in one step, or tokens
 taken back): it is then prefilled again on its own from its prompt and all its tokens, and rejoins.
 
-Where the pair's sources cannot merge states (``Stepper.joinable`` is False, e.g. a static KV cache),
-no row ever joins: each keeps a Stepper of its own and the pair runs once per row per step.
+Where the pair's sources cannot merge states (``Stepper.joinable`` is False, e.g. a static KV cache, or
+a join that finds a cache it cannot rearrange, e.g. sliding-window layers), rows do not join: each
+keeps a Stepper of its own and the pair runs once per row per step (the per-request path).
 """
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,9 @@ import torch
 from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.stepper import Stepper
+from proxytool.errors import ProxyToolError
+
+log = logging.getLogger("proxytool.engines.vllm")
 
 
 @dataclass(eq=False)
@@ -94,20 +99,32 @@ class PairBatch:
     def _step_batch(self, stepping: list) -> None:
         """Join the rows that step for the first time, then feed every row its one new token at once."""
         for request in stepping:
-            track = self.tracks[request]
-            if track.stepper is not None:
-                if self.batch is None:
-                    self.batch = track.stepper
-                else:
-                    self.batch.join(track.stepper)
-                self.rows.append(request)
-                track.stepper = None
+            if self.tracks[request].stepper is not None and not self._join(request):
+                self._extend_alone(request)
         if not self.rows:
             return
         column = [[r.output[self.tracks[r].fed]] for r in self.rows]
         self.batch.extend(torch.tensor(column, dtype=torch.long))
         for i, request in enumerate(self.rows):
             self._fed(request, self.batch, i)
+
+    def _join(self, request) -> bool:
+        """Move the request's own Stepper into the batch; False where the states cannot merge after all (a
+        KV cache that only join finds it cannot rearrange): from then on every row that is not yet in
+        the batch steps on its own."""
+        track = self.tracks[request]
+        if self.batch is None:
+            self.batch = track.stepper
+        else:
+            try:
+                self.batch.join(track.stepper)
+            except ProxyToolError as err:
+                log.info("proxytool: %s; the pair runs once per request per step", err)
+                self.joinable = False
+                return False
+        self.rows.append(request)
+        track.stepper = None
+        return True
 
     def _fed(self, request, stepper: Stepper, row: int) -> None:
         """Record that ``stepper``'s row ``row`` has seen all of the request's output."""

@@ -289,19 +289,27 @@ def test_mixed_alphas_pauses_and_rewinds_stay_exact_in_one_batch(tiny_models, ba
         assert request.output == reference(t, experts, antis, request, alphas), f"request {i}"
 
 
-def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_model, monkeypatch):
+@pytest.mark.parametrize("why", ["not joinable", "join refuses"])
+def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_model, monkeypatch, why):
     from proxytool.decoding.sources import ModelSource
 
-    monkeypatch.setattr(ModelSource, "joinable", property(lambda self: False))  # as a static KV cache says
+    if why == "not joinable":  # as a static KV cache says
+        monkeypatch.setattr(ModelSource, "joinable", property(lambda self: False))
+    else:  # a cache that only join finds it cannot rearrange (sliding-window layers)
+
+        def refuse(self, state, other):
+            raise ProxyToolError("this model's KV cache (DynamicSlidingWindowLayer) cannot take or lose rows")
+
+        monkeypatch.setattr(ModelSource, "join", refuse)
     t = tiny_models
     plugin = plugin_for(t["base"], [t["expert"]], [t["anti"]], [1.0])
-    assert not plugin.pairs.joinable
+    assert plugin.pairs.joinable == (why == "join refuses")
     p = prompt_ids(t, 3, seed=17)
     requests = [Request(p[0], 6), Request(p[1], 4, alpha=-0.5), Request(p[2], 5, alpha=2.0)]
     driver = FakeBatch(plugin, base_model)
     calls = count_forwards(plugin, driver)
     driver.run({0: [lambda x: x.add(requests[0]), lambda x: x.add(requests[1])], 2: [lambda x: x.add(requests[2])]})
-    assert plugin.pairs.batch is None
+    assert plugin.pairs.batch is None and not plugin.pairs.joinable
     assert all(c.rows == 1 for c in calls)
     assert max(len(extends) for extends in extends_by_step(calls, 0).values()) == 3
     for request in requests:
