@@ -114,13 +114,20 @@ def test_pickled_weights_need_trust_pickle(tiny_models, prompts, tmp_path):
     assert code == 0, err
 
 
+def default_ctrl_c() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt again (a shell's background job, such as a suite started
+    with `nohup … &`, passes SIGINT on ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_decode_exits_130_and_the_part_resumes(tiny_models, tmp_path):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": str(i), "prompt": f"Poll {i}"} for i in range(60)])
     out = tmp_path / "out.jsonl"
     part = Path(str(out) + ".part")
     args = [str(a) for a in decode_args(tiny_models, prompts, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "proxytool", *args[0:]], env=env, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "proxytool", *args]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, preexec_fn=default_ctrl_c)
     deadline = time.time() + 120
     while time.time() < deadline and (not part.exists() or part.read_text().count("\n") < 2):
         time.sleep(0.05)
