@@ -54,3 +54,22 @@ def sigint_after_first_train_step(monkeypatch):
 
     monkeypatch.setattr(train_cli.RichTrainProgress, "step", step)
     return lambda: monkeypatch.setattr(train_cli.RichTrainProgress, "step", original)
+
+
+OPT_IN = {  # marker -> why it runs only when asked for (`pytest -m MARKER`)
+    "scripts": "shell-script smoke runs take minutes",
+    "lmeval": "needs the lmeval extra: pip install -e '.[lmeval]'",
+    "launchers": "each starts 2 training processes (~20 s)",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked with an OPT_IN marker are skipped unless ``-m`` names that marker."""
+    asked = config.getoption("-m") or ""
+    for marker, why in OPT_IN.items():
+        if marker in asked:
+            continue
+        skip = pytest.mark.skip(reason=f"opt-in: run with -m {marker} ({why})")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

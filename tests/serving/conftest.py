@@ -32,13 +32,3 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-def pytest_collection_modifyitems(config, items):
-    """`lmeval` tests run only when asked for (`pytest -m lmeval`, with the `lmeval` extra installed)."""
-    if "lmeval" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="opt-in: run with -m lmeval (pip install -e '.[lmeval]')")
-    for item in items:
-        if "lmeval" in item.keywords:
-            item.add_marker(skip)
