@@ -54,7 +54,8 @@ def serve(
 ) -> None:
     from rich.console import Console
 
-    from proxytool.decoding.setup import load_proxy_models, resolve_roles
+    from proxytool.api import ProxyTuned
+    from proxytool.decoding.setup import resolve_roles
     from proxytool.errors import ProxyToolError
     from proxytool.serving.app import ServerConfig
     from proxytool.serving.scheduler import check_batching
@@ -80,7 +81,7 @@ def serve(
     console = Console(stderr=True)
     o.print_notes(console, resolved)
     with console.status("loading models"):
-        models = load_proxy_models(resolved)
+        models = ProxyTuned.from_setup(resolved).models
     config = ServerConfig(
         model_name=model_name,
         expert_names=tuple(expert or ()),
