@@ -243,3 +243,31 @@ def test_polls_cross_tokenizer_sh(script_world):
         report = json.loads((work / f"runs/cross/eval-polls-trained-{mode}/report.json").read_text())
         assert {name: s["n"] for name, s in report["systems"].items()} == {"base": 2, "expert": 2, "proxy": 2}, out
         assert report["settings"]["cross_tokenizer"] == mode and report["task_info"]["name"] == "polls-trained"
+
+
+@pytest.mark.scripts
+def test_polls_scale_sh(script_world):
+    """The scale curve on the stand-ins: one folder, one eval and one table row per N; a second run reuses them."""
+    work, env = script_world
+    sizes = {"SIZES": "1 2", "SIDE": "1", "TRAIN_ARGS": "--max-steps 3 --batch-size 2", "BATCH": "9"}
+    out = _bash("examples/polls_scale.sh", work, {**env, **sizes})
+    table = (work / "runs/scale/scale.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("| 1", "1 / 1"), ("| 2", "1 / 1")], table
+    for r, n in zip(rows, (1, 2)):
+        meta = json.loads((work / f"runs/scale/n{n}/expert/proxytool.json").read_text())
+        report = json.loads((work / f"runs/scale/n{n}/eval/report.json").read_text())
+        assert meta["config"]["packing"] and meta["metrics"]["global_step"] == 3, out
+        assert meta["config"]["batch_size"] == 2 and meta["data"]["tokens"]["tokens"] > 0
+        assert r[7] == f"{meta['data']['tokens']['examples']:,}" and r[8] == f"{meta['data']['tokens']['tokens']:,}"
+        questions = (work / f"runs/scale/n{n}/data/eval.jsonl").read_text().splitlines()
+        assert report["task_info"]["n_examples"] == len(questions) > 0, out
+        assert 0 < meta["metrics"]["tokens_seen"] <= 3 * 2 * 256 and r[9] == f"{meta['metrics']['tokens_seen']:,}"
+        for cell in r[3:6]:  # base / expert / proxy in [0, 100], then the gap closed when there is one
+            scores = [float(x) for x in cell.split(" (")[0].split(" / ")]
+            assert len(scores) == 3 and all(0 <= s <= 100 for s in scores), table
+        assert float(r[10]) > 0 and float(r[11]) > 0 and "cores" in r[12], table
+    assert (work / "runs/scale/scale.png").stat().st_size > 1000
+    times = (work / "runs/scale/n2/times.jsonl").read_text()
+    again = _bash("examples/polls_scale.sh", work, {**env, **sizes})
+    assert "reusing runs/scale/n2/expert" in again and (work / "runs/scale/n2/times.jsonl").read_text() == times
