@@ -271,3 +271,8 @@ def test_polls_scale_sh(script_world):
     times = (work / "runs/scale/n2/times.jsonl").read_text()
     again = _bash("examples/polls_scale.sh", work, {**env, **sizes})
     assert "reusing runs/scale/n2/expert" in again and (work / "runs/scale/n2/times.jsonl").read_text() == times
+    (work / "runs/scale/n1/expert/proxytool.json").unlink()  # as if stopped after its last checkpoint
+    again = _bash("examples/polls_scale.sh", work, {**env, **sizes, "SIZES": "1"})
+    lines = [json.loads(line) for line in (work / "runs/scale/n1/times.jsonl").open()]
+    assert [(t["phase"], t["attempt"]) for t in lines] == [("train", "fresh"), ("eval", "fresh"), ("train", "resume")]
+    assert (work / "runs/scale/n1/expert/proxytool.json").is_file() and "(2 attempts)" in again, again
