@@ -167,26 +167,24 @@ def _check_prompt_lengths(prepared, formats: dict) -> None:
 
 
 def _breakdown_table(report, key: str):
-    from rich.table import Table
-
     from proxytool.evaluation.report import BREAKDOWN_TITLES, breakdown_rows
 
     headers, rows = breakdown_rows(report, key)
-    table = Table(title=f"{BREAKDOWN_TITLES.get(key, 'By ' + key)}: score %, gap closed %, junk %")
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return _rich_table(f"{BREAKDOWN_TITLES.get(key, 'By ' + key)}: score %, gap closed %, junk %", headers, rows)
 
 
 def _table(report):
-    from rich.table import Table
-
     from proxytool.evaluation.report import table_rows
 
     headers, rows = table_rows(report)
-    table = Table(title=f"{report.task}: {report.metric}")
+    return _rich_table(f"{report.task}: {report.metric}", headers, rows)
+
+
+def _rich_table(title: str, headers: list[str], rows: list[list[str]]):
+    """A rich table: the first column left-aligned (row names), the others right-aligned (figures)."""
+    from rich.table import Table
+
+    table = Table(title=title)
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i == 0 else "right")
     for row in rows:

@@ -29,12 +29,9 @@ METADATA_FILE = "proxytool.json"
 def read_metadata(folder: Path) -> dict | None:
     """The checkpoint metadata of ``folder``, or None when it has none."""
     path = Path(folder) / METADATA_FILE
-    if not path.is_file():
+    meta = _json_file(path)
+    if meta is None:
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ProxyToolError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(meta.get("base"), dict) or "source" not in meta["base"]:
         raise ProxyToolError(f"{path}: field 'base.source' is missing")
     return meta
@@ -87,18 +84,24 @@ def write_calibration(folder: Path, record: dict) -> Path:
     return path
 
 
+def _json_file(path: Path, hint: str = ""):
+    """The JSON value in ``path``, None when there is no such file; invalid JSON is a one-line error
+    naming the file and line (``hint`` says what to do about it)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ProxyToolError(f"{path}:{err.lineno}: invalid JSON ({err.msg}){hint}") from None
+
+
 def read_calibration(expert_source: str, base_source: str) -> dict | None:
     """The calibration of an expert folder for this base (matched by source), or None: an α chosen with
     another base says nothing about this one."""
     path = Path(expert_source) / ALPHA_FILE
-    if not path.is_file():
+    record = _json_file(path, "; delete it or run eval --alpha auto")
+    if record is None:
         return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ProxyToolError(
-            f"{path}:{err.lineno}: invalid JSON ({err.msg}); delete it or run eval --alpha auto"
-        ) from None
     alpha = record.get("alpha") if isinstance(record, dict) else None
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
         raise ProxyToolError(f"{path}: field 'alpha' must be a number; delete it or run eval --alpha auto")
