@@ -32,11 +32,11 @@ def _main(
 
 
 def _register_commands() -> None:
-    from proxytool.cli import bench, chat, data, decode, env, models, serve
+    from proxytool.cli import bench, chat, data, decode, env, models, serve, vllm
     from proxytool.cli import eval as eval_cli
     from proxytool.cli import train as train_cli
 
-    for module in (train_cli, decode, chat, eval_cli, models, data, bench, env, serve):
+    for module in (train_cli, decode, chat, eval_cli, models, data, bench, env, serve, vllm):
         module.register(app_)
 
 

@@ -38,7 +38,16 @@ except ImportError:  # pragma: no cover - depends on the environment
         pass
 
 
-__all__ = ["ENV_ALPHAS", "ENV_ANTI_EXPERTS", "ENV_EXPERTS", "EXTRA_ARG", "PluginConfig", "ProxyTuningLogitsProcessor"]
+__all__ = [
+    "ENV_ALPHAS",
+    "ENV_ANTI_EXPERTS",
+    "ENV_EXPERTS",
+    "EXTRA_ARG",
+    "PluginConfig",
+    "ProxyTuningLogitsProcessor",
+    "check_served_tokenizer",
+    "resolve_pairs",
+]
 
 ENV_EXPERTS = "PROXYTOOL_VLLM_EXPERTS"
 ENV_ANTI_EXPERTS = "PROXYTOOL_VLLM_ANTI_EXPERTS"
@@ -158,14 +167,12 @@ class ProxyTuningLogitsProcessor(_EngineBase):
         _LIVE[id(vllm_config)] = weakref.ref(self)
 
     def _load(self, vllm_config) -> None:
-        from proxytool.decoding.setup import load_proxy_models, resolve_roles
+        from proxytool.decoding.setup import load_proxy_models
         from proxytool.engines.pair_batch import PairBatch
 
-        resolved = resolve_roles(self.config.setup())
-        # The pair's first anti-expert stands in as the base: it shares that model, so nothing extra loads.
-        resolved = dataclasses.replace(resolved, base=resolved.pairs[0][2])
+        resolved = resolve_pairs(self.config)
         model_config = vllm_config.model_config
-        _check_served_tokenizer(model_config, resolved)
+        check_served_tokenizer(str(getattr(model_config, "tokenizer", None) or model_config.model), resolved)
         models = load_proxy_models(resolved)
         limit = min((s.max_length for s in models.sources if s.max_length), default=None)
         served = getattr(model_config, "max_model_len", None)
@@ -275,13 +282,21 @@ def _stack(rows: list, pair: int, role: int, device):
     return torch.stack([row[pair][role] for row in rows]).to(device)
 
 
-def _check_served_tokenizer(model_config, resolved) -> None:
+def resolve_pairs(config: PluginConfig):
+    """The pairs' ResolvedSetup (names resolved, nothing loaded). The first anti-expert stands in as the
+    base: the plugin loads no base of its own, and that model is loaded anyway."""
+    from proxytool.decoding.setup import resolve_roles
+
+    resolved = resolve_roles(config.setup())
+    return dataclasses.replace(resolved, base=resolved.pairs[0][2])
+
+
+def check_served_tokenizer(served_name: str, resolved) -> None:
     """The served model's tokenizer must be the pair's (same ids): checked before the pair's weights load."""
     from proxytool.models.loading import check_compatible, load_tokenizer
     from proxytool.models.registry import resolve
 
-    served_name = getattr(model_config, "tokenizer", None) or model_config.model
-    tokenizers = {f"the served model ({served_name})": load_tokenizer(resolve(str(served_name)))}
+    tokenizers = {f"the served model ({served_name})": load_tokenizer(resolve(served_name))}
     for i, (_, expert, anti) in enumerate(resolved.pairs, start=1):
         tokenizers[f"expert {i} ({expert.name})"] = load_tokenizer(expert)
         tokenizers[f"anti-expert {i} ({anti.name})"] = load_tokenizer(anti)
