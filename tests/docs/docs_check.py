@@ -345,6 +345,8 @@ def _check_options(command, path: list[str], args: list[str]) -> tuple[list[str]
     positionals, i = [], 0
     while i < len(args):
         word = _unbracket(args[i])
+        if word == "--":  # the rest goes to another program as it is (proxytool vllm -- VLLM_FLAGS)
+            break
         if word.startswith("-") and len(word) > 1 and not _is_number(word):
             for flag in word.split("/") if "/" in word and word.startswith("--") else [word]:
                 name = flag.split("=", 1)[0]
