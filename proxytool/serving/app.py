@@ -138,6 +138,8 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
             "cancelled": s.cancelled,
             "batch_rows": s.batch_rows,
             "rows_joined": s.rows_joined,
+            "completed": s.completed,
+            "failed": s.failed,
             "batching": "continuous" if scheduler.continuous else "separate",
         }
 
@@ -543,6 +545,7 @@ class _API:
                 stop=body.stops(), ignore_eos=body.ignore_eos, adjust=adjuster([changes] * count),
             )  # fmt: skip
             self.scheduler.stats.tokens_generated += len(firsts)
+            self.scheduler.stats.completed += len(firsts)
             return infos, firsts
 
         infos, firsts = await self.on_worker(run)
