@@ -433,6 +433,14 @@ class ProxyTuned:
                     )
 
 
+def load_models(setup) -> ProxyModels:
+    """The models of :meth:`ProxyTuned.from_setup` (its device check, then the engine's loading): the loader
+    the CLI hands the library functions that take one (``evaluation.evaluate.run_prepared``,
+    ``decoding.speed.run``), so every command loads through this API. Those sit below ``api`` and cannot
+    import it; their default is the engine's ``load_proxy_models``."""
+    return ProxyTuned.from_setup(setup).models
+
+
 def _names(value) -> list[str]:
     """One name or path, or several, as strings (a ``Path`` is a name too)."""
     if value is None:

@@ -7,6 +7,10 @@ import typer
 
 from proxytool.cli import options as o
 
+API_LOADER = "proxytool.api.tuned:load_models"
+"""How bench's modes load (each run is a child process, so by name): through ``ProxyTuned.from_setup``,
+as every command does; the ``reference`` mode is the paper's loop over plain transformers models."""
+
 
 def register(app: typer.Typer) -> None:
     app.command("bench", help="Time base alone vs proxy-tuned vs the paper's reference decoding loop.")(
@@ -58,7 +62,9 @@ def bench(
     v.device_available(loading.device)
     with make_console(stderr=True).status("benchmarking") as status:
         results = run(
-            config, on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s")
+            config,
+            on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s"),
+            loader=API_LOADER,
         )
     summary, equal = ratios(results), agreement(results)
     document = {"config": config.to_json(), "machine": machine(), "results": results, "ratios": summary}

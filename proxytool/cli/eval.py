@@ -73,6 +73,7 @@ def eval_command(
 
     from rich.console import Console
 
+    from proxytool.api.tuned import load_models
     from proxytool.decoding import checks as v
     from proxytool.evaluation.evaluate import EvalConfig, parse_alpha_option, prepare, run_prepared
     from proxytool.evaluation.report import GROUP_KEYS, models_note, target_note
@@ -118,7 +119,7 @@ def eval_command(
     prepare_runtime(loading.threads)
     console = Console(stderr=True)
     with _ProgressBars(console) as bars:
-        report, folder = run_prepared(prepared, on_progress=bars.update, on_status=bars.status)
+        report, folder = run_prepared(prepared, on_progress=bars.update, on_status=bars.status, load=load_models)
     calibration = report.meta.get("calibration")
     if calibration is not None:
         where = calibration["stored"] or "not stored: the expert is not a local folder"

@@ -4,8 +4,13 @@ Each (mode, batch size) runs in a fresh process so peak memory belongs to that m
 reference mode is the paper's decoding loop (three separate models, each with its own transformers
 cache, one Python loop); every mode records its tokens, and :func:`agreement` checks in the same run
 that proxytool's tokens equal the reference's.
+
+The other modes load their models with the function :func:`run`'s ``loader`` names (``module:function``,
+imported in each child process): the engine's ``load_proxy_models`` by default; ``proxytool bench``
+names the public API's (``proxytool.api.tuned:load_models``, through ``ProxyTuned.from_setup``).
 """
 
+import importlib
 import json
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from proxytool.decoding.config import LoadingOptions, ProxySetup
 from proxytool.decoding.overlap import TRIALS
 
 MODES = ("base", "proxy", "reference", "engine-base", "speculative")
+ENGINE_LOADER = "proxytool.decoding.setup:load_proxy_models"
 WARM_UP_TOKENS = 2 + 2 * TRIALS  # --overlap auto chooses during the warm-up: the timed runs are steady-state
 # engine-base: proxytool's loop on the base alone; speculative: proxy with --speculative K drafting
 
@@ -56,22 +62,26 @@ class BenchConfig:
         return cls(**{**data, "setup": ProxySetup(**setup)})
 
 
-def run(config: BenchConfig, on_result=lambda r: None) -> list[dict]:
-    """Every mode at every batch size, each in its own process; returns one result dict per run."""
+def run(config: BenchConfig, on_result=lambda r: None, loader: str = ENGINE_LOADER) -> list[dict]:
+    """Every mode at every batch size, each in its own process; returns one result dict per run.
+
+    ``loader``: ``module:function`` of the function that loads a setup's models (every mode but
+    ``reference``, which is the paper's loop over plain transformers models)."""
     results = []
     for batch in config.batch_sizes:
         for mode in config.modes:
-            result = _run_child(config, mode, batch)
+            result = _run_child(config, mode, batch, loader)
             on_result(result)
             results.append(result)
     return results
 
 
-def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
+def _run_child(config: BenchConfig, mode: str, batch: int, loader: str = ENGINE_LOADER) -> dict:
     """One run in a fresh process (clean peak memory); it writes its result to a temporary file."""
     with tempfile.TemporaryDirectory(prefix="proxytool-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        payload = json.dumps({"config": config.to_json(), "mode": mode, "batch": batch, "out": str(out)})
+        request = {"config": config.to_json(), "mode": mode, "batch": batch, "out": str(out), "loader": loader}
+        payload = json.dumps(request)
         proc = subprocess.run(
             [sys.executable, "-m", "proxytool.decoding.speed", payload], capture_output=True, text=True
         )
@@ -83,19 +93,22 @@ def _run_child(config: BenchConfig, mode: str, batch: int) -> dict:
         return json.loads(out.read_text())
 
 
-def measure(config: BenchConfig, mode: str, batch: int) -> dict:
-    """Load what ``mode`` needs, decode ``repeats`` times, return the median timings and peak memory."""
+def measure(config: BenchConfig, mode: str, batch: int, load=None) -> dict:
+    """Load what ``mode`` needs, decode ``repeats`` times, return the median timings and peak memory.
+
+    ``load``: loads a setup's models for every mode but ``reference`` (default: the engine's)."""
     import torch
 
     from proxytool.runtime import prepare_runtime
 
     prepare_runtime(config.setup.loading.threads)
+    load = load or _imported(ENGINE_LOADER)
     runners = {
-        "base": _BaseAlone,
-        "proxy": _Proxy,
+        "base": lambda c: _BaseAlone(c, load),
+        "proxy": lambda c: _Proxy(c, load=load),
         "reference": _Reference,
-        "engine-base": lambda c: _Proxy(c, pairs=False),
-        "speculative": _Speculative,
+        "engine-base": lambda c: _Proxy(c, pairs=False, load=load),
+        "speculative": lambda c: _Speculative(c, load),
     }
     runner = runners[mode](config)
     prompts = _prompts(runner.tokenizer, batch, config.prompt_tokens)
@@ -172,10 +185,8 @@ class _Runner:
 class _Proxy(_Runner):
     """proxytool's engine (shared LoRA pair, per-model KV caches, batched rows)."""
 
-    def __init__(self, config: BenchConfig, pairs: bool = True):
-        from proxytool.decoding.setup import load_proxy_models
-
-        self.models = load_proxy_models(config.setup_for(pairs))
+    def __init__(self, config: BenchConfig, pairs: bool = True, load=None):
+        self.models = (load or _imported(ENGINE_LOADER))(config.setup_for(pairs))
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
 
@@ -202,8 +213,8 @@ class _Proxy(_Runner):
 class _Speculative(_Proxy):
     """proxytool's engine drafting ``config.speculative`` tokens per round with the expert."""
 
-    def __init__(self, config: BenchConfig):
-        super().__init__(config)
+    def __init__(self, config: BenchConfig, load=None):
+        super().__init__(config, load=load)
         self.k, self.draft, self.stats = config.speculative, config.draft, {}
 
     def decode(self, prompts, n):
@@ -235,8 +246,8 @@ class _Speculative(_Proxy):
 class _BaseAlone(_Runner):
     """The floor: the base model alone through transformers' `generate`, greedy, same lengths."""
 
-    def __init__(self, config: BenchConfig):
-        proxy = _Proxy(config, pairs=False)
+    def __init__(self, config: BenchConfig, load=None):
+        proxy = _Proxy(config, pairs=False, load=load)
         self.model, self.tokenizer, self.device = proxy.models.base.source.model, proxy.tokenizer, proxy.device
         self.prompt_format = proxy.models.base.source.groups[0].prompt_format
         # with --kv-cache static the floor uses transformers' static cache too (compiled on CUDA by generate)
@@ -421,7 +432,19 @@ def machine() -> dict:
     }
 
 
-if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
-    result = measure(BenchConfig.from_json(request["config"]), request["mode"], request["batch"])
+def _imported(name: str):
+    """The function a ``module:function`` name names (a loader, imported in the child process)."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def child(payload: str) -> None:
+    """What each run's process does: measure one (mode, batch) and write the result file."""
+    request = json.loads(payload)
+    load = _imported(request.get("loader", ENGINE_LOADER))
+    result = measure(BenchConfig.from_json(request["config"]), request["mode"], request["batch"], load)
     Path(request["out"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    child(sys.argv[1])

@@ -52,6 +52,9 @@ SystemFn = Callable[[Task, list[Example]], list]
 generate tasks, the list of per-choice log-likelihoods for choice tasks."""
 ProgressFn = Callable[[str, int, int], None]
 """``(system, examples_done, examples_total)``, called when a system starts and after each batch."""
+LoadFn = Callable[[ProxySetup | ResolvedSetup], ProxyModels]
+"""How a setup's models load: the engine's :func:`load_proxy_models` by default; the CLI passes the
+public API's (``proxytool.api.tuned.load_models``: ``ProxyTuned.from_setup``), which this layer cannot import."""
 
 
 def metric_name(task: Task) -> str:
@@ -394,18 +397,22 @@ def _dev_task(config: EvalConfig, task: Task) -> Task:
 
 
 def run_prepared(
-    prep: Prepared, on_progress: ProgressFn | None = None, on_status: Callable[[str], None] | None = None
+    prep: Prepared,
+    on_progress: ProgressFn | None = None,
+    on_status: Callable[[str], None] | None = None,
+    load: LoadFn = load_proxy_models,
 ) -> tuple[Report, Path]:
     """Load the models once, run every system, write the report files; returns the report and its folder.
 
     ``prep`` comes from :func:`prepare`, so input errors are reported before anything loads. Base
     alone, expert alone and the proxy at each alpha share one set of loaded models; the direct model
-    (if any) is loaded after those are released, so peak memory is the larger of the two.
+    (if any) is loaded after those are released, so peak memory is the larger of the two. ``load``
+    loads both (see :data:`LoadFn`).
     """
     config, status = prep.config, on_status or (lambda _: None)
     task, started = prep.task, datetime.now().astimezone().isoformat(timespec="seconds")
     status("loading base, expert and anti-expert")
-    proxy = load_proxy_models(prep.resolved)
+    proxy = load(prep.resolved)
     alphas, calibration = config.alphas, None
     if prep.dev is not None:
         calibration = _calibrate(prep, proxy, on_progress)
@@ -422,7 +429,7 @@ def run_prepared(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         status(f"loading the directly tuned model {config.direct}")
-        direct = load_proxy_models(direct_setup(config))
+        direct = load(direct_setup(config))
         report.results.update(
             evaluate(
                 task,

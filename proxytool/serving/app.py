@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.roles import ProxyModels
 from proxytool.decoding.sampling import SamplingConfig
+from proxytool.decoding.sources import ModelSource
 from proxytool.errors import ProxyToolError
 from proxytool.serving.adjust import ScoreChanges, adjuster
 from proxytool.serving.logprobs import (
@@ -138,6 +139,8 @@ def create_app(models: ProxyModels, config: ServerConfig = ServerConfig()) -> Fa
             "cancelled": s.cancelled,
             "batch_rows": s.batch_rows,
             "rows_joined": s.rows_joined,
+            "completed": s.completed,
+            "failed": s.failed,
             "batching": "continuous" if scheduler.continuous else "separate",
         }
 
@@ -321,15 +324,35 @@ class _API:
         except ShuttingDown as err:
             raise APIError(503, str(err), code="shutting_down") from None
 
-    def max_tokens(self, prompt_len: int, asked: int | None, fed: int | None = None) -> int:
-        """``asked`` (or all the room left) after checking the context; ``fed``: the prompt tokens that use
-        room (default all)."""
-        limit = self.models.base.source.max_length
-        room = None if limit is None else limit - (prompt_len if fed is None else fed)
-        if room is not None and room < 0 or (room is not None and asked is not None and asked > room):
-            raise APIError(
-                400, f"prompt ({prompt_len} tokens) + max_tokens ({asked}) exceed the context ({limit})", "max_tokens"
-            )
+    def contexts(self, prompt) -> list[tuple[str, int, int]]:
+        """(role, the prompt's tokens as that role sees it, the role's context) for the base and each local
+        model of a pair whose context is known: a request must fit them all, since a row that outgrows one
+        model's context would fail every row of its batch. Runs on the worker (chat prompts are tokenized)."""
+        seen = []
+        for role, member in self.models.roles().items():
+            source = member.source
+            limit = source.max_length
+            if limit is None or (role != "base" and not isinstance(source, ModelSource)):
+                continue
+            seen.append((role, len(source.groups[member.group].prompt_format.encode(prompt)), limit))
+        return seen
+
+    def max_tokens(self, seen: list[tuple[str, int, int]], asked: int | None, unfed: int = 0) -> int:
+        """``asked`` (or all the room every model has left) after checking that the prompt and ``asked`` new
+        tokens fit each context in ``seen`` (:meth:`contexts`); ``unfed``: prompt tokens that use no room."""
+        room = None
+        for role, size, limit in seen:
+            left = limit - (size - unfed)
+            if left < 0 or (asked is not None and asked > left):
+                if role == "base":
+                    message = f"prompt ({size} tokens) + max_tokens ({asked}) exceed the context ({limit})"
+                else:
+                    message = (
+                        f"prompt ({size} tokens in the {role}'s format) + max_tokens ({asked}) exceed the "
+                        f"{role}'s context ({limit})"
+                    )
+                raise APIError(400, message, "max_tokens")
+            room = left if room is None else min(room, left)
         if asked is not None:
             return asked
         return room if room is not None else 256
@@ -484,15 +507,15 @@ class _API:
                     raise APIError(400, "prompt: no tokens", "prompt")
                 self.check_ids(ids, "prompt")
                 out.append(ids)
-            return out
+            return out, [self.contexts(TokenPrompt(tuple(i))) for i in out]
 
-        ids = await self.on_worker(encode)
+        ids, seen = await self.on_worker(encode)
         scoring = body.echo and body.logprobs is not None
         one_prefill = scoring and body.max_tokens == 1 and not (body.stream or body.proxy_trace)
         # one prefill feeds the prompt only (the new token is never fed back): a prompt of the whole context
         # fits, as lm-eval sends with max_length = context + 1
         unfed = 1 if one_prefill else 0
-        max_tokens = max(self.max_tokens(len(i), body.max_tokens, fed=len(i) - unfed) for i in ids)
+        max_tokens = max(self.max_tokens(s, body.max_tokens, unfed) for s in seen)
         prompts = [TokenPrompt(tuple(i)) for i in ids]
         alphas = self.alphas(body)
         echo_infos, results = None, None
@@ -543,6 +566,7 @@ class _API:
                 stop=body.stops(), ignore_eos=body.ignore_eos, adjust=adjuster([changes] * count),
             )  # fmt: skip
             self.scheduler.stats.tokens_generated += len(firsts)
+            self.scheduler.stats.completed += len(firsts)
             return infos, firsts
 
         infos, firsts = await self.on_worker(run)
@@ -610,12 +634,13 @@ class _API:
         base = self.models.base
 
         def encode():
-            return len(base.source.groups[base.group].prompt_format.encode(messages))
+            size = len(base.source.groups[base.group].prompt_format.encode(messages))
+            # no tokens (e.g. one empty message in a raw format): start from BOS, as generate() does
+            prompt = messages if size else self.bos_prompt("messages")
+            return prompt, size or 1, self.contexts(prompt)
 
-        prompt, prompt_tokens = messages, await self.on_worker(encode)
-        if prompt_tokens == 0:  # e.g. one empty message in a raw format: start from BOS, as generate() does
-            prompt, prompt_tokens = self.bos_prompt("messages"), 1
-        max_tokens = self.max_tokens(prompt_tokens, body.limit())
+        prompt, prompt_tokens, seen = await self.on_worker(encode)
+        max_tokens = self.max_tokens(seen, body.limit())
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.stream:
             jobs = self.jobs(body, [prompt], max_tokens, top) if max_tokens > 0 else []

@@ -126,6 +126,8 @@ class Stats:
     cancelled: int = 0
     batch_rows: int = 0  # rows the running batches' forwards carry (separate batching: finished rows too)
     rows_joined: int = 0  # rows that joined a running batch (continuous batching)
+    completed: int = 0  # rows that ended with a finish reason (stop, length), answered by the worker
+    failed: int = 0  # rows that ended with an error event (generation failed, shutdown)
 
 
 class Scheduler:
@@ -211,6 +213,7 @@ class Scheduler:
             for job in jobs:
                 if not job.done:
                     job.done = True
+                    self.stats.failed += 1
                     job.emit(ErrorEvent(message, 503))
             self._wake.notify()
 
@@ -244,7 +247,8 @@ class Scheduler:
                     for job in batch.jobs:
                         if not job.done:
                             job.done = True
-                            job.emit(ErrorEvent(f"internal error: {err}"))
+                            self.stats.failed += 1
+                            job.emit(ErrorEvent(f"internal error: {' '.join(str(err).split())}"))
             self._batches = [b for b in self._batches if not all(j.done for j in b.jobs)]
             self.stats.active_rows = self._active_rows()
             self.stats.batch_rows = sum(len(b.jobs) for b in self._batches)
@@ -252,6 +256,7 @@ class Scheduler:
             for job in batch.jobs:
                 self._finish(job, "abort")
         for job in self._waiting:
+            self.stats.failed += 1
             job.emit(ErrorEvent("the server is shutting down"))
 
     def _admit(self) -> list[_Batch]:
@@ -387,23 +392,33 @@ class Scheduler:
         batch.infos = []
 
     def _deliver(self, batch: _Batch, rows) -> None:
-        """Each unfinished job's new token (``rows``: the batch's rows after a step, None after its end)."""
+        """Each unfinished job's new token (``rows``: the batch's rows after a step, None after its end).
+
+        A job whose own part fails here (its text, its events) fails alone: it is done, so it leaves the
+        batch at once, and the other rows go on."""
         for i, job in enumerate(batch.jobs):
             if job.done:
                 continue
-            row = rows[i] if rows is not None else None
-            if row is not None and len(row.token_ids) > len(job.token_ids):
-                self._append(job, row.token_ids[-1], batch.infos[i] if batch.infos else None)
-                if not job.done and row.finish_reason == "stop":
-                    self._finish(job, "stop")
-            if not job.done and (row is None or len(job.token_ids) >= job.max_tokens):
-                self._finish(job, "length")
+            try:
+                row = rows[i] if rows is not None else None
+                if row is not None and len(row.token_ids) > len(job.token_ids):
+                    self._append(job, row.token_ids[-1], batch.infos[i] if batch.infos else None)
+                    if not job.done and row.finish_reason == "stop":
+                        self._finish(job, "stop")
+                if not job.done and (row is None or len(job.token_ids) >= job.max_tokens):
+                    self._finish(job, "length")
+            except Exception as err:  # noqa: BLE001 (one request's failure must not end the others)
+                self._fail_job(job, err)
 
     def _fail(self, batch: _Batch, err: Exception) -> None:
         for job in batch.jobs:
-            if not job.done:
-                job.done = True
-                job.emit(ErrorEvent(f"generation failed: {err}"))
+            self._fail_job(job, err)
+
+    def _fail_job(self, job: Job, err: Exception) -> None:
+        if not job.done:
+            job.done = True
+            self.stats.failed += 1
+            job.emit(ErrorEvent(f"generation failed: {' '.join(str(err).split())}"))
 
     def _append(self, job: Job, token: int, info: TokenInfo | None) -> None:
         job.token_ids.append(token)
@@ -422,8 +437,12 @@ class Scheduler:
     def _finish(self, job: Job, reason: str, text: str | None = None) -> None:
         if job.done:
             return
-        job.done = True
         text = self._text(job) if text is None else text
+        job.done = True
+        if reason == "abort":
+            self.stats.failed += 1
+        else:
+            self.stats.completed += 1
         job.emit(DoneEvent(reason, text[job.sent :], len(job.token_ids)))
 
     def _text(self, job: Job) -> str:
