@@ -247,7 +247,7 @@ class ProxyTuningLogitsProcessor(_EngineBase):
 
         last = self.pairs.advance(list(self.slots.values()))
         for alphas, indices in _by_alphas(self.slots).items():
-            rows = [last[self.slots[i]] for i in indices]
+            rows = [last[self.slots[i]][0] for i in indices]  # after its last token (no drafts in V1)
             steers = [
                 Steer(alpha, _stack(rows, p, 0, logits.device), _stack(rows, p, 1, logits.device))
                 for p, alpha in enumerate(alphas)
