@@ -19,7 +19,9 @@ all of them is one batch (engines/pair_batch.py: one pair forward per step for e
 request added again after preemption is prefilled again (recompute). What the two vLLM interfaces share
 (configuration, α, the loaded pair, the combine) is engines/steering.py. Importable without vLLM: the
 class subclasses vLLM's ``LogitsProcessor`` only where vLLM is installed (tests drive it with a fake
-batch).
+batch); where Model Runner V2 is installed too it also subclasses that runner's base, so the one entry
+point loads under either runner (MRV2 refuses V1-only plugins of the group), and MRV2's constructor
+call builds the MRV2 adapter (engines/vllm_v2.py).
 """
 
 from proxytool.engines.steering import (
@@ -46,6 +48,14 @@ except ImportError:  # pragma: no cover - depends on the environment
         pass
 
 
+try:  # Model Runner V2 loads the group's plugins only if they subclass its base (a vLLM with MRV2)
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as _RunnerV2Base
+except Exception:  # pragma: no cover - no vLLM, a vLLM before MRV2's interface, or one whose MRV2 cannot import here
+
+    class _RunnerV2Base:  # type: ignore[no-redef]
+        pass
+
+
 __all__ = [
     "ENV_ALPHAS",
     "ENV_ANTI_EXPERTS",
@@ -60,13 +70,20 @@ __all__ = [
 ]
 
 
-class ProxyTuningLogitsProcessor(_EngineBase):
+class ProxyTuningLogitsProcessor(_EngineBase, _RunnerV2Base):
     """vLLM V1 logits processor: ``base + Σ α (expert − anti-expert)`` on every steered row.
 
     Loads the pair once per worker process (every tensor-parallel rank runs it on the same rows), and
     refuses at start, in one line, an unknown expert, a pair whose tokenizer differs from the served
     model's, a non-finite α or a context longer than the pair takes.
     """
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 2 and hasattr(args[1], "all_token_ids"):  # Model Runner V2: (vllm_config, req_states)
+            from proxytool.engines.vllm_v2 import ProxyTuningLogitsProcessorV2
+
+            return ProxyTuningLogitsProcessorV2(*args, **kwargs)  # not an instance of cls: no __init__ after
+        return super().__new__(cls)
 
     def __init__(self, vllm_config, device, is_pin_memory: bool = False, *, config: PluginConfig | None = None):
         self.steering = Steering(config if config is not None else PluginConfig.from_env(), vllm_config, device)
