@@ -7,13 +7,19 @@ per step for the whole batch. A row leaves the batch (:meth:`Stepper.drop`) when
 or when its tokens fall out of step with the others (no new token or several in one step, or tokens
 taken back): it is then prefilled again on its own from its prompt and all its tokens, and rejoins.
 
+Tokens that are not the request's own yet (speculative draft tokens, Model Runner V2) are scored
+without being kept: a request with drafts steps on its own Stepper, which takes its new tokens and its
+drafts in one ``extend``, gives the logits after each, and is truncated by the drafts at once (the
+pair never holds a draft that vLLM may reject; accepted ones come back as the request's tokens).
+
 Where the pair's sources cannot merge states (``Stepper.joinable`` is False, e.g. a static KV cache, or
 a join that finds a cache it cannot rearrange, e.g. sliding-window layers), rows do not join: each
 keeps a Stepper of its own and the pair runs once per row per step (the per-request path).
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +39,8 @@ class _Track:
     fed: int  # output tokens the pair has seen
     tail: int | None  # the last output token fed (a shorter or changed list is fed again)
     last: list  # per pair: (expert, anti-expert) logits [vocab] after the last token fed
+    ahead: list = field(default_factory=list)  # per draft token of this step: per pair, the logits after it
+    solo: bool = False  # it has had draft tokens: it keeps its own Stepper (a batch row takes one token a step)
 
 
 class PairBatch:
@@ -46,19 +54,30 @@ class PairBatch:
         self.rows: list = []  # the requests in ``batch``, in its row order
         self.tracks: dict = {}
 
-    def advance(self, requests: list) -> dict:
-        """Feed the pair every request's output tokens that it has not seen; returns per request, per pair,
-        the expert's and anti-expert's logits [vocab] after the request's last token."""
-        self.keep(requests)
-        plans = {request: self._plan(request) for request in requests}
+    def advance(self, requests: list, drafts: Mapping[object, Sequence[int]] | None = None) -> dict:
+        """Feed the pair every request's output tokens that it has not seen, and score each request's
+        ``drafts`` (tokens that may follow its output) without keeping them.
+
+        Returns per request the positions scored: after its last token, then after each of its draft
+        tokens; each position per pair, the expert's and anti-expert's logits [vocab]. Rows of the
+        batch that are not in ``requests`` leave it (their state is prefilled again if they return);
+        other requests' own states are kept (:meth:`keep` forgets them).
+        """
+        drafts = drafts or {}
+        present = set(requests)
+        absent = {r for r in self.rows if r not in present}
+        self._leave(absent)
+        for request in absent:
+            del self.tracks[request]
+        plans = {request: self._plan(request, bool(drafts.get(request))) for request in requests}
         self._leave({r for r in self.rows if plans[r] != "batch"})
         for request, plan in plans.items():
             if plan == "prefill":
                 self._prefill(request)
-            elif plan == "alone":
-                self._extend_alone(request)
+            if plan != "batch":
+                self._extend_alone(request, list(drafts.get(request, ())))
         self._step_batch([r for r, plan in plans.items() if plan == "batch"])
-        return {request: self.tracks[request].last for request in requests}
+        return {request: [self.tracks[request].last, *self.tracks[request].ahead] for request in requests}
 
     def keep(self, requests) -> None:
         """Forget every request but ``requests`` (those that ended or were preempted)."""
@@ -66,9 +85,9 @@ class PairBatch:
         self._leave({r for r in self.rows if r not in kept})
         self.tracks = {r: t for r, t in self.tracks.items() if r in kept}
 
-    def _plan(self, request) -> str:
+    def _plan(self, request, drafting: bool = False) -> str:
         """``prefill`` (new, or out of step), ``alone`` (on its own Stepper), ``batch`` (one token in the
-        shared step) or ``wait`` (nothing new: its last logits stand)."""
+        shared step) or ``wait`` (nothing new: its last logits stand). A request with drafts steps alone."""
         track = self.tracks.get(request)
         output = request.output
         if any(t < 0 for t in output[track.fed if track else 0 :]):
@@ -79,9 +98,10 @@ class PairBatch:
         if track is None or len(output) < track.fed or (track.fed and output[track.fed - 1] != track.tail):
             return "prefill"
         new = len(output) - track.fed
+        batchable = new == 1 and not (drafting or track.solo)
         if track.stepper is None:
-            return "batch" if new == 1 else "prefill"
-        if new == 1 and self.joinable:
+            return "batch" if batchable else "prefill"
+        if batchable and self.joinable:
             return "batch"
         return "alone" if new else "wait"
 
@@ -91,10 +111,23 @@ class PairBatch:
         self.tracks[request] = _Track(stepper, 0, None, [])
         self._fed(request, stepper, 0)
 
-    def _extend_alone(self, request) -> None:
+    def _extend_alone(self, request, drafts: list[int] | None = None) -> None:
+        """Feed the request's own Stepper its new tokens and ``drafts`` in one ``extend``; the drafts are
+        scored (``ahead``) and truncated at once."""
         track = self.tracks[request]
-        track.stepper.extend(torch.tensor([request.output[track.fed :]], dtype=torch.long))
-        self._fed(request, track.stepper, 0)
+        drafts = drafts or []
+        new = list(request.output[track.fed :])
+        track.ahead = []
+        if not new and not drafts:
+            return
+        track.stepper.extend(torch.tensor([new + drafts], dtype=torch.long))
+        if new:
+            self._fed(request, track.stepper, 0, at=len(new) - 1)
+        if drafts:
+            track.solo = True
+            at = [len(new) + j for j in range(len(drafts))]
+            track.ahead = [[self._role_logits(track.stepper, p, 0, i) for p in self.models.pairs] for i in at]
+            track.stepper.truncate(len(drafts))  # vLLM says next step which it kept: they come back as output
 
     def _step_batch(self, stepping: list) -> None:
         """Join the rows that step for the first time, then feed every row its one new token at once."""
@@ -126,11 +159,17 @@ class PairBatch:
         track.stepper = None
         return True
 
-    def _fed(self, request, stepper: Stepper, row: int) -> None:
-        """Record that ``stepper``'s row ``row`` has seen all of the request's output."""
+    def _fed(self, request, stepper: Stepper, row: int, at: int = -1) -> None:
+        """Record that ``stepper``'s row ``row`` has seen all of the request's output (its last token at
+        position ``at`` of the last call)."""
         track, output = self.tracks[request], request.output
         track.fed, track.tail = len(output), (output[-1] if output else None)
-        track.last = [(_last(stepper, p.expert, row), _last(stepper, p.anti_expert, row)) for p in self.models.pairs]
+        track.last = [self._role_logits(stepper, p, row, at) for p in self.models.pairs]
+        track.ahead = []
+
+    @staticmethod
+    def _role_logits(stepper: Stepper, pair, row: int, at: int) -> tuple:
+        return _logits(stepper, pair.expert, row, at), _logits(stepper, pair.anti_expert, row, at)
 
     def _leave(self, requests: set) -> None:
         """Take ``requests`` out of the batch (their KV entries go)."""
@@ -143,8 +182,8 @@ class PairBatch:
         self.rows = [r for i, r in enumerate(self.rows) if i not in rows]
 
 
-def _last(stepper: Stepper, member, row: int) -> torch.Tensor:
-    """One role's logits [vocab] for ``row`` after its last token (a prefill's [rows, vocab] or an
-    extend's [rows, k, vocab])."""
+def _logits(stepper: Stepper, member, row: int, at: int = -1) -> torch.Tensor:
+    """One role's logits [vocab] for ``row`` at position ``at`` of the last call (a prefill's [rows, vocab]
+    holds its last position only; an extend's is [rows, k, vocab])."""
     logits = stepper.logits_of(member)[row]
-    return logits[-1] if logits.dim() == 2 else logits
+    return logits[at] if logits.dim() == 2 else logits

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxytool.engines.vllm import (
+from proxytool.engines.steering import (
     ENV_ALPHAS,
     ENV_ANTI_EXPERTS,
     ENV_DEVICE,
