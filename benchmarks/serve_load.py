@@ -10,6 +10,10 @@ aggregate generated tokens/s, p50/p95 end-to-end latency and p50 time to first t
     # the offline Qwen pair (see docs/serving.md):
     PYTHONPATH=. python benchmarks/serve_load.py --base qwen2.5-coder-1.5b-instruct \\
         --expert polls-demo-expert --max-tokens 16 --requests 1 --concurrency 1 4 16
+    # a server already running (proxytool serve, proxytool vllm, vLLM): --url, its model name, and
+    # fields added to every request (docs/vllm.md "Measured"):
+    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --model base --concurrency 16 \\
+        --requests 1 --extra '{"vllm_xargs": {"proxytool_alpha": 1}}'
 """
 
 import argparse
@@ -47,9 +51,9 @@ def percentile(values, q):
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def one_request(url: str, prompt: str, max_tokens: int) -> dict:
-    body = {"model": "proxytool", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    body.update(stream=True, ignore_eos=True)
+def one_request(url: str, prompt: str, max_tokens: int, model: str = "proxytool", extra: dict | None = None) -> dict:
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    body.update(stream=True, ignore_eos=True, **(extra or {}))
     start = time.perf_counter()
     first, chunks = None, 0
     with httpx.stream("POST", url + "/v1/completions", json=body, timeout=3600) as response:
@@ -62,12 +66,12 @@ def one_request(url: str, prompt: str, max_tokens: int) -> dict:
     return {"latency": time.perf_counter() - start, "ttft": first, "tokens": max_tokens}
 
 
-def run_level(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+def run_level(url: str, concurrency: int, requests: int, max_tokens: int, **request) -> dict:
     results, lock = [], threading.Lock()
 
     def client(i):
         for r in range(requests):
-            out = one_request(url, PROMPTS[(i + r) % len(PROMPTS)], max_tokens)
+            out = one_request(url, PROMPTS[(i + r) % len(PROMPTS)], max_tokens, **request)
             with lock:
                 results.append(out)
 
@@ -105,7 +109,14 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument("--url", help="Measure this running server (http://HOST:PORT) instead of starting one.")
+    parser.add_argument("--model", default="proxytool", help="The model name requests ask for (with --url).")
+    parser.add_argument("--extra", type=json.loads, default={}, help="JSON fields added to every request.")
     args = parser.parse_args()
+    if args.url:
+        rows = measure(args.url.rstrip("/").removesuffix("/v1"), args, model=args.model, extra=args.extra)
+        report(rows, args.json)
+        return
 
     from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
     from proxytool.runtime import prepare_runtime
@@ -125,12 +136,21 @@ def main() -> None:
     models = load_proxy_models(setup)
     print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     config = ServerConfig(max_batch=args.max_batch, max_queue=256)
-    rows = []
     with BackgroundServer(models, config) as server:
-        one_request(server.url, PROMPTS[0], 2)  # warm-up
-        for c in args.concurrency:
-            rows.append(run_level(server.url, c, args.requests, args.max_tokens))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        rows = measure(server.url, args)
+    report(rows, args.json)
+
+
+def measure(url: str, args, **request) -> list[dict]:
+    one_request(url, PROMPTS[0], 2, **request)  # warm-up
+    rows = []
+    for c in args.concurrency:
+        rows.append(run_level(url, c, args.requests, args.max_tokens, **request))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def report(rows: list[dict], path: Path | None) -> None:
     print("| clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | p50 first token (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -138,8 +158,8 @@ def main() -> None:
             f"| {r['concurrency']} | {r['requests']} | {r['tokens_per_s']} | {r['p50_s']} | {r['p95_s']} "
             f"| {r['ttft_p50_s']} |"
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    if path:
+        path.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

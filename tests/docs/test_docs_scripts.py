@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from docs_check import REPO
 from stand_ins import build_world, register_models
@@ -39,6 +40,25 @@ def test_make_random_models_lora_only_needs_no_tokenizer(tiny_models, tmp_path):
 def test_serve_load_tiny(capsys):
     run_script("benchmarks/serve_load.py", "--tiny", "--threads", "1", "--requests", "1", "--max-tokens", "2")
     assert "| 16 | 16 |" in capsys.readouterr().out  # 16 clients, one request each
+
+
+def test_serve_load_measures_a_running_server_with_extra_fields(tiny_models, tmp_path, capsys):
+    """vllm_vs_serve.sh's client: --url, --model and --extra (a field every request carries)."""
+    from proxytool.decoding.setup import LoadingOptions, ProxySetup, load_proxy_models
+    from proxytool.serving.app import ServerConfig
+    from proxytool.serving.server import BackgroundServer
+
+    models = load_proxy_models(ProxySetup(base=str(tiny_models["base"]), loading=LoadingOptions(device="cpu")))
+    with BackgroundServer(models, ServerConfig(model_name="base")) as server:
+        run_script(
+            "benchmarks/serve_load.py",
+            *("--url", server.url + "/v1", "--model", "base", "--concurrency", "2", "--requests", "1"),
+            *("--max-tokens", "3", "--extra", '{"seed": 7}', "--json", str(tmp_path / "r.json")),
+        )
+        with pytest.raises(httpx.HTTPStatusError, match="400"):  # the extra field reaches the server
+            run_script("benchmarks/serve_load.py", "--url", server.url, "--model", "base", "--extra", '{"best_of": 2}')
+    assert "| 2 | 2 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())[0]["tokens"] == 6
 
 
 def test_speculative_cpu(tiny_models, tmp_path, capsys):
