@@ -1,11 +1,12 @@
 """The expert pair's state for every steered row of a vLLM batch: one pair forward per step for all rows.
 
-A request is prefilled on its own (so its first scores are those of a generation of it alone) and
-joins the running batch (:meth:`Stepper.join`) on the step that brings its first new token; from then
-on one ``extend`` of that shared Stepper feeds every row its new token, so each pair source runs once
-per step for the whole batch. A row leaves the batch (:meth:`Stepper.drop`) when its request is gone,
-or when its tokens fall out of step with the others (no new token or several in one step, or tokens
-taken back): it is then prefilled again on its own from its prompt and all its tokens, and rejoins.
+The requests seen for the first time in one call are prefilled together (one left-padded forward per
+pair source) and join the running batch (:meth:`Stepper.join`) at once; from then on one ``extend`` of
+that shared Stepper feeds every row its new token, so each pair source runs once per step for the whole
+batch. A row leaves the batch (:meth:`Stepper.drop`) when its request is gone, or when its tokens fall
+out of step with the others (no new token or several in one step — e.g. a prompt vLLM still prefills
+in chunks —, or tokens taken back): it is then prefilled again on its own Stepper from its prompt and
+all its tokens, waits there while nothing new comes, and rejoins on the step that brings one token.
 
 Tokens that are not the request's own yet (speculative draft tokens, Model Runner V2) are scored
 without being kept: a request with drafts steps on its own Stepper, which takes its new tokens and its
@@ -47,8 +48,10 @@ class PairBatch:
     """The pair's KV state for a changing set of requests, each with ``prompt`` and ``output`` token ids
     (``output`` grows between calls) and hashed by identity."""
 
-    def __init__(self, models: ProxyModels):
+    def __init__(self, models: ProxyModels, prefill_together: bool = True):
         self.models = models
+        self.prefill_together = prefill_together  # off under speculative decoding: a request with drafts
+        # steps on its own Stepper, so a prefill that joined the batch would be done again
         self.joinable = Stepper(models).joinable
         self.batch: Stepper | None = None
         self.rows: list = []  # the requests in ``batch``, in its row order
@@ -70,13 +73,20 @@ class PairBatch:
         for request in absent:
             del self.tracks[request]
         plans = {request: self._plan(request, bool(drafts.get(request))) for request in requests}
-        self._leave({r for r in self.rows if plans[r] != "batch"})
+        if not self._leave({r for r in self.rows if plans[r] != "batch"}):
+            plans = {request: self._plan(request, bool(drafts.get(request))) for request in requests}
+        newcomers = [r for r, p in plans.items() if p == "prefill" and r not in self.tracks and not drafts.get(r)]
+        newcomers = newcomers if self.prefill_together else []
         for request, plan in plans.items():
+            if request in newcomers:
+                continue
             if plan == "prefill":
                 self._prefill(request)
             if plan != "batch":
                 self._extend_alone(request, list(drafts.get(request, ())))
         self._step_batch([r for r, plan in plans.items() if plan == "batch"])
+        if newcomers:
+            self._prefill_together(newcomers)
         return {request: [self.tracks[request].last, *self.tracks[request].ahead] for request in requests}
 
     def keep(self, requests) -> None:
@@ -110,6 +120,35 @@ class PairBatch:
         stepper.prefill([TokenPrompt(tuple(list(request.prompt) + list(request.output)))])
         self.tracks[request] = _Track(stepper, 0, None, [])
         self._fed(request, stepper, 0)
+
+    def _prefill_together(self, requests: list) -> None:
+        """Prefill requests seen for the first time in one forward per pair source (left-padded), then join
+        them to the batch, so that they step with it from the next call. Where the pair cannot merge
+        states, each is prefilled again on its own at its next call (the join is found to fail only here
+        or at a later join)."""
+        if not self.joinable:
+            for request in requests:
+                self._prefill(request)
+                self._extend_alone(request)
+            return
+        stepper = Stepper(self.models)
+        stepper.prefill([TokenPrompt(tuple(list(r.prompt) + list(r.output))) for r in requests])
+        for i, request in enumerate(requests):
+            self.tracks[request] = _Track(None, 0, None, [])
+            self._fed(request, stepper, i)
+        if self.batch is None:
+            self.batch = stepper
+        else:
+            try:
+                self.batch.join(stepper)
+            except ProxyToolError as err:
+                log.info("proxytool: %s; the pair runs once per request per step", err)
+                self.joinable = False
+                stepper.close()
+                for request in requests:  # scored already; their state is rebuilt alone at their next call
+                    self.tracks[request].fed = len(request.output) + 1
+                return
+        self.rows.extend(requests)
 
     def _extend_alone(self, request, drafts: list[int] | None = None) -> None:
         """Feed the request's own Stepper its new tokens and ``drafts`` in one ``extend``; the drafts are
@@ -171,15 +210,27 @@ class PairBatch:
     def _role_logits(stepper: Stepper, pair, row: int, at: int) -> tuple:
         return _logits(stepper, pair.expert, row, at), _logits(stepper, pair.anti_expert, row, at)
 
-    def _leave(self, requests: set) -> None:
-        """Take ``requests`` out of the batch (their KV entries go)."""
+    def _leave(self, requests: set) -> bool:
+        """Take ``requests`` out of the batch (their KV entries go). False where the batch's caches cannot
+        lose rows after all (found only now): the batch is then dissolved, and every row in it is prefilled
+        again on its own at its next plan."""
         rows = {i for i, r in enumerate(self.rows) if r in requests}
         if len(rows) == len(self.rows) and self.batch is not None:
             self.batch.close()
             self.batch = None
         elif rows:
-            self.batch.drop(rows)
+            try:
+                self.batch.drop(rows)
+            except ProxyToolError as err:
+                log.info("proxytool: %s; the pair runs once per request per step", err)
+                self.joinable = False
+                for request in self.rows:
+                    self.tracks[request].fed = len(request.output) + 1  # out of step: prefilled again alone
+                self.batch.close()
+                self.batch, self.rows = None, []
+                return False
         self.rows = [r for i, r in enumerate(self.rows) if i not in rows]
+        return True
 
 
 def _logits(stepper: Stepper, member, row: int, at: int = -1) -> torch.Tensor:

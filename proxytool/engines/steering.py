@@ -144,14 +144,14 @@ class Steering:
         import torch
 
         self.config = dataclasses.replace(config, device=config.device or str(torch.device(device)))
-        self._load(vllm_config.model_config)
+        self._load(vllm_config.model_config, speculative=getattr(vllm_config, "speculative_config", None) is not None)
         _LIVE[id(vllm_config)] = weakref.ref(self)
 
     @property
     def active(self) -> bool:
         return self.models is not None
 
-    def _load(self, model_config) -> None:
+    def _load(self, model_config, speculative: bool = False) -> None:
         from proxytool.decoding.setup import load_proxy_models
         from proxytool.engines.pair_batch import PairBatch
 
@@ -166,7 +166,7 @@ class Steering:
                 f"start vLLM with --max-model-len {limit}"
             )
         self.models = models
-        self.pairs = PairBatch(models)
+        self.pairs = PairBatch(models, prefill_together=not speculative)  # drafts step alone (pair_batch.py)
         self.vocab_size = len(models.tokenizer)
         log.info(
             "proxytool: steering with %d pair(s), α %s, on %s",

@@ -228,10 +228,11 @@ def test_every_row_of_a_shuffled_batch_equals_proxytool_decode(tiny_models, base
     assert not plugin.pairs.rows and plugin.pairs.batch is None and not plugin.pairs.tracks
     for n in range(len(plugin.models.sources)):  # one forward per step covers every row not just prefilled
         prefills = [c for c in calls if c.source == n and c.kind == "prefill"]
-        assert len(prefills) == 7 and all(c.rows == 1 for c in prefills)  # six adds and one recompute
+        # the requests added in one step are prefilled together: a b c, then d e, then f, then e recomputed
+        assert [(c.step, c.rows) for c in prefills] == [(0, 3), (2, 2), (6, 1), (7, 1)]
         for step, extends in extends_by_step(calls, n).items():
             (extend,) = extends
-            fresh = sum(c.step == step for c in prefills)
+            fresh = sum(c.rows for c in prefills if c.step == step)
             assert (extend.rows, extend.tokens) == (driver.steered[step] - fresh, 1)
     for i, request in enumerate(requests):
         assert request.output == reference(t, experts, antis, request, alphas), f"request {i}"
@@ -248,7 +249,7 @@ def test_the_pair_runs_once_per_step_for_every_row(tiny_models, base_model):
     calls = count_forwards(plugin, driver)
     driver.run({0: [lambda x, r=r: x.add(r) for r in requests]})
     for n in range(len(plugin.models.sources)):
-        assert [(c.step, c.kind, c.rows) for c in calls if c.source == n] == [(0, "prefill", 1)] * 5 + [
+        assert [(c.step, c.kind, c.rows) for c in calls if c.source == n] == [(0, "prefill", 5)] + [
             (step, "extend", 5) for step in range(1, 6)
         ]
     for request in requests:
@@ -280,7 +281,9 @@ def test_mixed_alphas_pauses_and_rewinds_stay_exact_in_one_batch(tiny_models, ba
     driver.run(script)
     for n in range(len(plugin.models.sources)):
         prefills = [c for c in calls if c.source == n and c.kind == "prefill"]
-        assert len(prefills) == 8  # a, c, d, e, f twice; e after its pause, a after its rewind (never b)
+        # a c together, d e together; d again (its first token discarded: out of step), f; a after its
+        # rewind, e after its pause, f recomputed (never b: α = 0)
+        assert [(c.step, c.rows) for c in prefills] == [(0, 2), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1), (8, 1)]
         steps = extends_by_step(calls, n)
         assert all(len(extends) == 1 and extends[0].tokens == 1 for extends in steps.values())
         assert all(extends[0].rows <= driver.steered[step] for step, extends in steps.items())
@@ -290,7 +293,7 @@ def test_mixed_alphas_pauses_and_rewinds_stay_exact_in_one_batch(tiny_models, ba
 
 
 @pytest.mark.parametrize("why", ["not joinable", "join refuses"])
-def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_model, monkeypatch, why):
+def test_sources_that_cannot_merge_end_with_each_request_alone(tiny_models, base_model, monkeypatch, why):
     from proxytool.decoding.sources import ModelSource
 
     if why == "not joinable":  # as a static KV cache says
@@ -301,6 +304,7 @@ def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_mode
             raise ProxyToolError("this model's KV cache (DynamicSlidingWindowLayer) cannot take or lose rows")
 
         monkeypatch.setattr(ModelSource, "join", refuse)
+        monkeypatch.setattr(ModelSource, "drop", refuse)
     t = tiny_models
     plugin = plugin_for(t["base"], [t["expert"]], [t["anti"]], [1.0])
     assert plugin.pairs.joinable == (why == "join refuses")
@@ -310,8 +314,15 @@ def test_sources_that_cannot_merge_run_each_request_alone(tiny_models, base_mode
     calls = count_forwards(plugin, driver)
     driver.run({0: [lambda x: x.add(requests[0]), lambda x: x.add(requests[1])], 2: [lambda x: x.add(requests[2])]})
     assert plugin.pairs.batch is None and not plugin.pairs.joinable
-    assert all(c.rows == 1 for c in calls)
-    assert max(len(extends) for extends in extends_by_step(calls, 0).values()) == 3
+    if why == "not joinable":
+        assert all(c.rows == 1 for c in calls)
+        assert max(len(extends) for extends in extends_by_step(calls, 0).values()) == 3
+    else:  # the first two, prefilled together, share a batch until a row must leave it (drop refuses)
+        assert [(c.step, c.kind, c.rows) for c in calls if c.source == 0 and c.step <= 4] == [
+            (0, "prefill", 2), (1, "extend", 2), (2, "extend", 2), (2, "prefill", 1),  # join refused
+            (3, "prefill", 1), (3, "extend", 2), (4, "prefill", 1), (4, "extend", 1),  # each alone from now
+        ]  # fmt: skip
+        assert all(c.rows == 1 for c in calls if c.step > 3)
     for request in requests:
         assert request.output == reference(t, [t["expert"]], [t["anti"]], request, [1.0])
 

@@ -242,9 +242,10 @@ def no_drafts_kept(driver) -> None:
             assert {state.length for state in track.stepper._states.values()} == {fed}
 
 
-def vllm_config(base, **model):
+def vllm_config(base, speculative: bool = False, **model):
     return SimpleNamespace(
-        model_config=SimpleNamespace(model=str(base), tokenizer=str(base), max_model_len=256, **model)
+        model_config=SimpleNamespace(model=str(base), tokenizer=str(base), max_model_len=256, **model),
+        speculative_config=SimpleNamespace(num_speculative_tokens=3) if speculative else None,
     )
 
 
@@ -302,7 +303,7 @@ def test_every_row_with_draft_tokens_equals_proxytool_decode(tiny_models, base_m
     for r in requests:
         r.reference = reference(t, experts, antis, r, alphas)
     driver = FakeRunnerV2(base_model, k=3, seed=5)
-    processor = driver.build(config_of(experts, antis, alphas), vllm_config(t["base"]))
+    processor = driver.build(config_of(experts, antis, alphas), vllm_config(t["base"], speculative=True))
     calls = count_forwards(processor, driver)
     driver.after_apply = no_drafts_kept
     driver.split = {3, 6}
@@ -342,9 +343,9 @@ def test_without_drafts_the_pair_runs_once_per_step_for_every_row(tiny_models, b
     calls = count_forwards(processor, driver)
     driver.run({0: [lambda x, r=r: x.add(r) for r in requests]})
     for n in range(len(processor.models.sources)):
-        assert [(c.step, c.kind, c.rows) for c in calls if c.source == n] == [(0, "prefill", 1)] * 5 + [
+        assert [(c.step, c.kind, c.rows) for c in calls if c.source == n] == [(0, "prefill", 5)] + [
             (step, "extend", 5) for step in range(1, 6)
-        ]
+        ]  # the five added in one step are prefilled together
     for request in requests:
         assert request.output == request.reference
 
