@@ -299,8 +299,9 @@ def train(
         progress = progress if progress is not None and procs.main else TrainProgress()
         if procs.main:
             checkpoints.clear_output(output, resume)
-            if not resume:
-                checkpoints.write_run_file(output, to_dict(config), data.sha256)
+            # On resume too: a changed --max-steps (or other RESUME_MAY_CHANGE key) then holds for the
+            # next --resume, e.g. after a Ctrl-C whose message names no flags.
+            checkpoints.write_run_file(output, to_dict(config), data.sha256)
         procs.wait()
         run = _prepare(config, spec, data, eval_data, progress, args, procs)
         try:

@@ -272,6 +272,23 @@ def test_resume_from_an_earlier_checkpoint_trains_the_remaining_steps(tiny_model
     assert all(torch.equal(adapter[k], again[k]) for k in adapter)
 
 
+def test_resume_with_more_max_steps_continues_to_the_new_limit(tiny_models, data_file, tmp_path):
+    """--max-steps 7 on a finished run of 4 trains on; after a Ctrl-C, a plain --resume (the command the
+    message prints) keeps the new limit."""
+    output = tmp_path / "longer"
+    run_train(tiny_models["base"], data_file, output)
+    with pytest.raises(TrainingInterrupted) as stop:
+        resume(output, progress=InterruptAt(5), max_steps=7)
+    assert stop.value.step == 5
+    progress = InterruptAt(None)
+    resumed = resume(output, progress=progress)
+    assert progress.first == 5 and sorted(set(progress.steps)) == [6, 7] and resumed.global_step == 7
+    meta = read_metadata(output)
+    assert meta["metrics"]["global_step"] == 7 and meta["config"]["max_steps"] == 7
+    log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_every_flag_with_a_recipe_underneath(tiny_models, data_file, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     recipe = tmp_path / "tiny.yaml"
