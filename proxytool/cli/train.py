@@ -163,7 +163,7 @@ def train_command(
     except TrainingInterrupted as stop:
         console.print(f"[yellow]{stop}[/yellow]")
         raise typer.Exit(130) from None
-    if result.main:  # under torchrun / accelerate launch, rank 0 alone reports
+    if result.main and not result.already_trained:  # under a launcher, rank 0 alone reports
         _print_result(stdout_console(), result, config)
 
 

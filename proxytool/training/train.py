@@ -31,7 +31,7 @@ from pathlib import Path
 
 from proxytool.errors import ProxyToolError, RunFailed
 from proxytool.files.atomic import files_into
-from proxytool.models.checkpoint import content_hash, hash_files, write_metadata
+from proxytool.models.checkpoint import content_hash, hash_files, read_metadata, write_metadata
 from proxytool.models.loading import TOKENIZER_FILES
 from proxytool.training import checkpoints
 from proxytool.training.checkpoints import LOG_FILE, RUN_FILE, TRAINER_DIR
@@ -109,6 +109,8 @@ class TrainResult:
         metrics: Final metrics (also in ``proxytool.json``).
         processes: ``processes``, ``backend`` and ``global_batch`` (also in ``proxytool.json``).
         main: This is rank 0, the process that wrote the folder (always True for one process).
+        already_trained: A resumed run was already at its step budget and its folder was finished:
+            nothing was trained or written (``metrics`` are the folder's own).
     """
 
     output: Path
@@ -116,6 +118,15 @@ class TrainResult:
     metrics: dict
     processes: dict
     main: bool = True
+    already_trained: bool = False
+
+
+class _AtStepBudget(Exception):
+    """Raised from ``on_train_begin`` when a resumed run starts at (or past) its last step."""
+
+    def __init__(self, step: int, max_steps: int):
+        self.step, self.max_steps = step, max_steps
+        super().__init__(f"step {step} of {max_steps}")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -245,7 +256,8 @@ def train(
 
     Args:
         config: The resolved config (see :func:`resolve_config`).
-        resume: Continue from the last checkpoint in ``<output>/trainer``.
+        resume: Continue from the last checkpoint in ``<output>/trainer``; one already at the step
+            budget trains nothing (see :attr:`TrainResult.already_trained`).
         progress: Receives progress events (default: none).
         recipe: The :class:`~proxytool.training.recipes.Recipe` used, recorded in ``proxytool.json``.
         sources: Where each config value came from, recorded in ``proxytool.json``.
@@ -287,12 +299,36 @@ def train(
         progress = progress if progress is not None and procs.main else TrainProgress()
         if procs.main:
             checkpoints.clear_output(output, resume)
-            if not resume:
-                checkpoints.write_run_file(output, to_dict(config), data.sha256)
+            # On resume too: a changed --max-steps (or other RESUME_MAY_CHANGE key) then holds for the
+            # next --resume, e.g. after a Ctrl-C whose message names no flags.
+            checkpoints.write_run_file(output, to_dict(config), data.sha256)
         procs.wait()
         run = _prepare(config, spec, data, eval_data, progress, args, procs)
-        train_output = _fit(run, output, resume, progress)
+        try:
+            train_output = _fit(run, output, resume, progress)
+        except _AtStepBudget as done:
+            return _at_step_budget(run, output, done, progress, recipe, sources)
         return _finish(run, output, train_output, recipe, sources)
+
+
+def _at_step_budget(run: _Run, output: Path, done: _AtStepBudget, progress, recipe, sources) -> TrainResult:
+    """A resumed run whose last checkpoint is already at its step budget: train nothing.
+
+    The Trainer restored the checkpoint's weights and state before stopping. If the folder was
+    finished at that step, it is left as it is; otherwise (a crash after the last checkpoint, before
+    the adapter was written) the adapter is written from the checkpoint.
+    """
+    checkpoint = f"checkpoint-{done.step}"
+    meta = read_metadata(output)
+    if meta is not None and meta.get("metrics", {}).get("global_step") == done.step:
+        progress.note(
+            f"{output}: already trained: step {done.step} of {done.max_steps} ({checkpoint}); nothing to do "
+            "(pass a larger --max-steps to train longer)"
+        )
+        procs = run.processes
+        return TrainResult(output, done.step, meta["metrics"], procs.describe(), procs.main, already_trained=True)
+    progress.note(f"{checkpoint} is step {done.step} of {done.max_steps}: writing the adapter from it, no training")
+    return _finish(run, output, None, recipe, sources)
 
 
 def _quiet_libraries() -> None:
@@ -465,6 +501,10 @@ def _run_callback(log_path: Path, progress: TrainProgress, data_stats: dict):
             self._tokens_at_start = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
+            # transformers' loop checks the step budget only after a step: resumed at its last step, it
+            # would take one more (when the budget is not a whole number of epochs). Stop before that.
+            if state.global_step >= state.max_steps:
+                raise _AtStepBudget(state.global_step, state.max_steps)
             self._start, self._tokens_at_start = time.monotonic(), state.num_input_tokens_seen
             progress.start(state.max_steps, state.global_step, dict(data_stats))
 
@@ -573,11 +613,11 @@ def _final_metrics(trainer, train_output, has_eval: bool) -> dict:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     metrics = {
         "global_step": trainer.state.global_step,
-        "train_loss": train_output.training_loss,
+        "train_loss": train_output.training_loss if train_output else None,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "tokens_seen": trainer.state.num_input_tokens_seen,
-        "train_runtime_s": train_output.metrics.get("train_runtime"),
+        "train_runtime_s": train_output.metrics.get("train_runtime") if train_output else None,
     }
     if has_eval:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]

@@ -219,6 +219,76 @@ def test_cli_ctrl_c_exits_130_and_resume_flag_continues(
     assert read_metadata(output)["metrics"]["global_step"] == 2
 
 
+def snapshot(folder):
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def resume(output, progress=None, **flags):
+    config, sources = resolve_config(None, {"output": str(output), **flags}, resume=True)
+    return train(config, resume=True, progress=progress, sources=sources)
+
+
+def test_resume_of_a_finished_run_changes_nothing(tiny_models, data_file, tmp_path):
+    """max_steps 4 is not a whole number of epochs (10 examples in batches of 4: 3 steps per epoch), the
+    case where transformers' Trainer, resumed at its last step, takes one more optimizer step."""
+    output = tmp_path / "done"
+    run_train(tiny_models["base"], data_file, output)
+    assert sorted(p.name for p in (output / "trainer").glob("checkpoint-*")) == ["checkpoint-4"]
+    before = snapshot(output)
+    result = CliRunner().invoke(app(), ["train", "--resume", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert f"{output}: already trained: step 4 of 4 (checkpoint-4); nothing to do" in " ".join(result.output.split())
+    assert snapshot(output) == before  # no step taken, no file rewritten (adapter, log, checkpoints, proxytool.json)
+
+
+def test_resume_after_the_last_checkpoint_but_before_the_adapter_was_written(tiny_models, data_file, tmp_path):
+    """A crash after the final checkpoint, before the folder was finished: resuming writes it, training nothing."""
+    output = tmp_path / "crashed"
+    run_train(tiny_models["base"], data_file, output)
+    adapter = load_file(output / "adapter_model.safetensors")
+    for name in ("proxytool.json", "adapter_model.safetensors", "adapter_config.json"):
+        (output / name).unlink()
+    progress = InterruptAt(None)
+    resumed = resume(output, progress=progress)
+    assert resumed.global_step == 4 and progress.steps == []
+    assert not (output / "trainer" / "checkpoint-5").exists()
+    again = load_file(output / "adapter_model.safetensors")
+    assert adapter.keys() == again.keys() and all(torch.equal(adapter[k], again[k]) for k in adapter)
+    assert read_metadata(output)["metrics"]["global_step"] == 4
+
+
+def test_resume_from_an_earlier_checkpoint_trains_the_remaining_steps(tiny_models, data_file, tmp_path):
+    """Checkpoint 3 ends the first epoch; resuming from it trains step 4 alone, exactly as the first run did."""
+    output = tmp_path / "partial"
+    run_train(tiny_models["base"], data_file, output, save_steps=1, save_total_limit=5)
+    adapter = load_file(output / "adapter_model.safetensors")
+    (output / "proxytool.json").unlink()
+    shutil.rmtree(output / "trainer" / "checkpoint-4")  # as if killed after saving step 3
+    progress = InterruptAt(None)
+    resumed = resume(output, progress=progress)
+    assert progress.first == 3 and sorted(set(progress.steps)) == [4] and resumed.global_step == 4
+    again = load_file(output / "adapter_model.safetensors")
+    assert all(torch.equal(adapter[k], again[k]) for k in adapter)
+
+
+def test_resume_with_more_max_steps_continues_to_the_new_limit(tiny_models, data_file, tmp_path):
+    """--max-steps 7 on a finished run of 4 trains on; after a Ctrl-C, a plain --resume (the command the
+    message prints) keeps the new limit."""
+    output = tmp_path / "longer"
+    run_train(tiny_models["base"], data_file, output)
+    with pytest.raises(TrainingInterrupted) as stop:
+        resume(output, progress=InterruptAt(5), max_steps=7)
+    assert stop.value.step == 5
+    progress = InterruptAt(None)
+    resumed = resume(output, progress=progress)
+    assert progress.first == 5 and sorted(set(progress.steps)) == [6, 7] and resumed.global_step == 7
+    meta = read_metadata(output)
+    assert meta["metrics"]["global_step"] == 7 and meta["config"]["max_steps"] == 7
+    log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_every_flag_with_a_recipe_underneath(tiny_models, data_file, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     recipe = tmp_path / "tiny.yaml"
