@@ -238,3 +238,22 @@ def check_served_tokenizer(served_name: str, resolved) -> None:
         tokenizers[f"expert {i} ({expert.name})"] = load_tokenizer(expert)
         tokenizers[f"anti-expert {i} ({anti.name})"] = load_tokenizer(anti)
     check_compatible(tokenizers)
+
+
+class SteeringAdapter:
+    """What both vLLM adapters expose of their :class:`Steering` (set as ``self.steering``)."""
+
+    steering: Steering
+
+    @property
+    def models(self):
+        return self.steering.models
+
+    @property
+    def pairs(self):
+        return self.steering.pairs
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        """A request's ``extra_args["proxytool_alpha"]``: ValueError (vLLM answers 400) when bad."""
+        validate_params(sampling_params)

@@ -34,9 +34,9 @@ from proxytool.engines.steering import (
     PluginConfig,
     Request,
     Steering,
+    SteeringAdapter,
     check_served_tokenizer,
     resolve_pairs,
-    validate_params,
 )
 from proxytool.errors import ProxyToolError
 
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 
-class ProxyTuningLogitsProcessor(_EngineBase, _RunnerV2Base):
+class ProxyTuningLogitsProcessor(SteeringAdapter, _EngineBase, _RunnerV2Base):
     """vLLM V1 logits processor: ``base + Σ α (expert − anti-expert)`` on every steered row.
 
     Loads the pair once per worker process (every tensor-parallel rank runs it on the same rows), and
@@ -92,19 +92,6 @@ class ProxyTuningLogitsProcessor(_EngineBase, _RunnerV2Base):
     @property
     def config(self) -> PluginConfig:
         return self.steering.config
-
-    @property
-    def models(self):
-        return self.steering.models
-
-    @property
-    def pairs(self):
-        return self.steering.pairs
-
-    @classmethod
-    def validate_params(cls, sampling_params) -> None:
-        """A request's ``extra_args["proxytool_alpha"]``: ValueError (vLLM answers 400) when bad."""
-        validate_params(sampling_params)
 
     def is_argmax_invariant(self) -> bool:
         return False  # steering changes which token is the most likely

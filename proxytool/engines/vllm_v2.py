@@ -26,7 +26,7 @@ without vLLM: the class subclasses MRV2's base only where it imports.
 
 from dataclasses import dataclass
 
-from proxytool.engines.steering import PluginConfig, Request, Steering, validate_params
+from proxytool.engines.steering import PluginConfig, Request, Steering, SteeringAdapter
 from proxytool.errors import ProxyToolError
 
 try:  # MRV2 loads only subclasses of its base; without vLLM (tests) a plain base does
@@ -51,7 +51,7 @@ class _Rows:
     drafts: list[int]
 
 
-class ProxyTuningLogitsProcessorV2(_RunnerV2Base):
+class ProxyTuningLogitsProcessorV2(SteeringAdapter, _RunnerV2Base):
     """Model Runner V2 logits processor: ``base + Σ α (expert − anti-expert)`` on every steered row,
     draft-token rows included (MRV2 keeps custom processors on under speculative decoding)."""
 
@@ -66,19 +66,6 @@ class ProxyTuningLogitsProcessorV2(_RunnerV2Base):
         self.steering = Steering(config, vllm_config, req_states.device)
         self.slots: dict[int, Request] = {}  # steered requests by slot (tokens read at their first apply)
         self.seen: set[int] = set()  # slots steered by an apply since the last apply_staged_writes
-
-    @property
-    def models(self):
-        return self.steering.models
-
-    @property
-    def pairs(self):
-        return self.steering.pairs
-
-    @classmethod
-    def validate_params(cls, sampling_params) -> None:
-        """A request's ``extra_args["proxytool_alpha"]``: ValueError (vLLM answers 400) when bad."""
-        validate_params(sampling_params)
 
     def add_request(self, req_idx: int, sampling_params) -> bool:
         """A request takes slot ``req_idx`` (whatever held it is gone); True where it is steered."""

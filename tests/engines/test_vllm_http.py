@@ -17,22 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from engine_helpers import VLLM_LIVE_ALPHAS as ALPHAS
+from engine_helpers import VLLM_LIVE_BASE as BASE
+from engine_helpers import VLLM_LIVE_EXPERT as EXPERT
+from engine_helpers import VLLM_LIVE_MAX_TOKENS as MAX_TOKENS
+from engine_helpers import VLLM_LIVE_TEXTS as TEXTS
+from engine_helpers import VLLM_PYTHON as PYTHON
 
 from proxytool.decoding.formats import TokenPrompt
 
 pytestmark = pytest.mark.vllm
-PYTHON = os.environ.get("PROXYTOOL_VLLM_PYTHON")
-BASE = os.environ.get("PROXYTOOL_VLLM_TEST_BASE")
-EXPERT = os.environ.get("PROXYTOOL_VLLM_TEST_EXPERT")
-TEXTS = [
-    "Who leads the national poll?",
-    "The poll of likely voters in Pennsylvania shows",
-    "Janet has 3 apples and buys 5 more; how many apples",
-    "def add(a, b):",
-]
-ALPHAS = [0.0, 1.0]  # 4 prompts × 2 α = 8 concurrent requests
-MAX_TOKENS = 16
-
 if not (PYTHON and BASE and EXPERT):
     pytest.skip("needs PROXYTOOL_VLLM_PYTHON, _TEST_BASE and _TEST_EXPERT (docs/vllm.md)", allow_module_level=True)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from engine_helpers import proxy_setup, random_prompts
+from engine_helpers import prompt_ids, proxy_setup, reference
 from tiny import build_tokenizer, save_model
 
 from proxytool.decoding.formats import TokenPrompt
@@ -167,32 +167,6 @@ def vllm_config(base, max_model_len=256):
 def plugin_for(base, experts, antis, alphas, **kwargs):
     config = PluginConfig(tuple(map(str, experts)), tuple(map(str, antis)), tuple(alphas), "float32", "cpu")
     return ProxyTuningLogitsProcessor(vllm_config(base, **kwargs), torch.device("cpu"), False, config=config)
-
-
-@pytest.fixture(scope="module")
-def base_model(tiny_models):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_models["base"], dtype=torch.float32).eval()
-
-
-def prompt_ids(tiny_models, n, seed):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_models["base"])
-    return [tokenizer(p)["input_ids"] for p in random_prompts(n, seed=seed)]
-
-
-def reference(tiny_models, experts, antis, request: Request, alphas) -> list[int]:
-    """proxytool's own greedy decode of one request (its α, or the server's)."""
-    models = load_proxy_models(
-        proxy_setup(tiny_models["base"], experts=[str(e) for e in experts], anti_experts=[str(a) for a in antis])
-    )
-    alpha = request.alpha if request.alpha is not None else alphas
-    alpha = alpha if isinstance(alpha, list) else [alpha] * len(experts)
-    prompts = [TokenPrompt(tuple(request.prompt))]
-    (done,) = complete(models, prompts, max_new_tokens=request.max_tokens, ignore_eos=True, alphas=alpha)
-    return done.token_ids
 
 
 @pytest.mark.parametrize("pairs", ["one pair", "two pairs"])

@@ -4,7 +4,6 @@ token history on the device, chunked prefill, preemption with resumption, logits
 with greedy verification of the drafts; every request's tokens are checked against proxytool's own
 decoder on the tiny models. No vLLM needed."""
 
-import functools
 import random
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from engine_helpers import proxy_setup, random_prompts
+from engine_helpers import prompt_ids, proxy_setup, reference
 
 from proxytool.decoding.formats import TokenPrompt
 from proxytool.decoding.generate import complete
@@ -251,35 +250,6 @@ def vllm_config(base, speculative: bool = False, **model):
 
 def config_of(experts, antis, alphas):
     return PluginConfig(tuple(map(str, experts)), tuple(map(str, antis)), tuple(alphas), "float32", "cpu")
-
-
-@pytest.fixture(scope="module")
-def base_model(tiny_models):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_models["base"], dtype=torch.float32).eval()
-
-
-def prompt_ids(tiny_models, n, seed):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_models["base"])
-    return [tokenizer(p)["input_ids"] for p in random_prompts(n, seed=seed)]
-
-
-@functools.cache
-def _models(base, experts: tuple, antis: tuple):
-    return load_proxy_models(proxy_setup(base, experts=list(experts), anti_experts=list(antis)))
-
-
-def reference(tiny_models, experts, antis, request: Request, alphas) -> list[int]:
-    """proxytool's own greedy decode of one request (its α, or the server's)."""
-    models = _models(str(tiny_models["base"]), tuple(map(str, experts)), tuple(map(str, antis)))
-    alpha = request.alpha if request.alpha is not None else alphas
-    alpha = alpha if isinstance(alpha, list) else [alpha] * len(experts)
-    prompts = [TokenPrompt(tuple(request.prompt))]
-    (done,) = complete(models, prompts, max_new_tokens=request.max_tokens, ignore_eos=True, alphas=alpha)
-    return done.token_ids
 
 
 @pytest.mark.parametrize("pairs", ["one pair", "two pairs"])
