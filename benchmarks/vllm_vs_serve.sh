@@ -26,7 +26,7 @@ start() {  # start LOG COMMAND...: a server in its own process group; waits unti
   setsid "$@" >"$log" 2>&1 &
   server=$!
   until curl -sf "http://127.0.0.1:$port/v1/models" >/dev/null; do
-    if ! kill -0 "$server" 2>/dev/null; then
+    if ! kill -0 "$server" 2>/dev/null || grep -q "EngineCore failed to start" "$log"; then
       echo "vllm_vs_serve.sh: the server stopped while starting; $log ends:" >&2
       tail -n 20 "$log" >&2
       exit 1

@@ -60,8 +60,8 @@ def _wait_ready(process, port: int, log: Path, timeout: float = 900) -> None:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"proxytool vllm stopped (exit {process.returncode}):\n{log.read_text()[-3000:]}")
+        if process.poll() is not None or "EngineCore failed to start" in log.read_text():  # the API server may stay
+            pytest.fail(f"vLLM did not start (exit {process.poll()}):\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
                 return
