@@ -2,7 +2,7 @@
 client. Opt-in (marker ``vllm``), with the variables of test_vllm_live.py: ``PROXYTOOL_VLLM_PYTHON``,
 ``PROXYTOOL_VLLM_TEST_BASE`` (a model folder) and ``PROXYTOOL_VLLM_TEST_EXPERT`` (an expert on it).
 
-One server for the module (about a minute to start on 2 cores): 8 concurrent streams with different α
+One server for the module (eager: no compile; about a minute to start on 2 cores): 8 concurrent streams with different α
 (0 included) plus one cancelled after its first tokens; each answer equals its solo run and, steered,
 proxytool's own decoder on the same base loaded here; a bad α is a 400.
 """
@@ -40,8 +40,8 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1", "PROXYTOOL_VLLM_PYTHON": PYTHON}
     command = [str(Path(sys.executable).parent / "proxytool"), "vllm", "--base", BASE, "--expert", EXPERT,
-               "--pair-dtype", "float32", "--port", str(port), "--served-model-name", "base",
-               "--", "--dtype", "float32", "--max-model-len", "1024", "--max-logprobs", "1"]  # fmt: skip
+               "--pair-dtype", "float32", "--port", str(port), "--served-model-name", "base", "--",
+               "--dtype", "float32", "--max-model-len", "1024", "--max-logprobs", "1", "--enforce-eager"]  # fmt: skip
     with open(log, "w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
