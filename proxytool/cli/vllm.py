@@ -56,8 +56,6 @@ def vllm(
         dtype=pair_dtype,
         device=pair_device,
     )
-    if config.enabled:
-        config.setup().validate()  # counts, α and the dtype, before anything is read
     launch = plan_launch(
         vllm_python, base, config, host=host, port=port, served_name=served_model_name, vllm_args=list(ctx.args)
     )

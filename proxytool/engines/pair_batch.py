@@ -75,8 +75,10 @@ class PairBatch:
         plans = {request: self._plan(request, bool(drafts.get(request))) for request in requests}
         if not self._leave({r for r in self.rows if plans[r] != "batch"}):
             plans = {request: self._plan(request, bool(drafts.get(request))) for request in requests}
-        newcomers = [r for r, p in plans.items() if p == "prefill" and r not in self.tracks and not drafts.get(r)]
-        newcomers = newcomers if self.prefill_together else []
+        together = self.prefill_together and self.joinable
+        newcomers = [
+            r for r, p in plans.items() if together and p == "prefill" and r not in self.tracks and not drafts.get(r)
+        ]
         for request, plan in plans.items():
             if request in newcomers:
                 continue
@@ -117,22 +119,17 @@ class PairBatch:
 
     def _prefill(self, request) -> None:
         stepper = Stepper(self.models)
-        stepper.prefill([TokenPrompt(tuple(list(request.prompt) + list(request.output)))])
+        stepper.prefill([_all_tokens(request)])
         self.tracks[request] = _Track(stepper, 0, None, [])
         self._fed(request, stepper, 0)
 
     def _prefill_together(self, requests: list) -> None:
         """Prefill requests seen for the first time in one forward per pair source (left-padded), then join
-        them to the batch, so that they step with it from the next call. Where the pair cannot merge
+        them to the batch, so that they step with it from the next call. Only while the pair can merge
         states, each is prefilled again on its own at its next call (the join is found to fail only here
         or at a later join)."""
-        if not self.joinable:
-            for request in requests:
-                self._prefill(request)
-                self._extend_alone(request)
-            return
         stepper = Stepper(self.models)
-        stepper.prefill([TokenPrompt(tuple(list(r.prompt) + list(r.output))) for r in requests])
+        stepper.prefill([_all_tokens(r) for r in requests])
         for i, request in enumerate(requests):
             self.tracks[request] = _Track(None, 0, None, [])
             self._fed(request, stepper, i)
@@ -231,6 +228,11 @@ class PairBatch:
                 return False
         self.rows = [r for i, r in enumerate(self.rows) if i not in rows]
         return True
+
+
+def _all_tokens(request) -> TokenPrompt:
+    """The request's prompt and every token it has, as one prompt for a prefill."""
+    return TokenPrompt(tuple(list(request.prompt) + list(request.output)))
 
 
 def _logits(stepper: Stepper, member, row: int, at: int = -1) -> torch.Tensor:
