@@ -24,10 +24,11 @@ from proxytool.runtime import prepare_runtime
 
 
 def timed_forwards(models) -> list[float]:
-    """Wrap every source's forward; returns the list the forwards' seconds accumulate into."""
+    """Wrap every source's forward (``ModelSource._forward``: the model call and its cache bookkeeping);
+    returns the list the forwards' seconds accumulate into."""
     spent = [0.0]
     for source in {id(s): s for s in models.sources}.values():
-        run = source._run
+        run = source._forward
 
         def wrapped(*args, _run=run, **kwargs):
             start = time.perf_counter()
@@ -36,7 +37,7 @@ def timed_forwards(models) -> list[float]:
             finally:
                 spent[0] += time.perf_counter() - start
 
-        source._run = wrapped
+        source._forward = wrapped
     return spent
 
 

@@ -60,18 +60,22 @@ def bench(
         draft=draft,
     )
     v.device_available(loading.device)
+    done: list[dict] = []
+
+    def document_of(results: list[dict]) -> dict:
+        document = {"config": config.to_json(), "machine": machine(), "results": results}
+        return {**document, "ratios": ratios(results), "agreement": agreement(results)}
+
+    def finished(result: dict) -> None:
+        done.append(result)
+        status.update(f"{result['mode']} batch {result['batch']}: {result['tokens_per_s']:.1f} tok/s")
+        if output is not None:  # after every case, so a run that fails or is stopped keeps what it measured
+            write_text(output, json.dumps(document_of(done), indent=2) + "\n")
+
     with make_console(stderr=True).status("benchmarking") as status:
-        results = run(
-            config,
-            on_result=lambda r: status.update(f"{r['mode']} batch {r['batch']}: {r['tokens_per_s']:.1f} tok/s"),
-            loader=API_LOADER,
-        )
-    summary, equal = ratios(results), agreement(results)
-    document = {"config": config.to_json(), "machine": machine(), "results": results, "ratios": summary}
-    document["agreement"] = equal
-    _warn_disagreement(make_console(stderr=True), equal)
-    if output is not None:
-        write_text(output, json.dumps(document, indent=2) + "\n")
+        results = run(config, on_result=finished, loader=API_LOADER)
+    document = document_of(results)
+    _warn_disagreement(make_console(stderr=True), document["agreement"])
     if json_output:
         print_json(document)
         return

@@ -202,7 +202,7 @@ class ModelSource(Source):
         self.device = next(model.parameters()).device
         self.kv_cache = kv_cache
         self._forward_args = set(inspect.signature(_inner_model(model).forward).parameters)
-        self._run = torch.compile(model, mode="reduce-overhead") if compiled else model
+        self._compiled_step = torch.compile(model, mode="reduce-overhead") if compiled else None
 
     @property
     def max_length(self) -> int | None:
@@ -252,7 +252,7 @@ class ModelSource(Source):
         state.mask = torch.cat([state.mask, state.mask.new_ones((ids.shape[0], k))], dim=-1)
         positions = state.last_position + torch.arange(1, k + 1, device=self.device)
         state.last_position = positions[:, -1:]
-        return self._forward(state, ids, positions, keep=k)
+        return self._forward(state, ids, positions, keep=k, step=True)
 
     @torch.inference_mode()
     def branch(self, state: SourceState, suffixes: list[list[int]]) -> list[torch.Tensor]:
@@ -342,7 +342,10 @@ class ModelSource(Source):
         state.last_position = state.last_position - drop
 
     @torch.inference_mode()
-    def _forward(self, state: SourceState, ids: torch.Tensor, positions: torch.Tensor, keep: int) -> list[torch.Tensor]:
+    def _forward(
+        self, state: SourceState, ids: torch.Tensor, positions: torch.Tensor, keep: int, step: bool = False
+    ) -> list[torch.Tensor]:
+        """One forward; decode ``step``s (one shape each) run compiled where asked, prompts eager."""
         mask = state.mask
         if state.capacity is not None:  # one mask width for every step: the static cache's
             if mask.shape[1] > state.capacity:
@@ -360,9 +363,14 @@ class ModelSource(Source):
         if any(g.adapter is not None for g in self.groups):
             per_group = ids.shape[0] // len(self.groups)
             kwargs["adapter_names"] = [g.adapter or "__base__" for g in self.groups for _ in range(per_group)]
-        out = self._run(**kwargs)
+        compiled = self._compiled_step if step else None
+        if compiled is not None:  # each call is a new CUDA-graph step; its outputs are overwritten by the next
+            torch.compiler.cudagraph_mark_step_begin()
+        out = (self.model if compiled is None else compiled)(**kwargs)
         state.cache = out.past_key_values
         logits = out.logits[:, -keep:, :]
+        if compiled is not None:
+            logits = logits.clone()
         return list(logits.view(len(self.groups), -1, keep, logits.shape[-1]).unbind(0))
 
 

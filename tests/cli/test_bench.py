@@ -69,3 +69,22 @@ def test_bench_rejects_bad_modes(tiny_models):
         "fast",
     )
     assert code == 2 and "--modes" in err
+
+
+def test_bench_keeps_the_cases_it_measured_when_a_later_one_fails(tiny_models, tmp_path, monkeypatch):
+    from proxytool.decoding import speed
+    from proxytool.errors import ProxyToolError
+
+    def child(config, mode, batch, loader):
+        if mode == "proxy":
+            raise ProxyToolError("benchmark of proxy at batch 1 failed: CUDA out of memory")
+        return {"mode": mode, "batch": batch, "tokens_per_s": 10.0, "tokens": [[1, 2]]}
+
+    monkeypatch.setattr(speed, "_run_child", child)
+    out = tmp_path / "bench.json"
+    code, _, err = run_cli(
+        "bench", "--base", tiny_models["base"], "--expert", tiny_models["expert"], "--anti-expert",
+        tiny_models["anti"], "--modes", "base,proxy", "--batch-sizes", "1", "--output", out,
+    )  # fmt: skip
+    assert code != 0 and "CUDA out of memory" in err
+    assert [r["mode"] for r in json.loads(out.read_text())["results"]] == ["base"]

@@ -180,8 +180,9 @@ def test_gpu_all_sh_on_tiny_shapes(script_world, tiny_models):
         "runs/gpu",
     )
     table = (work / "runs/gpu/table.md").read_text()
-    assert "| static_k2 | float32, " in table and "static cache, compile off" in table, out
-    assert "speculative k=4" in table, out
+    assert "| static_b1 | " in table and "static cache, compile off" in table, out
+    assert "| static_b8 | " in table and "| eager | " in table and "speculative k=4" in table, out
+    assert "failed" not in out and "skipped" not in out, out
 
 
 @pytest.mark.scripts
