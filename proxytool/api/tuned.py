@@ -220,7 +220,7 @@ class ProxyTuned:
         seed: int = 0,
         alpha: float | Sequence[float] | None = None,
         batch_size: int = DEFAULT_BATCH,
-        speculative: int = 0,
+        speculative: int | str = "auto",
         draft: str = "expert",
     ):
         """Generate a completion per prompt.
@@ -238,6 +238,8 @@ class ProxyTuned:
             batch_size: prompts decoded together (left-padded).
             speculative: draft this many tokens per round with the small models and verify them in one
                 forward (same greedy tokens; docs/decoding.md); ``draft`` is ``expert`` or ``small-proxy``.
+                ``"auto"`` (the default): greedy rounds plain or speculative, whichever measures faster
+                on these models (same tokens); ``0``: step by step.
 
         Returns:
             A :class:`Generation` for one prompt; a list of them, in order, for a list of prompts.
@@ -407,13 +409,12 @@ class ProxyTuned:
             checks.alpha("alpha", value)
         return tuple(float(v) for v in values)
 
-    def _check_speculative(self, speculative: int, draft: str) -> None:
-        if not speculative:
-            return
+    def _check_speculative(self, speculative: int | str, draft: str) -> None:
         from proxytool.decoding.speculative import check_speculative, check_speculative_models
 
         check_speculative(speculative, draft, has_expert=bool(self.models.pairs))
-        check_speculative_models(self.models)
+        if speculative != "auto" and speculative:
+            check_speculative_models(self.models)
 
     def _check_fits(self, prompts: list[Prompt], max_new_tokens: int) -> None:
         """Every prompt, as each local model sees it, plus ``max_new_tokens`` fits that model's context."""

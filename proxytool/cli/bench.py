@@ -31,6 +31,9 @@ def bench(
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
     speculative: Annotated[int, typer.Option(help="Draft tokens per round in the speculative mode.")] = 4,
+    proxy_speculative: Annotated[
+        str, typer.Option(help="How the proxy mode speculates: auto (decode's default) or 0 (step by step).")
+    ] = "auto",
     draft: o.Draft = "expert",
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,
@@ -57,6 +60,7 @@ def bench(
         new_tokens=new_tokens,
         repeats=repeats,
         speculative=speculative,
+        proxy_speculative=o.speculative_value(proxy_speculative),
         draft=draft,
     )
     v.device_available(loading.device)

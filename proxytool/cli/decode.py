@@ -37,7 +37,7 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
-    speculative: o.Speculative = 0,
+    speculative: o.Speculative = "auto",
     draft: o.Draft = "expert",
     trace: Annotated[
         Path | None,
@@ -59,6 +59,7 @@ def decode(
     v.sampling(temperature, top_k, top_p, seed)
     setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
     setup.validate()
+    speculative = o.speculative_value(speculative)
     check_speculative(speculative, draft, has_expert=bool(expert))
     _check_outputs(prompts, output, trace, trace_top, speculative)
     options = DecodeOptions(
@@ -87,7 +88,7 @@ def decode(
     with console.status("loading models"):
         tuned = ProxyTuned.from_setup(resolved)
     models = tuned.models
-    if speculative:
+    if speculative != "auto" and speculative:
         check_speculative_models(models)
     tokens, done = _decode_with_progress(console, tuned, items, output, options, run, trace, trace_top)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
@@ -99,7 +100,7 @@ def decode(
         )
 
 
-def _check_outputs(prompts: str, output: Path, trace: Path | None, trace_top: int, speculative: int) -> None:
+def _check_outputs(prompts: str, output: Path, trace: Path | None, trace_top: int, speculative: int | str) -> None:
     """The output and trace flags' errors, before anything is read or loaded."""
     from proxytool.decoding import checks as v
     from proxytool.errors import ProxyToolError
@@ -108,7 +109,7 @@ def _check_outputs(prompts: str, output: Path, trace: Path | None, trace_top: in
     v.not_the_input(output, [prompts])
     if trace is not None:
         v.not_the_input(trace, [prompts], flag="--trace")
-        if speculative:
+        if speculative != "auto" and speculative:  # auto traces step by step
             raise ProxyToolError("--trace needs step-by-step decoding: drop --speculative to trace")
 
 

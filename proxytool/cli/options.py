@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
+from proxytool.errors import ProxyToolError
 
 Base = Annotated[
     str,
@@ -119,12 +120,25 @@ TopK = Annotated[int, typer.Option(help="Keep the k best tokens (0 = off).")]
 Seed = Annotated[int, typer.Option(help="Sampling seed (each prompt gets its own stream).")]
 Stop = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
 Speculative = Annotated[
-    int,
+    str,
     typer.Option(
         help="Speculative proxy decoding: the expert drafts K tokens, base and pair verify them in one "
-        "forward (0 = off). Greedy output is unchanged; sampling keeps the same distribution."
+        "forward (0 = off). Greedy output is unchanged; sampling keeps the same distribution. auto: greedy "
+        "rounds plain or speculative (K = 2), whichever measures faster here."
     ),
 ]
+
+
+def speculative_value(text: str) -> int | str:
+    """``--speculative``'s value: ``auto`` or a whole number (a one-line error otherwise)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ProxyToolError(f"--speculative must be auto or a whole number >= 0 (got '{text}')") from None
+
+
 Draft = Annotated[str, typer.Option(help="What drafts with --speculative: expert or small-proxy.")]
 
 

@@ -7,6 +7,7 @@ drafts k tokens with the small models and verifies them in one forward. Both sha
 bookkeeping (decoding/rows.py), stop handling and the retirement of finished rows.
 """
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from proxytool.decoding.formats import Prompt
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.rows import Row, Rows, RowSampling
 from proxytool.decoding.sampling import SamplingConfig, choose_next
-from proxytool.decoding.speculative import SpeculativeRounds
+from proxytool.decoding.speculative import AUTO_DRAFTS, SpeculativeRounds, speculation_may_help
 from proxytool.decoding.stepper import Stepper, until_eos
 from proxytool.errors import ProxyToolError
 
@@ -50,7 +51,7 @@ def generate(
     ignore_eos: bool = False,
     observe: StepObserver | None = None,
     adjust: ScoreAdjuster | None = None,
-    speculative: int = 0,
+    speculative: int | str = 0,
     draft: str = "expert",
     stats: dict | None = None,
 ) -> Iterator[list[Row]]:
@@ -67,6 +68,8 @@ def generate(
         speculative: draft this many tokens per round with the small models and verify them in one
             forward (proxytool/decoding/speculative.py); 0 decodes step by step. Greedy output is
             token-identical; sampling draws from the same distribution (not the same random stream).
+            ``"auto"``: greedy rounds plain or speculative, whichever measures faster here
+            (:class:`MeasuredRounds`); step by step where speculation cannot help or would change tokens.
         draft: what drafts when speculating: ``expert`` or ``small-proxy``.
         stats: speculative only: filled with ``rounds``, ``drafted`` and ``accepted`` (drafts kept).
     """
@@ -123,10 +126,14 @@ class Decoding:
         ignore_eos: bool = False,
         observe: StepObserver | None = None,
         adjust: ScoreAdjuster | None = None,
-        speculative: int = 0,
+        speculative: int | str = 0,
         draft: str = "expert",
         stats: dict | None = None,
     ):
+        measured = speculative == "auto"
+        if measured:
+            measured = observe is None and adjust is None and speculation_may_help(models, sampling)
+            speculative = AUTO_DRAFTS if measured else 0
         if speculative and (observe is not None or adjust is not None):
             raise ProxyToolError(
                 "observe and adjust are not available with speculative decoding (it sees whole rounds)"
@@ -136,7 +143,9 @@ class Decoding:
         self.rows = Rows(n, max_new_tokens, models.tokenizer, self.draw.eos_ids, stop)
         room = max((row.budget for row in self.rows.rows), default=0)
         self.stepper = Stepper(models, alphas, room=room + speculative + 1)
-        if speculative:
+        if measured:
+            self.rounds = MeasuredRounds(self.stepper, sampling, self.draw, stats)
+        elif speculative:
             self.rounds = SpeculativeRounds(self.stepper, speculative, draft, sampling, self.draw, stats)
         else:
             history = None if adjust is None else (lambda: [row.token_ids for row in self.rows.rows])
@@ -226,6 +235,33 @@ class StepRounds:
         if self.observe is not None:
             self.observe(self.stepper, scores, tokens)
         return tokens
+
+
+class MeasuredRounds:
+    """Greedy rounds, each plain or speculative (the expert drafting ``AUTO_DRAFTS`` tokens), whichever
+    emits tokens faster on these models at this batch size (decoding/way_timings.py). Both choose
+    every token as the proxy's argmax, so the output never depends on the choice."""
+
+    def __init__(self, stepper: Stepper, sampling: SamplingConfig, draw: RowSampling, stats: dict | None):
+        self.plain = StepRounds(stepper, sampling, draw, None)
+        self.speculative = SpeculativeRounds(stepper, AUTO_DRAFTS, "expert", sampling, draw, stats)
+        self.timings = stepper.models.speculation
+        self.ahead: list = []  # never scores ahead: its plain rounds run with no room (see next)
+        self.batch = 0
+
+    def first(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        self.batch = len(prompts)
+        return self.speculative.first(prompts)
+
+    def next(self, pending: torch.Tensor, active: list[int], left: int) -> torch.Tensor:
+        way = self.timings.way(self.batch) if left > 1 else "plain"
+        start = time.perf_counter()
+        if way == "speculative":
+            columns = self.speculative.next(pending, active, left).cpu()
+        else:  # left=1: no positions scored ahead, so the next round may speculate from here
+            columns = self.plain.next(pending, active, 1).cpu()
+        self.timings.record(self.batch, way, time.perf_counter() - start, columns.shape[1])
+        return columns
 
 
 def _advance(stepper: Stepper, tokens: torch.Tensor, ahead: list, active: list[int], room: int, eos_ids=frozenset()):

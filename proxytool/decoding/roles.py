@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from proxytool.decoding.overlap import Lanes
 from proxytool.decoding.sources import Source
+from proxytool.decoding.way_timings import WayTimings
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ProxyModels:
     eos_ids: frozenset[int]
     lanes: Lanes | None = None  # run the base and the proxies concurrently (see overlap.py)
     plausible: float = 0.0  # steer only among tokens the base or an expert finds plausible (combine.py); 0 = off
+    speculation: WayTimings = dataclasses.field(default_factory=WayTimings, compare=False, repr=False)
 
     @property
     def sources(self) -> list[Source]:

@@ -30,6 +30,15 @@ from proxytool.decoding.stepper import Stepper
 from proxytool.errors import ProxyToolError
 
 DRAFTERS = ("expert", "small-proxy")
+AUTO_DRAFTS = 2
+"""Draft tokens per round under ``speculative="auto"`` (k = 2 timed best of 2 and 4 on a CPU: docs/performance.md)."""
+
+
+def speculation_may_help(models: ProxyModels, sampling: SamplingConfig) -> bool:
+    """Whether ``speculative="auto"`` measures speculation here: greedy (both ways then choose the same
+    tokens; sampled ones would depend on the timing), local models, an expert to draft, one tokenizer."""
+    base = models.base.source
+    return sampling.greedy and bool(models.pairs) and not models.crosses_tokenizers and base.local
 
 
 class SpeculativeRounds:
@@ -86,12 +95,14 @@ def check_speculative_models(models: ProxyModels) -> None:
         )
 
 
-def check_speculative(k: int, draft: str, has_expert: bool) -> None:
-    """The speculative options' errors, before any model loads."""
-    if k < 0:
-        raise ProxyToolError(f"--speculative must be >= 0 (got {k})")
+def check_speculative(k: int | str, draft: str, has_expert: bool) -> None:
+    """The speculative options' errors, before any model loads (``"auto"`` speculates only where it can)."""
     if draft not in DRAFTERS:
         raise ProxyToolError(f"--draft must be one of {', '.join(DRAFTERS)} (got '{draft}')")
+    if k == "auto":
+        return
+    if k < 0:
+        raise ProxyToolError(f"--speculative must be >= 0 (got {k})")
     if k > 0 and not has_expert:
         raise ProxyToolError("--speculative needs an expert to draft with (no --expert given)")
 
@@ -136,7 +147,8 @@ def _round(stepper, drafter, pending, k, width, sampling, draw: RowSampling, act
             column = torch.stack(picks).to(pending.device)
             draft_probs.append(q)
         drafts.append(column)
-    run = torch.cat([pending.view(-1, 1)] + drafts, dim=1)  # [prompts, k + 1]
+    first = pending.view(-1, 1).to(drafts[0].device if drafts else pending.device)  # after a round: on the CPU
+    run = torch.cat([first] + drafts, dim=1)  # [prompts, k + 1]
     feed = {id(s): column for s in drafter.sources} | {id(s): run for s in drafter.others}
     out = stepper.extend_each(feed)
     for key in steps:

@@ -21,10 +21,13 @@ from pathlib import Path
 
 from proxytool.decoding.config import LoadingOptions, ProxySetup
 from proxytool.decoding.overlap import TRIALS
+from proxytool.decoding.speculative import AUTO_DRAFTS
+from proxytool.decoding.way_timings import WayTimings
 
 MODES = ("base", "proxy", "reference", "engine-base", "speculative")
 ENGINE_LOADER = "proxytool.decoding.setup:load_proxy_models"
-WARM_UP_TOKENS = 2 + 2 * TRIALS  # --overlap auto chooses during the warm-up: the timed runs are steady-state
+# --overlap auto and --speculative auto choose during the warm-up, so the timed runs are steady-state
+WARM_UP_TOKENS = max(2 + 2 * TRIALS, 2 + 2 * WayTimings.TRIALS * (1 + AUTO_DRAFTS))
 # engine-base: proxytool's loop on the base alone; speculative: proxy with --speculative K drafting
 
 
@@ -39,6 +42,7 @@ class BenchConfig:
     new_tokens: int = 32
     repeats: int = 2
     speculative: int = 4  # draft tokens per round in the speculative mode
+    proxy_speculative: int | str = "auto"  # how the proxy mode speculates: auto (decode's default) or 0
     draft: str = "expert"
 
     def setup_for(self, pairs: bool = True, **loading) -> ProxySetup:
@@ -189,18 +193,22 @@ class _Proxy(_Runner):
         self.models = (load or _imported(ENGINE_LOADER))(config.setup_for(pairs))
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
+        self.speculative = config.proxy_speculative
 
     def decode(self, prompts, n):
         from proxytool.decoding.generate import generate
 
-        return self._drain(generate(self.models, prompts, max_new_tokens=n, ignore_eos=True))  # fixed length
+        rows = generate(self.models, prompts, max_new_tokens=n, ignore_eos=True, speculative=self.speculative)
+        return self._drain(rows)  # fixed length
 
     def extra(self) -> dict:
-        """How the sources ran: always in lanes, one after another, or per call shape as measured."""
+        """How the sources ran (always in lanes, one after another, or per call shape as measured), and
+        each way's seconds per token under ``--speculative auto``, by batch size."""
+        return self._lanes() | {"proxy_speculative": self.speculative, "speculation": self.models.speculation.summary()}
+
+    def _lanes(self) -> dict:
         lanes = self.models.lanes
-        if lanes is None:
-            return {"lanes": "off"}
-        return {"lanes": lanes.choices() if lanes.measure else "on"}
+        return {"lanes": "off"} if lanes is None else {"lanes": lanes.choices() if lanes.measure else "on"}
 
     def _drain(self, rows) -> list[list[int]]:
         """Run :func:`generate` to its end, marking the first token; returns every row's tokens."""
@@ -235,7 +243,7 @@ class _Speculative(_Proxy):
     def extra(self) -> dict:
         """Acceptance of the last timed run: draft tokens kept per round (a round also adds one of its own)."""
         rounds = max(self.stats.get("rounds", 0), 1)
-        return super().extra() | {
+        return self._lanes() | {
             "speculative": self.k,
             "draft": self.draft,
             "rounds": self.stats.get("rounds", 0),

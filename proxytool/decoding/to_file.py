@@ -34,7 +34,7 @@ class DecodeOptions:
     batch_size: int = 1
     sampling: SamplingConfig = SamplingConfig()
     stop: tuple[str, ...] = ()
-    speculative: int = 0  # draft tokens per round (proxytool/decoding/speculative.py); 0 = step by step
+    speculative: int | str = 0  # draft tokens per round (decoding/speculative.py); 0 = step by step; or "auto"
     draft: str = "expert"
 
 

@@ -27,11 +27,23 @@ def test_decode_speculative_writes_what_plain_decoding_writes(tiny_models, tmp_p
     assert fast.read_text() == plain.read_text()
 
 
+def test_decode_default_auto_speculation_writes_what_plain_decoding_writes(tiny_models, tmp_path):
+    code, plain, err = _decode(tiny_models, tmp_path, "plain", "--speculative", "0")
+    assert code == 0, err
+    code, auto, err = _decode(tiny_models, tmp_path, "auto")  # the default: --speculative auto
+    assert code == 0, err
+    assert auto.read_text() == plain.read_text()
+    code, _, err = _decode(tiny_models, tmp_path, "traced", "--trace", tmp_path / "trace.jsonl")
+    assert code == 0, err  # auto steps one token at a time where it is traced
+
+
 def test_decode_speculative_errors(tiny_models, tmp_path):
     code, _, err = _decode(tiny_models, tmp_path, "bad", "--speculative", "2", "--draft", "oracle")
     assert code != 0 and "--draft must be one of expert, small-proxy" in err
     code, _, err = _decode(tiny_models, tmp_path, "neg", "--speculative", "-1")
     assert code != 0 and "--speculative must be >= 0" in err
+    code, _, err = _decode(tiny_models, tmp_path, "word", "--speculative", "fast")
+    assert code == 2 and "--speculative must be auto or a whole number >= 0 (got 'fast')" in err
 
 
 def test_bench_speculative_mode_reports_acceptance(tiny_models, tmp_path):

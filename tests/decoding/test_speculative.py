@@ -200,3 +200,74 @@ def test_accept_reject_rule_is_exact_at_every_position():
         assert total > 200
         stat, df = _chi_square(seen[j], {(t): float(p[0, j, t]) for t in range(vocab)}, total)
         assert stat < _chi_square_limit(df), (j, stat, df)
+
+
+@pytest.mark.parametrize("wiring", ["separate", "anti-is-base", "shared-lora"])
+def test_auto_speculation_measures_both_ways_and_keeps_the_tokens(tiny_models, adapter, wiring):
+    models = _pairs(tiny_models, adapter)[wiring](0.8)
+    prompts = random_prompts(4, seed=23)
+    plain = complete(models, prompts, max_new_tokens=24)
+    for batch in (1, 4):
+        assert _by_batches(models, prompts, batch, max_new_tokens=24, speculative="auto") == plain, batch
+    timed = models.speculation.summary()
+    assert set(timed["1"]) == set(timed["4"]) == {"plain", "speculative"}  # both ways ran, timed per batch size
+
+
+def test_auto_speculation_decodes_with_the_faster_way(tiny_models, adapter, monkeypatch):
+    """Made slow on purpose, each way loses the choice; the tokens never change."""
+    import time
+
+    from proxytool.decoding import generate as loop
+
+    prompts = random_prompts(2, seed=24)
+    for slow, fast in (("speculative", "plain"), ("plain", "speculative")):
+        models = _pairs(tiny_models, adapter)["anti-is-base"](0.8)
+        plain = complete(models, prompts, max_new_tokens=60)
+        cls = loop.SpeculativeRounds if slow == "speculative" else loop.StepRounds
+        real_next, real_record, rounds = cls.next, models.speculation.record, []
+
+        def slowed(self, *args, _real=real_next):
+            time.sleep(0.05)
+            return _real(self, *args)
+
+        def record(batch, way, seconds, tokens, _real=real_record):
+            rounds.append(way)
+            _real(batch, way, seconds, tokens)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(cls, "next", slowed)
+            patch.setattr(models.speculation, "record", record)
+            assert complete(models, prompts, max_new_tokens=60, speculative="auto") == plain
+        timed = models.speculation.summary()["2"]
+        assert timed[fast] < timed[slow], timed
+        after_trials = rounds[8:]
+        assert after_trials.count(fast) > 2 * after_trials.count(slow), rounds
+
+
+def test_auto_speculation_steps_plainly_where_it_could_change_tokens(tiny_models, adapter):
+    models = _pairs(tiny_models, adapter)["shared-lora"](0.8)
+    prompts = random_prompts(3, seed=25)
+    sampled = SamplingConfig(temperature=0.9, seed=3)
+    assert complete(models, prompts, max_new_tokens=12, sampling=sampled, speculative="auto") == complete(
+        models, prompts, max_new_tokens=12, sampling=sampled
+    )  # same random stream: sampling never speculates under auto
+    seen = []
+    complete(models, prompts, max_new_tokens=6, speculative="auto", observe=lambda *a: seen.append(a))
+    assert len(seen) == 6  # every token observed, one by one (no rounds of several tokens)
+    assert models.speculation.summary() == {}
+
+
+def test_way_timings_choose_the_lower_seconds_per_token_and_keep_exploring():
+    from proxytool.decoding.way_timings import WayTimings
+
+    timings, ways = WayTimings(), []
+    cost = {"plain": (1.0, 1), "speculative": (1.2, 3)}  # speculative: 0.4 s per token
+    for _ in range(40):
+        way = timings.way(8)
+        ways.append(way)
+        timings.record(8, way, *cost[way])
+    assert ways[:8] == ["plain", "plain", "speculative", "speculative", "plain", "speculative", "plain", "speculative"]
+    later = ways[8:]
+    assert later.count("plain") == sum(1 for i in range(9, 41) if i % WayTimings.EXPLORE == 0)
+    assert timings.summary()["8"] == {"plain": 1.0, "speculative": pytest.approx(0.4)}
+    assert timings.way(1) == "plain"  # another batch size measures on its own
