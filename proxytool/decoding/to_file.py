@@ -51,6 +51,8 @@ def fingerprint(items: list[PromptItem], options: DecodeOptions, models: dict | 
     prompts = json.dumps([[item.id, item.prompt] for item in items], ensure_ascii=False, sort_keys=True)
     settings = asdict(options)
     settings["stop"] = list(options.stop)
+    if options.sampling.greedy or options.speculative == "auto":  # the same lines as step by step
+        settings["speculative"], settings["draft"] = 0, "expert"
     return {
         "prompts_sha256": hashlib.sha256(prompts.encode("utf-8")).hexdigest(),
         "prompts": len(items),

@@ -89,6 +89,9 @@ def test_a_finished_output_is_kept_only_for_the_same_settings(tiny_models, promp
     code, _, err = run_cli(*decode_args(tiny_models, prompts, out, "--base-format", "chat"))
     assert code == 2 and "formats" in one_line(err)
     assert out.read_bytes() == first
+    for same in ("0", "3"):  # greedy lines do not depend on speculation: the finished file stands
+        code, _, err = run_cli(*decode_args(tiny_models, prompts, out, "--speculative", same))
+        assert code == 0 and "already complete" in err, err
 
     out.write_bytes(first.replace(b'"q0"', b'"q0 "'))  # the user edited the finished file
     edited = out.read_bytes()
