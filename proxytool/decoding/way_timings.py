@@ -13,7 +13,7 @@ class WayTimings:
     rounds, except that every ``EXPLORE``-th round takes the other (acceptance depends on the text).
     """
 
-    TRIALS, WINDOW, EXPLORE = 3, 6, 8
+    TRIALS, WINDOW, EXPLORE = 3, 6, 32
 
     def __init__(self):
         self._lock = threading.Lock()
