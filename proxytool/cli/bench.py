@@ -32,8 +32,8 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
     speculative: Annotated[int, typer.Option(help="Draft tokens per round in the speculative mode.")] = 4,
     proxy_speculative: Annotated[
-        str, typer.Option(help="How the proxy mode speculates: auto (decode's default) or 0 (step by step).")
-    ] = "auto",
+        str, typer.Option(help="How the proxy mode speculates: 0 (step by step, decode's default) or auto.")
+    ] = "0",
     draft: o.Draft = "expert",
     output: Annotated[Path | None, typer.Option(help="Write all figures as JSON here.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")] = False,

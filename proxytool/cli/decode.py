@@ -37,7 +37,7 @@ def decode(
     seed: o.Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together (left-padded).")] = 1,
     stop: o.Stop = None,
-    speculative: o.Speculative = "auto",
+    speculative: o.Speculative = "0",
     draft: o.Draft = "expert",
     trace: Annotated[
         Path | None,

@@ -123,8 +123,8 @@ Speculative = Annotated[
     str,
     typer.Option(
         help="Speculative proxy decoding: the expert drafts K tokens, base and pair verify them in one "
-        "forward (0 = off). Greedy output is unchanged; sampling keeps the same distribution. auto: greedy "
-        "rounds plain or speculative (K = 2), whichever measures faster here."
+        "forward (0 = off, the default). Greedy output is unchanged; sampling keeps the same distribution. "
+        "auto: greedy rounds plain or speculative (K = 2), whichever measures faster here."
     ),
 ]
 

@@ -42,7 +42,7 @@ class BenchConfig:
     new_tokens: int = 32
     repeats: int = 2
     speculative: int = 4  # draft tokens per round in the speculative mode
-    proxy_speculative: int | str = "auto"  # how the proxy mode speculates: auto (decode's default) or 0
+    proxy_speculative: int | str = 0  # how the proxy mode speculates: 0 (decode's default) or auto
     draft: str = "expert"
 
     def setup_for(self, pairs: bool = True, **loading) -> ProxySetup:

@@ -133,8 +133,7 @@ def engine_system(models: ProxyModels, max_new_tokens: int | None = None) -> Sys
         if task.kind == "choice":
             return choice_logprobs(models, prompts, [task.continuations(e) for e in examples])
         budget = task.max_new_tokens if max_new_tokens is None else max_new_tokens
-        done = complete(models, prompts, max_new_tokens=budget, stop=task.stop, speculative="auto")  # same tokens
-        return [c.text for c in done]
+        return [c.text for c in complete(models, prompts, max_new_tokens=budget, stop=task.stop)]
 
     return run
 

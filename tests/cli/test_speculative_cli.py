@@ -27,13 +27,14 @@ def test_decode_speculative_writes_what_plain_decoding_writes(tiny_models, tmp_p
     assert fast.read_text() == plain.read_text()
 
 
-def test_decode_default_auto_speculation_writes_what_plain_decoding_writes(tiny_models, tmp_path):
-    code, plain, err = _decode(tiny_models, tmp_path, "plain", "--speculative", "0")
+def test_decode_auto_speculation_writes_what_plain_decoding_writes(tiny_models, tmp_path):
+    code, plain, err = _decode(tiny_models, tmp_path, "plain")  # the default: --speculative 0
     assert code == 0, err
-    code, auto, err = _decode(tiny_models, tmp_path, "auto")  # the default: --speculative auto
+    code, auto, err = _decode(tiny_models, tmp_path, "auto", "--speculative", "auto")
     assert code == 0, err
     assert auto.read_text() == plain.read_text()
-    code, _, err = _decode(tiny_models, tmp_path, "traced", "--trace", tmp_path / "trace.jsonl")
+    trace = tmp_path / "trace.jsonl"
+    code, _, err = _decode(tiny_models, tmp_path, "traced", "--speculative", "auto", "--trace", trace)
     assert code == 0, err  # auto steps one token at a time where it is traced
 
 

@@ -230,7 +230,7 @@ def test_auto_speculation_decodes_with_the_faster_way(tiny_models, adapter, monk
             time.sleep(0.05)
             return _real(self, *args)
 
-        def record(batch, way, seconds, tokens, _real=real_record):
+        def record(batch, way, seconds, tokens, _real=real_record, rounds=rounds):
             rounds.append(way)
             _real(batch, way, seconds, tokens)
 
