@@ -23,7 +23,7 @@ class WayTimings:
 
     def way(self, rows: int) -> str:
         with self._lock:
-            timed = self._rounds.setdefault(rows, {w: deque(maxlen=self.WINDOW) for w in ("plain", "speculative")})
+            timed = self._of(rows)
             self._count[rows] = count = self._count.get(rows, 0) + 1
             plain, speculative = timed["plain"], timed["speculative"]
             if min(len(plain), len(speculative)) < self.TRIALS:
@@ -36,7 +36,10 @@ class WayTimings:
             if (rows, way) not in self._warm:
                 self._warm.add((rows, way))  # first round of a way: one-time costs, not its speed
                 return
-            self._rounds[rows][way].append((seconds, tokens))
+            self._of(rows)[way].append((seconds, tokens))
+
+    def _of(self, rows: int) -> dict[str, deque]:
+        return self._rounds.setdefault(rows, {w: deque(maxlen=self.WINDOW) for w in ("plain", "speculative")})
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Seconds per token of each way, by batch size (for benchmarks and traces)."""

@@ -209,6 +209,9 @@ def test_auto_speculation_measures_both_ways_and_keeps_the_tokens(tiny_models, a
     plain = complete(models, prompts, max_new_tokens=24)
     for batch in (1, 4):
         assert _by_batches(models, prompts, batch, max_new_tokens=24, speculative="auto") == plain, batch
+    few = prompts[:3]  # a batch size not seen yet, whose first rounds all have one token left (plain, timed so)
+    for n in (1, 2, 2, 3):
+        assert complete(models, few, max_new_tokens=n, speculative="auto") == complete(models, few, max_new_tokens=n)
     timed = models.speculation.summary()
     assert set(timed["1"]) == set(timed["4"]) == {"plain", "speculative"}  # both ways ran, timed per batch size
 
