@@ -410,10 +410,10 @@ class ProxyTuned:
         return tuple(float(v) for v in values)
 
     def _check_speculative(self, speculative: int | str, draft: str) -> None:
-        from proxytool.decoding.speculative import check_speculative, check_speculative_models
+        from proxytool.decoding.speculative import check_speculative, check_speculative_models, speculates
 
         check_speculative(speculative, draft, has_expert=bool(self.models.pairs))
-        if speculative != "auto" and speculative:
+        if speculates(speculative):
             check_speculative_models(self.models)
 
     def _check_fits(self, prompts: list[Prompt], max_new_tokens: int) -> None:

@@ -65,9 +65,10 @@ def bench(
     )
     v.device_available(loading.device)
     done: list[dict] = []
+    measured_on = machine()
 
     def document_of(results: list[dict]) -> dict:
-        document = {"config": config.to_json(), "machine": machine(), "results": results}
+        document = {"config": config.to_json(), "machine": measured_on, "results": results}
         return {**document, "ratios": ratios(results), "agreement": agreement(results)}
 
     def finished(result: dict) -> None:

@@ -52,7 +52,7 @@ def decode(
     from proxytool.data.prompts import read_prompts
     from proxytool.decoding import checks as v
     from proxytool.decoding.setup import resolve_roles
-    from proxytool.decoding.speculative import check_speculative, check_speculative_models
+    from proxytool.decoding.speculative import check_speculative, check_speculative_models, speculates
     from proxytool.decoding.to_file import DecodeOptions, check_writable, fingerprint, plan_resume
 
     v.generation(max_new_tokens, batch_size, stop)
@@ -88,7 +88,7 @@ def decode(
     with console.status("loading models"):
         tuned = ProxyTuned.from_setup(resolved)
     models = tuned.models
-    if speculative != "auto" and speculative:
+    if speculates(speculative):
         check_speculative_models(models)
     tokens, done = _decode_with_progress(console, tuned, items, output, options, run, trace, trace_top)
     console.print(f"wrote {output} ({len(items)} prompts, {done} decoded now, {len(items) - done} already done)")
@@ -109,7 +109,9 @@ def _check_outputs(prompts: str, output: Path, trace: Path | None, trace_top: in
     v.not_the_input(output, [prompts])
     if trace is not None:
         v.not_the_input(trace, [prompts], flag="--trace")
-        if speculative != "auto" and speculative:  # auto traces step by step
+        from proxytool.decoding.speculative import speculates
+
+        if speculates(speculative):  # auto traces step by step
             raise ProxyToolError("--trace needs step-by-step decoding: drop --speculative to trace")
 
 

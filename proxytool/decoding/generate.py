@@ -257,9 +257,11 @@ class MeasuredRounds:
         way = self.timings.way(self.batch) if left > 1 else "plain"
         start = time.perf_counter()
         if way == "speculative":
-            columns = self.speculative.next(pending, active, left).cpu()
+            columns = self.speculative.next(pending, active, left)
         else:  # left=1: no positions scored ahead, so the next round may speculate from here
-            columns = self.plain.next(pending, active, 1).cpu()
+            columns = self.plain.next(pending, active, 1)
+        if columns.is_cuda:
+            torch.cuda.synchronize(columns.device)  # the round's time includes its device work
         self.timings.record(self.batch, way, time.perf_counter() - start, columns.shape[1])
         return columns
 

@@ -34,6 +34,11 @@ AUTO_DRAFTS = 2
 """Draft tokens per round under ``speculative="auto"`` (k = 2 timed best of 2 and 4 on a CPU: docs/performance.md)."""
 
 
+def speculates(k: int | str) -> bool:
+    """Whether ``k`` asks for speculative rounds throughout (a number > 0; ``"auto"`` chooses per round)."""
+    return k != "auto" and k > 0
+
+
 def speculation_may_help(models: ProxyModels, sampling: SamplingConfig) -> bool:
     """Whether ``speculative="auto"`` measures speculation here: greedy (both ways then choose the same
     tokens; sampled ones would depend on the timing), local models, an expert to draft, one tokenizer."""
@@ -83,7 +88,7 @@ class SpeculativeRounds:
         self.stats["drafted"] += k_now
         self.stats["accepted"] += kept - 1
         self.stepper.truncate(k_now + 1 - kept)  # fed: pending + k drafts; kept: pending + kept - 1 drafts
-        return tokens[:, :kept]
+        return tokens[:, :kept].to(pending.device)  # where the pending tokens live, as plain rounds return them
 
 
 def check_speculative_models(models: ProxyModels) -> None:
@@ -147,8 +152,7 @@ def _round(stepper, drafter, pending, k, width, sampling, draw: RowSampling, act
             column = torch.stack(picks).to(pending.device)
             draft_probs.append(q)
         drafts.append(column)
-    first = pending.view(-1, 1).to(drafts[0].device if drafts else pending.device)  # after a round: on the CPU
-    run = torch.cat([first] + drafts, dim=1)  # [prompts, k + 1]
+    run = torch.cat([pending.view(-1, 1)] + drafts, dim=1)  # [prompts, k + 1]
     feed = {id(s): column for s in drafter.sources} | {id(s): run for s in drafter.others}
     out = stepper.extend_each(feed)
     for key in steps:
