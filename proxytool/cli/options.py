@@ -80,6 +80,13 @@ KvCache = Annotated[
 Compile = Annotated[
     str, typer.Option(help="torch.compile the models: auto (on with --kv-cache static on CUDA), on, off.")
 ]
+PackWeights = Annotated[
+    str,
+    typer.Option(
+        help="Linear weights reordered once for oneDNN: auto (fp32 on CPU; faster at every measured batch "
+        "size, docs/performance.md), on, off (torch's own kernels)."
+    ),
+]
 CrossTokenizer = Annotated[
     str,
     typer.Option(
@@ -171,6 +178,7 @@ _LOADING_TYPES = {
     "base_api_key": BaseApiKey,
     "kv_cache": KvCache,
     "compile": Compile,
+    "pack_weights": PackWeights,
     "cross_tokenizer": CrossTokenizer,
     "cross_top_k": CrossTopK,
     "base_tokenizer": BaseTokenizer,

@@ -16,6 +16,7 @@ CROSS_MODES = ("auto", "off", "fast", "exact")
 KV_CACHES = ("dynamic", "static")
 COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
+PACK_MODES = ("auto", "on", "off")
 REMOTE_DRAFTS = ("base", "pair")
 PLAUSIBLE_DEFAULT = 0.0
 """``--plausible``: keep tokens with at least this share of the top token's probability under the base
@@ -43,6 +44,7 @@ class LoadingOptions:
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
     kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
     compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
+    pack_weights: str = "auto"  # oneDNN-reordered linear weights: auto (fp32 on CPU, eager), on, off (models/packed.py)
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
     base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)
@@ -69,6 +71,11 @@ class LoadingOptions:
         at_least("--threads", self.threads, 1, MAX_THREADS)
         one_of("--kv-cache", self.kv_cache, KV_CACHES)
         one_of("--compile", self.compile, COMPILE_MODES)
+        one_of("--pack-weights", self.pack_weights, PACK_MODES)
+        if self.pack_weights == "on" and self.compile == "on":
+            raise ProxyToolError(
+                "--pack-weights on and --compile on exclude each other (compiled models make their own kernels)"
+            )
         one_of("--cross-tokenizer", self.cross_tokenizer, CROSS_MODES)
         at_least("--cross-top-k", self.cross_top_k, 1, 4096)
         finite("--plausible", self.plausible, 0.0, 1.0)

@@ -104,6 +104,8 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     for _, expert, anti in pair_specs:
         if "remote" in (expert.kind, anti.kind):
             raise ProxyToolError("only the base may be remote; experts and anti-experts run locally")
+    if options.pack_weights == "on" and pick_device(options.device) != "cpu":
+        raise ProxyToolError("--pack-weights on is for models on the CPU (use --device cpu, or --pack-weights auto)")
     tokenizers = _Tokenizers()
     base_tokenizer, pair_tokenizer, cross = _match_tokenizers(resolved, tokenizers)
     hosts = _Hosts(options, tokenizers)
@@ -273,6 +275,15 @@ def _lanes(models: ProxyModels, overlap: str):
     return plan_lanes(base, others, torch.get_num_threads(), measure=overlap == "auto")
 
 
+def _pack(model, mode: str, compiled: bool) -> None:
+    """``--pack-weights``: reorder the model's linear weights for oneDNN where asked or where it measured faster."""
+    from proxytool.models.packed import pack_linears, packs_by_default
+
+    weight = next(model.parameters())
+    if mode == "on" or (mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled)):
+        pack_linears(model)
+
+
 def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     """Load the host's weights, attach its adapters (shared) or merge its own adapter (unshared)."""
     from proxytool.models.loading import attach_adapter
@@ -288,4 +299,5 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     compiled = options.compile == "on" or (
         options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
     )
+    _pack(host.model, options.pack_weights, compiled)
     host.source = ModelSource(host.model, host.groups, pad_id=pad_id, kv_cache=options.kv_cache, compiled=compiled)

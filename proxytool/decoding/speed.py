@@ -189,8 +189,8 @@ class _Runner:
 class _Proxy(_Runner):
     """proxytool's engine (shared LoRA pair, per-model KV caches, batched rows)."""
 
-    def __init__(self, config: BenchConfig, pairs: bool = True, load=None):
-        self.models = (load or _imported(ENGINE_LOADER))(config.setup_for(pairs))
+    def __init__(self, config: BenchConfig, pairs: bool = True, load=None, **loading):
+        self.models = (load or _imported(ENGINE_LOADER))(config.setup_for(pairs, **loading))
         self.tokenizer = self.models.tokenizer
         self.device = self.models.base.source.device
         self.speculative = config.proxy_speculative
@@ -255,7 +255,7 @@ class _BaseAlone(_Runner):
     """The floor: the base model alone through transformers' `generate`, greedy, same lengths."""
 
     def __init__(self, config: BenchConfig, load=None):
-        proxy = _Proxy(config, pairs=False, load=load)
+        proxy = _Proxy(config, pairs=False, load=load, pack_weights="off")  # as a user would run transformers
         self.model, self.tokenizer, self.device = proxy.models.base.source.model, proxy.tokenizer, proxy.device
         self.prompt_format = proxy.models.base.source.groups[0].prompt_format
         # with --kv-cache static the floor uses transformers' static cache too (compiled on CUDA by generate)
@@ -294,12 +294,13 @@ class _BaseAlone(_Runner):
 class _Reference(_Runner):
     """The paper's decoding loop, written out plainly: three separately loaded models (an adapter
     expert merged into its own copy), each stepping with its own transformers cache object, one
-    Python loop, ``base + α (expert − anti)`` over the tokenizer's vocabulary, argmax."""
+    Python loop, ``base + α (expert − anti)`` over the tokenizer's vocabulary, argmax; torch's own kernels
+    (no packed weights), as the paper's code runs."""
 
     def __init__(self, config: BenchConfig):
         from proxytool.decoding.setup import load_proxy_models
 
-        models = load_proxy_models(config.setup_for(share_weights=False, overlap="off"))
+        models = load_proxy_models(config.setup_for(share_weights=False, overlap="off", pack_weights="off"))
         pair = models.pairs[0]
         members = [models.base, pair.expert, pair.anti_expert]
         self.models = [m.source.model for m in members]

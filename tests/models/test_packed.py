@@ -1,0 +1,75 @@
+"""--pack-weights: oneDNN-reordered linear layers compute what nn.Linear computes, and decode the same tokens."""
+
+import pytest
+import torch
+from cli_runner import run_cli
+from engine_helpers import ids, random_prompts, setup
+from reference import load
+from tiny import save_adapter
+
+from proxytool.models.packed import PackedLinear, pack_linears, packs_by_default
+
+
+def _packed_layers(model) -> int:
+    return sum(isinstance(m, PackedLinear) for m in model.modules())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(5, 48), (3, 7, 48), (2, 0, 48)])
+def test_packed_linear_computes_the_linear(bias, shape):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 96, bias=bias)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        expected, got = linear(x), PackedLinear(linear)(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_layers_stay_plain_and_the_model_computes_the_same(tiny_models, tmp_path):
+    from peft import PeftModel
+
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
+    plain = PeftModel.from_pretrained(load(tiny_models["anti"]), adapter).eval()
+    packed = PeftModel.from_pretrained(load(tiny_models["anti"]), adapter).eval()
+    count = pack_linears(packed)
+    lora_layers = [m for m in packed.modules() if hasattr(m, "lora_A")]
+    assert lora_layers and count > len(lora_layers)  # every base_layer, plus the output layer
+    for layer in lora_layers:
+        assert isinstance(layer.base_layer, PackedLinear)
+        assert all(type(m) is torch.nn.Linear for m in layer.lora_A.values())
+    tokens = torch.tensor([[5, 17, 3, 40, 2], [9, 9, 1, 33, 12]])
+    with torch.inference_mode():
+        for adapters in (["default", "__base__"], ["__base__", "default"]):  # PEFT's mixed-adapter batch
+            expected = plain(input_ids=tokens, adapter_names=adapters).logits
+            torch.testing.assert_close(packed(input_ids=tokens, adapter_names=adapters).logits, expected)
+
+
+def test_auto_packs_fp32_on_cpu_and_decodes_the_tokens_off_decodes(tiny_models, tmp_path):
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
+    prompts = random_prompts(12, seed=4)
+    packed = setup(tiny_models, experts=[str(adapter)])  # the default: --pack-weights auto
+    plain = setup(tiny_models, experts=[str(adapter)], pack_weights="off")
+    assert all(_packed_layers(s.model) for s in packed.sources)
+    assert not any(_packed_layers(s.model) for s in plain.sources)
+    assert ids(packed, prompts, n=16) == ids(plain, prompts, n=16)
+
+
+def test_auto_leaves_other_dtypes_and_compiled_models_to_torch():
+    cpu = torch.device("cpu")
+    assert packs_by_default(cpu, torch.float32, compiled=False)
+    assert not packs_by_default(cpu, torch.bfloat16, compiled=False)
+    assert not packs_by_default(cpu, torch.float32, compiled=True)
+    assert not packs_by_default(torch.device("meta"), torch.float32, compiled=False)
+
+
+def test_bad_pack_weights_flags_fail_in_one_line_before_loading(tiny_models, tmp_path):
+    out = tmp_path / "out.jsonl"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    common = ["decode", "--base", tiny_models["base"], "--prompts", prompts, "--output", out, "--device", "cpu"]
+    code, _, err = run_cli(*common, "--pack-weights", "maybe")
+    assert code == 2 and "--pack-weights must be one of auto, on, off" in err
+    code, _, err = run_cli(*common, "--pack-weights", "on", "--compile", "on")
+    assert code == 2 and "--pack-weights on and --compile on exclude each other" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
