@@ -42,12 +42,24 @@ def pack_linears(model: torch.nn.Module) -> int:
     A PEFT adapter's own layers (``lora_A``, ``lora_B``: kept in ``ModuleDict``s) stay as they are: PEFT
     reads their weights directly. The layers under them (``base_layer``) are packed.
     """
-    packed = 0
-    for parent in list(model.modules()):
-        if isinstance(parent, torch.nn.ModuleDict):
-            continue
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear:
-                setattr(parent, name, PackedLinear(child))
-                packed += 1
-    return packed
+    places = [
+        (parent, name)
+        for parent in model.modules()
+        if not isinstance(parent, torch.nn.ModuleDict)
+        for name, child in parent.named_children()
+        if type(child) is torch.nn.Linear
+    ]
+    for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is packed
+        setattr(parent, name, PackedLinear(getattr(parent, name)))
+    _copy_out_of_files(model)
+    return len(places)
+
+
+def _copy_out_of_files(model: torch.nn.Module) -> None:
+    """Copy the tensors left (embeddings, norms) into the process's own memory. transformers maps the
+    safetensors files into memory and each weight is a view of its file; packing read every page, and
+    they stay resident while any view of the file lives, so after packing the model would count its
+    linear weights twice."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
