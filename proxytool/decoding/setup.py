@@ -277,11 +277,13 @@ def _lanes(models: ProxyModels, overlap: str):
 
 def _pack(model, mode: str, compiled: bool) -> None:
     """``--pack-weights``: reorder the model's linear weights for oneDNN where asked or where it measured faster."""
-    from proxytool.models.packed import pack_linears, packs_by_default
+    from proxytool.models.packed import AUTO_MIN_WEIGHTS, pack_linears, packs_by_default
 
     weight = next(model.parameters())
-    if mode == "on" or (mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled)):
+    if mode == "on":
         pack_linears(model)
+    elif mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled):
+        pack_linears(model, min_weights=AUTO_MIN_WEIGHTS)
 
 
 def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:

@@ -5,7 +5,8 @@ few: on this project's 2-core machine a Qwen 0.5B decode step with 2 rows took 1
 and the 151,936-wide output layer 2.2× (docs/performance.md, "Packed weights"). oneDNN's linear with
 a weight reordered ahead of time has no such cliff; decode steps ran 1.3–2.5× faster at 2–8 rows
 and as fast at one row, with the same greedy tokens. The results are the same products summed in
-another order, so logits differ in the last bits only, as between two batch sizes.
+another order, so logits differ in the last bits only, as between two batch sizes. Small layers lose
+(each call converts its input and output), so ``--pack-weights auto`` packs only the large ones.
 """
 
 import torch
@@ -36,8 +37,15 @@ def packs_by_default(device: torch.device, dtype: torch.dtype, compiled: bool) -
     return device.type == "cpu" and dtype == torch.float32 and not compiled and torch.backends.mkldnn.is_available()
 
 
-def pack_linears(model: torch.nn.Module) -> int:
-    """Replace the model's ``nn.Linear`` layers by :class:`PackedLinear` in place; returns how many.
+AUTO_MIN_WEIGHTS = 1 << 20
+"""``--pack-weights auto`` packs a layer of at least this many weights: each call converts its input and
+output (~45 µs on this machine), which costs more than it saves on small layers (a tiny test model's
+forward took 2.6× as long packed); a Qwen 0.5B step ran as fast with only its larger layers packed."""
+
+
+def pack_linears(model: torch.nn.Module, min_weights: int = 0) -> int:
+    """Replace the model's ``nn.Linear`` layers of at least ``min_weights`` weights by :class:`PackedLinear`
+    in place; returns how many.
 
     A PEFT adapter's own layers (``lora_A``, ``lora_B``: kept in ``ModuleDict``s) stay as they are: PEFT
     reads their weights directly. The layers under them (``base_layer``) are packed.
@@ -47,8 +55,10 @@ def pack_linears(model: torch.nn.Module) -> int:
         for parent in model.modules()
         if not isinstance(parent, torch.nn.ModuleDict)
         for name, child in parent.named_children()
-        if type(child) is torch.nn.Linear
+        if type(child) is torch.nn.Linear and child.weight.numel() >= min_weights
     ]
+    if not places:
+        return 0
     for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is packed
         setattr(parent, name, PackedLinear(getattr(parent, name)))
     _copy_out_of_files(model)

@@ -88,6 +88,12 @@ def test_step_overhead(tiny_models, capsys):
         assert 0 < r["forward_ms_per_step"] < r["ms_per_step"] and 0 < r["overhead_pct"] < 100
 
 
+def test_packed_steps(tiny_models, capsys):
+    run_script("benchmarks/packed_steps.py", str(tiny_models["anti"]), "--threads", "1", "--rows", "1,2", "--steps=2")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["rows"] for r in lines] == [1, 2] and all(r["same_tokens"] and r["packed_ms"] > 0 for r in lines)
+
+
 def test_dtype_agreement(tiny_models, tmp_path, capsys):
     import json
 

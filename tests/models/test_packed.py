@@ -7,7 +7,7 @@ from engine_helpers import ids, random_prompts, setup
 from reference import load
 from tiny import save_adapter
 
-from proxytool.models.packed import PackedLinear, pack_linears, packs_by_default
+from proxytool.models.packed import AUTO_MIN_WEIGHTS, PackedLinear, pack_linears, packs_by_default
 
 
 def _packed_layers(model) -> int:
@@ -45,14 +45,22 @@ def test_adapter_layers_stay_plain_and_the_model_computes_the_same(tiny_models, 
             torch.testing.assert_close(packed(input_ids=tokens, adapter_names=adapters).logits, expected)
 
 
-def test_auto_packs_fp32_on_cpu_and_decodes_the_tokens_off_decodes(tiny_models, tmp_path):
+def test_packed_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp_path):
     adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
     prompts = random_prompts(12, seed=4)
-    packed = setup(tiny_models, experts=[str(adapter)])  # the default: --pack-weights auto
+    packed = setup(tiny_models, experts=[str(adapter)], pack_weights="on")
     plain = setup(tiny_models, experts=[str(adapter)], pack_weights="off")
     assert all(_packed_layers(s.model) for s in packed.sources)
     assert not any(_packed_layers(s.model) for s in plain.sources)
     assert ids(packed, prompts, n=16) == ids(plain, prompts, n=16)
+
+
+def test_auto_packs_only_layers_large_enough_to_gain(tiny_models):
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1023), torch.nn.Linear(8, 8))
+    assert pack_linears(model, min_weights=AUTO_MIN_WEIGHTS) == 1
+    assert [type(m).__name__ for m in model] == ["PackedLinear", "Linear", "Linear"]
+    tiny = setup(tiny_models)  # the default, auto: fp32 on the CPU, but every layer of the tiny model is small
+    assert not _packed_layers(tiny.base.source.model)
 
 
 def test_auto_leaves_other_dtypes_and_compiled_models_to_torch():
@@ -73,3 +81,16 @@ def test_bad_pack_weights_flags_fail_in_one_line_before_loading(tiny_models, tmp
     code, _, err = run_cli(*common, "--pack-weights", "on", "--compile", "on")
     assert code == 2 and "--pack-weights on and --compile on exclude each other" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bench_compares_against_torch_kernels(tiny_models, tmp_path):
+    """bench's reference loop and base-alone floor run as a user's own code would: unpacked."""
+    from engine_helpers import proxy_setup
+
+    from proxytool.decoding.speed import BenchConfig, _BaseAlone, _Proxy, _Reference
+
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
+    config = BenchConfig(setup=proxy_setup(tiny_models["base"], experts=[str(adapter)], pack_weights="on"))
+    assert not any(_packed_layers(m) for m in _Reference(config).models)
+    assert not _packed_layers(_BaseAlone(config).model)
+    assert all(_packed_layers(s.model) for s in _Proxy(config).models.sources)

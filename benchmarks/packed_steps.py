@@ -1,0 +1,69 @@
+"""One model's decode step with torch's own linear kernels and with packed weights (--pack-weights).
+
+For each row count: prefill a random 42-token prompt per row, then time single-token decode steps
+(median), first with the model as loaded, then after ``pack_linears`` (every layer, or with
+``--min-weights 1048576`` the ones ``--pack-weights auto`` packs); also checks that both decode
+the same greedy tokens. Run on a quiet machine:
+
+    python benchmarks/packed_steps.py qwen2.5-coder-0.5b-instruct --threads 1 --rows 1,2,8 --dtype float32
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def decode_steps(model, rows: int, steps: int, seed: int) -> tuple[float, list[list[int]]]:
+    """Median seconds of one decode step for ``rows`` rows, and the greedy tokens."""
+    from transformers import DynamicCache
+
+    vocab = min(model.config.vocab_size, 5000)
+    ids = torch.randint(0, vocab, (rows, 42), generator=torch.Generator().manual_seed(seed))
+    times, tokens = [], []
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(steps):
+            start = time.perf_counter()
+            out = model(token, past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            times.append(time.perf_counter() - start)
+            tokens.append(token)
+    return statistics.median(times), torch.cat(tokens, dim=1).tolist()
+
+
+def main() -> None:
+    from proxytool.models.loading import load_model
+    from proxytool.models.packed import pack_linears
+    from proxytool.models.registry import resolve
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a registry name or model folder")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rows", default="1,2,8")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--min-weights", type=int, default=0, help="pack layers this large (auto: 1048576)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
+    rows = [int(r) for r in args.rows.split(",")]
+    plain = {r: decode_steps(model, r, args.steps, seed=r) for r in rows}
+    if not pack_linears(model, min_weights=args.min_weights):
+        raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
+    for r in rows:
+        seconds, tokens = decode_steps(model, r, args.steps, seed=r)
+        line = {
+            "model": args.model, "dtype": args.dtype, "threads": args.threads, "rows": r,
+            "torch_ms": round(plain[r][0] * 1e3, 1), "packed_ms": round(seconds * 1e3, 1),
+            "speedup": round(plain[r][0] / seconds, 2), "same_tokens": tokens == plain[r][1],
+        }  # fmt: skip
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
