@@ -297,7 +297,7 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
         model = model.merge_and_unload()
     for name, adapter_spec in host.adapters.items():
         model = attach_adapter(model, adapter_spec, name)
-    host.model = model.eval()
+    host.model = model.eval().requires_grad_(False)  # a merged expert's come back requiring grad: one more graph
     compiled = options.compile == "on" or (
         options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
     )

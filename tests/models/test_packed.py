@@ -53,6 +53,8 @@ def test_packed_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp_p
     assert all(_packed_layers(s.model) for s in packed.sources)
     assert not any(_packed_layers(s.model) for s in plain.sources)
     assert ids(packed, prompts, n=16) == ids(plain, prompts, n=16)
+    merged = setup(tiny_models, experts=[str(adapter)], share_weights=False)  # inference only, one graph each
+    assert not any(p.requires_grad for s in merged.sources for p in s.model.parameters())
 
 
 def test_auto_packs_only_layers_large_enough_to_gain(tiny_models):
