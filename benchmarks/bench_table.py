@@ -15,6 +15,7 @@ def rows(path: Path) -> list[str]:
     loading = document["config"]["setup"]["loading"]
     setting = f"{loading['dtype']}, {loading['threads'] or '-'} threads, {loading['kv_cache']} cache"
     setting += f", compile {loading['compile']}, quantize {loading['quantize_base']}, overlap {loading['overlap']}"
+    setting += f", pack {loading.get('pack_weights', 'off (before December 4)')}"
     by = {(r["batch"], r["mode"]): r for r in document["results"]}
     out = []
     for r in document["results"]:
