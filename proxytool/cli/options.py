@@ -83,8 +83,8 @@ Compile = Annotated[
 PackWeights = Annotated[
     str,
     typer.Option(
-        help="Linear weights reordered once for oneDNN: auto (fp32 on CPU; faster at every measured batch "
-        "size, docs/performance.md), on, off (torch's own kernels)."
+        help="Linear weights reordered once for oneDNN: auto (the large layers of fp32 models on a CPU, where "
+        "it measured faster; docs/performance.md), on (every layer), off (torch's own kernels)."
     ),
 ]
 CrossTokenizer = Annotated[

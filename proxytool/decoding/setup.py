@@ -275,20 +275,10 @@ def _lanes(models: ProxyModels, overlap: str):
     return plan_lanes(base, others, torch.get_num_threads(), measure=overlap == "auto")
 
 
-def _pack(model, mode: str, compiled: bool) -> None:
-    """``--pack-weights``: reorder the model's linear weights for oneDNN where asked or where it measured faster."""
-    from proxytool.models.packed import AUTO_MIN_WEIGHTS, pack_linears, packs_by_default
-
-    weight = next(model.parameters())
-    if mode == "on":
-        pack_linears(model)
-    elif mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled):
-        pack_linears(model, min_weights=AUTO_MIN_WEIGHTS)
-
-
 def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     """Load the host's weights, attach its adapters (shared) or merge its own adapter (unshared)."""
     from proxytool.models.loading import attach_adapter
+    from proxytool.models.packed import pack_as_asked
 
     model = load_model(
         host.spec, dtype=options.dtype, device=options.device, quant=host.quant, trust_pickle=options.trust_pickle
@@ -301,5 +291,5 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     compiled = options.compile == "on" or (
         options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
     )
-    _pack(host.model, options.pack_weights, compiled)
+    pack_as_asked(host.model, options.pack_weights, compiled)
     host.source = ModelSource(host.model, host.groups, pad_id=pad_id, kv_cache=options.kv_cache, compiled=compiled)

@@ -2,7 +2,7 @@
 
 torch runs an fp32 ``nn.Linear`` on CPU through MKL's sgemm, which is fast for one row and slow for a
 few: on this project's 2-core machine a Qwen 0.5B decode step with 2 rows took 1.9× as long as with 1,
-and the 151,936-wide output layer 2.2× (docs/performance.md, "Packed weights"). oneDNN's linear with
+and the 151,936-wide output layer 2.2× (docs/performance.md, "CPU: packed weights"). oneDNN's linear with
 a weight reordered ahead of time has no such cliff; decode steps ran 1.3–2.5× faster at 2–8 rows
 and as fast at one row, with the same greedy tokens. The results are the same products summed in
 another order, so logits differ in the last bits only, as between two batch sizes. Small layers lose
@@ -41,6 +41,15 @@ AUTO_MIN_WEIGHTS = 1 << 20
 """``--pack-weights auto`` packs a layer of at least this many weights: each call converts its input and
 output (~45 µs on this machine), which costs more than it saves on small layers (a tiny test model's
 forward took 2.6× as long packed); a Qwen 0.5B step ran as fast with only its larger layers packed."""
+
+
+def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool) -> None:
+    """``--pack-weights``: ``on`` packs every linear layer; ``auto`` the large ones, where it measured faster."""
+    weight = next(model.parameters())
+    if mode == "on":
+        pack_linears(model)
+    elif mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled):
+        pack_linears(model, min_weights=AUTO_MIN_WEIGHTS)
 
 
 def pack_linears(model: torch.nn.Module, min_weights: int = 0) -> int:
