@@ -44,11 +44,11 @@ def _same(row: dict, reference: dict | None) -> str:
 
 
 def _lanes(row: dict) -> str:
-    """What --overlap chose: on / off, or per call shape as measured (auto)."""
+    """What --overlap chose: on / off, or per call shape as measured (auto); and each source's weight layout."""
     lanes = row.get("lanes", "-")
     if isinstance(lanes, dict):
-        return ", ".join(f"{shape}: {way}" for shape, way in lanes.items()) or "measuring"
-    return lanes
+        lanes = ", ".join(f"{shape}: {way}" for shape, way in lanes.items()) or "measuring"
+    return lanes + (f" (weights: {row['weights']})" if row.get("weights") else "")
 
 
 def _cuda(row: dict) -> str:

@@ -1,11 +1,12 @@
-"""One model's decode step with torch's own linear kernels and with packed weights (--pack-weights).
+"""One model's decode step with torch's own linear kernels and with laid-out weights (--pack-weights).
 
 For each row count: prefill a random 42-token prompt per row, then time single-token decode steps
-(median), first with the model as loaded, then after ``pack_linears`` (every layer, or with
-``--min-weights 1048576`` the ones ``--pack-weights auto`` packs); also checks that both decode
+(median), first with the model as loaded, then reloaded and laid out by ``pack_linears`` in each of
+``--layouts`` (every layer, or with ``--min-weights 1048576`` the ones ``--pack-weights auto`` lays
+out); also checks that both decode
 the same greedy tokens. Run on a quiet machine:
 
-    python benchmarks/packed_steps.py qwen2.5-coder-0.5b-instruct --threads 1 --rows 1,2,8 --dtype float32
+    python benchmarks/packed_steps.py qwen2.5-coder-0.5b-instruct --threads 1 --rows 1,2,8 --layouts on,transposed
 """
 
 import argparse
@@ -47,22 +48,25 @@ def main() -> None:
     parser.add_argument("--rows", default="1,2,8")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--min-weights", type=int, default=0, help="pack layers this large (auto: 1048576)")
+    parser.add_argument("--min-weights", type=int, default=0, help="lay out layers this large (auto: 1048576)")
+    parser.add_argument("--layouts", default="on", help="comma-separated: on (oneDNN-packed), transposed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
     rows = [int(r) for r in args.rows.split(",")]
+    model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
     plain = {r: decode_steps(model, r, args.steps, seed=r) for r in rows}
-    if not pack_linears(model, min_weights=args.min_weights):
-        raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
-    for r in rows:
-        seconds, tokens = decode_steps(model, r, args.steps, seed=r)
-        line = {
-            "model": args.model, "dtype": args.dtype, "threads": args.threads, "rows": r,
-            "torch_ms": round(plain[r][0] * 1e3, 1), "packed_ms": round(seconds * 1e3, 1),
-            "speedup": round(plain[r][0] / seconds, 2), "same_tokens": tokens == plain[r][1],
-        }  # fmt: skip
-        print(json.dumps(line), flush=True)
+    for layout in args.layouts.split(","):
+        model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
+        if not pack_linears(model, min_weights=args.min_weights, layout=layout):
+            raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
+        for r in rows:
+            seconds, tokens = decode_steps(model, r, args.steps, seed=r)
+            line = {
+                "model": args.model, "dtype": args.dtype, "threads": args.threads, "rows": r, "layout": layout,
+                "torch_ms": round(plain[r][0] * 1e3, 1), "layout_ms": round(seconds * 1e3, 1),
+                "speedup": round(plain[r][0] / seconds, 2), "same_tokens": tokens == plain[r][1],
+            }  # fmt: skip
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ Compile = Annotated[
 PackWeights = Annotated[
     str,
     typer.Option(
-        help="Linear weights reordered once for oneDNN: auto (the large layers of fp32 models on a CPU, where "
-        "it measured faster; docs/performance.md), on (every layer), off (torch's own kernels)."
+        help="How linear weights are laid out: auto (the large layers of fp32 models on a CPU, in the layout "
+        "timed fastest on this machine, once, cached; docs/performance.md), on (every layer reordered for "
+        "oneDNN), transposed (every layer stored [in, out]), off (torch's own kernels)."
     ),
 ]
 CrossTokenizer = Annotated[

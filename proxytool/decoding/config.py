@@ -16,7 +16,7 @@ CROSS_MODES = ("auto", "off", "fast", "exact")
 KV_CACHES = ("dynamic", "static")
 COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
-PACK_MODES = ("auto", "on", "off")
+PACK_MODES = ("auto", "on", "transposed", "off")
 REMOTE_DRAFTS = ("base", "pair")
 PLAUSIBLE_DEFAULT = 0.0
 """``--plausible``: keep tokens with at least this share of the top token's probability under the base
@@ -44,7 +44,7 @@ class LoadingOptions:
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
     kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
     compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
-    pack_weights: str = "auto"  # oneDNN-reordered linear weights: auto (fp32 on CPU, eager), on, off (models/packed.py)
+    pack_weights: str = "auto"  # linear weight layout: auto (timed), on (oneDNN), transposed, off (models/packed.py)
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
     base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)

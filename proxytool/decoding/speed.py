@@ -207,8 +207,13 @@ class _Proxy(_Runner):
         return self._lanes() | {"proxy_speculative": self.speculative, "speculation": self.models.speculation.summary()}
 
     def _lanes(self) -> dict:
+        from proxytool.models.packed import layout_of
+
         lanes = self.models.lanes
-        return {"lanes": "off"} if lanes is None else {"lanes": lanes.choices() if lanes.measure else "on"}
+        weights = ", ".join(layout_of(s.model) for s in self.models.sources if getattr(s, "model", None) is not None)
+        return {"weights": weights} | (
+            {"lanes": "off"} if lanes is None else {"lanes": lanes.choices() if lanes.measure else "on"}
+        )
 
     def _drain(self, rows) -> list[list[int]]:
         """Run :func:`generate` to its end, marking the first token; returns every row's tokens."""

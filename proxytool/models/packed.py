@@ -1,15 +1,33 @@
-"""Linear layers whose weights oneDNN has reordered once, for fp32 inference on CPU.
+"""Linear layers whose weights are laid out once for fast fp32 inference on a CPU.
 
-torch runs an fp32 ``nn.Linear`` on CPU through MKL's sgemm, which is fast for one row and slow for a
-few: on this project's 2-core machine a Qwen 0.5B decode step with 2 rows took 1.9× as long as with 1,
-and the 151,936-wide output layer 2.2× (docs/performance.md, "CPU: packed weights"). oneDNN's linear with
-a weight reordered ahead of time has no such cliff; decode steps ran 1.3–2.5× faster at 2–8 rows
-and as fast at one row, with the same greedy tokens. The results are the same products summed in
-another order, so logits differ in the last bits only, as between two batch sizes. Small layers lose
-(each call converts its input and output), so ``--pack-weights auto`` packs only the large ones.
+torch runs an fp32 ``nn.Linear`` on a CPU through MKL's sgemm with the weight as stored ([out, in]),
+and for the few rows of a decode step that kernel is slow: on an Intel 2-core machine a Qwen 0.5B
+step with 2 rows took 1.9× as long as with 1; on an AMD EPYC (Zen 3, AVX2) 2-core machine the
+1-row products were slow too (docs/performance.md, "CPU: packed weights"). Two other layouts compute
+the same products summed in another order (logits differ in the last bits, as between two batch
+sizes; greedy tokens are checked equal in the tests):
+
+- ``on`` (:class:`PackedLinear`): the weight reordered once for oneDNN. No cliff at 2-16 rows; each
+  call converts its input and output, so small layers lose.
+- ``transposed`` (:class:`TransposedLinear`): the weight stored [in, out], which MKL multiplies through
+  another path; on the AMD machine 1.4-2.2× faster than torch's at 1-2 rows on one thread.
+
+Which is fastest depends on the machine, the thread count and the shapes, so ``--pack-weights auto``
+times the three on the model's own large layers once per machine, thread count, torch version and set of
+shapes (:func:`measured_layout`, cached) and applies the winner to them.
 """
 
+import json
+import os
+import platform
+import statistics
+import time
+from collections import Counter
+
 import torch
+
+LAYOUTS = ("on", "transposed", "off")
+"""Layouts a linear weight can take: oneDNN-reordered, stored transposed, or torch's own."""
 
 
 class PackedLinear(torch.nn.Module):
@@ -31,54 +49,172 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
 
 
+class TransposedLinear(torch.nn.Module):
+    """An inference-only ``nn.Linear`` whose weight is stored transposed, [in, out], contiguous."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        out = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows, self.weight_t)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight stored transposed"
+
+
+_LAYERS = {"on": PackedLinear, "transposed": TransposedLinear}
+
+
+def layout_of(model: torch.nn.Module) -> str:
+    """The layout of the model's linear layers that were laid out (``off`` when none; ``+``-joined when mixed)."""
+    kinds = {name for module in model.modules() for name, cls in _LAYERS.items() if isinstance(module, cls)}
+    return "+".join(sorted(kinds)) or "off"
+
+
 def packs_by_default(device: torch.device, dtype: torch.dtype, compiled: bool) -> bool:
-    """``--pack-weights auto``: fp32 on CPU, eager (bf16 already runs through oneDNN, where reordering
-    ahead measured no faster; torch.compile makes its own kernels)."""
+    """Whether ``--pack-weights auto`` lays weights out here: fp32 on CPU, eager (bf16 already runs
+    through oneDNN, where reordering ahead measured no faster; torch.compile makes its own kernels)."""
     return device.type == "cpu" and dtype == torch.float32 and not compiled and torch.backends.mkldnn.is_available()
 
 
 AUTO_MIN_WEIGHTS = 1 << 20
-"""``--pack-weights auto`` packs a layer of at least this many weights: each call converts its input and
-output (~45 µs on this machine), which costs more than it saves on small layers (a tiny test model's
+"""``--pack-weights auto`` lays out a layer of at least this many weights: a packed layer's call converts
+its input and output (~45 µs), which costs more than it saves on small layers (a tiny test model's
 forward took 2.6× as long packed); a Qwen 0.5B step ran as fast with only its larger layers packed."""
 
 
-def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool) -> None:
-    """``--pack-weights``: ``on`` packs every linear layer; ``auto`` the large ones, where it measured faster."""
+def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool) -> str:
+    """``--pack-weights``: ``on`` / ``transposed`` lay out every linear layer so; ``auto`` the large
+    ones, in the layout measured fastest on this machine. Returns the layout applied (``off``: none)."""
     weight = next(model.parameters())
-    if mode == "on":
-        pack_linears(model)
-    elif mode == "auto" and packs_by_default(weight.device, weight.dtype, compiled):
-        pack_linears(model, min_weights=AUTO_MIN_WEIGHTS)
+    if mode in _LAYERS:
+        pack_linears(model, layout=mode)
+        return mode
+    places = _places(model, AUTO_MIN_WEIGHTS) if mode == "auto" else []
+    if places and packs_by_default(weight.device, weight.dtype, compiled):
+        layout = measured_layout([getattr(parent, name) for parent, name in places])
+        if layout in _LAYERS:
+            pack_linears(model, min_weights=AUTO_MIN_WEIGHTS, layout=layout)
+            return layout
+    return "off"
 
 
-def pack_linears(model: torch.nn.Module, min_weights: int = 0) -> int:
-    """Replace the model's ``nn.Linear`` layers of at least ``min_weights`` weights by :class:`PackedLinear`
-    in place; returns how many.
+def pack_linears(model: torch.nn.Module, min_weights: int = 0, layout: str = "on") -> int:
+    """Replace the model's ``nn.Linear`` layers of at least ``min_weights`` weights by the ``layout``'s
+    layer (:class:`PackedLinear` for ``on``, :class:`TransposedLinear` for ``transposed``) in place;
+    returns how many.
 
     A PEFT adapter's own layers (``lora_A``, ``lora_B``: kept in ``ModuleDict``s) stay as they are: PEFT
-    reads their weights directly. The layers under them (``base_layer``) are packed.
+    reads their weights directly. The layers under them (``base_layer``) are laid out.
     """
-    places = [
+    places = _places(model, min_weights)
+    if not places:
+        return 0
+    for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is copied
+        setattr(parent, name, _LAYERS[layout](getattr(parent, name)))
+    _copy_out_of_files(model)
+    return len(places)
+
+
+def _places(model: torch.nn.Module, min_weights: int) -> list[tuple[torch.nn.Module, str]]:
+    return [
         (parent, name)
         for parent in model.modules()
         if not isinstance(parent, torch.nn.ModuleDict)
         for name, child in parent.named_children()
         if type(child) is torch.nn.Linear and child.weight.numel() >= min_weights
     ]
-    if not places:
-        return 0
-    for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is packed
-        setattr(parent, name, PackedLinear(getattr(parent, name)))
-    _copy_out_of_files(model)
-    return len(places)
 
 
 def _copy_out_of_files(model: torch.nn.Module) -> None:
     """Copy the tensors left (embeddings, norms) into the process's own memory. transformers maps the
-    safetensors files into memory and each weight is a view of its file; packing read every page, and
-    they stay resident while any view of the file lives, so after packing the model would count its
+    safetensors files into memory and each weight is a view of its file; laying out read every page,
+    and they stay resident while any view of the file lives, so afterwards the model would count its
     linear weights twice."""
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             tensor.data = tensor.data.clone()
+
+
+TIMED_ROWS = (1, 2, 8)
+"""Rows per call ``measured_layout`` times: one prompt's step, a LoRA pair's two rows, a batch."""
+
+
+def measured_layout(layers: list[torch.nn.Linear]) -> str:
+    """The layout ``auto`` gives these layers on this machine: their shapes timed once per layout and
+    row count (seconds; :func:`time_layouts`), cached in ``$PROXYTOOL_HOME/cache/linear_layouts.json``
+    by CPU, thread count, torch version and shapes.
+
+    The winner has the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest layout
+    at that row count."""
+    from proxytool.files.atomic import write_text
+    from proxytool.files.paths import cache_dir
+
+    samples = {(layer.out_features, layer.in_features): layer for layer in layers}  # one layer per shape
+    shapes = Counter((layer.out_features, layer.in_features) for layer in layers)
+    key = " | ".join(
+        [_cpu_name(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
+        + [f"{n} x {out}x{inp}" for (out, inp), n in sorted(shapes.items())]
+    )
+    path = cache_dir() / "linear_layouts.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    cached = cached if isinstance(cached, dict) else {}
+    entry = cached.get(key)
+    if isinstance(entry, dict) and entry.get("layout") in LAYOUTS:
+        return entry["layout"]
+    ms = time_layouts(samples, shapes)
+    layout = min(LAYOUTS, key=lambda lay: _relative_cost(ms, lay))
+    cached[key] = {"layout": layout, "ms_per_step": ms}
+    try:
+        write_text(path, json.dumps(cached, indent=1) + "\n")
+    except OSError:  # a read-only home still decodes; it times again next load
+        pass
+    return layout
+
+
+def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...] = TIMED_ROWS) -> dict:
+    """Median ms of one call of each sample layer in each layout, weighted by how many layers have its
+    shape and summed: ``{layout: {rows: ms}}`` (row counts as strings, for JSON)."""
+    result = {layout: dict.fromkeys(map(str, rows), 0.0) for layout in LAYOUTS}
+    with torch.inference_mode():
+        for shape, linear in samples.items():
+            variants = {"off": linear, **{lay: cls(linear) for lay, cls in _LAYERS.items()}}
+            for layout, layer in variants.items():
+                for n in rows:
+                    result[layout][str(n)] += counts[shape] * _median_ms(layer, torch.randn(n, shape[1]))
+            del variants
+    return {layout: {n: round(ms, 2) for n, ms in per_rows.items()} for layout, per_rows in result.items()}
+
+
+def _median_ms(layer, x, calls: int = 3) -> float:
+    layer(x)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        layer(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _relative_cost(ms: dict, layout: str) -> float:
+    rows = ms[layout]
+    return statistics.mean(rows[n] / min(ms[lay][n] for lay in ms) for n in rows)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,4 +1,5 @@
-"""--pack-weights: oneDNN-reordered linear layers compute what nn.Linear computes, and decode the same tokens."""
+"""--pack-weights: linear layers laid out for the CPU (oneDNN-reordered, or stored transposed) compute what
+nn.Linear computes and decode the same tokens; auto lays them out as timed fastest, once per machine."""
 
 import pytest
 import torch
@@ -7,21 +8,30 @@ from engine_helpers import ids, random_prompts, setup
 from reference import load
 from tiny import save_adapter
 
-from proxytool.models.packed import AUTO_MIN_WEIGHTS, PackedLinear, pack_linears, packs_by_default
+from proxytool.models import packed as layouts
+from proxytool.models.packed import (
+    AUTO_MIN_WEIGHTS,
+    PackedLinear,
+    TransposedLinear,
+    pack_as_asked,
+    pack_linears,
+    packs_by_default,
+)
 
 
-def _packed_layers(model) -> int:
-    return sum(isinstance(m, PackedLinear) for m in model.modules())
+def _packed_layers(model, kind=PackedLinear) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
 
 
+@pytest.mark.parametrize("kind", [PackedLinear, TransposedLinear])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 48), (3, 7, 48), (2, 0, 48)])
-def test_packed_linear_computes_the_linear(bias, shape):
+def test_laid_out_linear_computes_the_linear(kind, bias, shape):
     torch.manual_seed(0)
     linear = torch.nn.Linear(48, 96, bias=bias)
     x = torch.randn(*shape)
     with torch.inference_mode():
-        expected, got = linear(x), PackedLinear(linear)(x)
+        expected, got = linear(x), kind(linear)(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -45,12 +55,13 @@ def test_adapter_layers_stay_plain_and_the_model_computes_the_same(tiny_models, 
             torch.testing.assert_close(packed(input_ids=tokens, adapter_names=adapters).logits, expected)
 
 
-def test_packed_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp_path):
+@pytest.mark.parametrize("layout, kind", [("on", PackedLinear), ("transposed", TransposedLinear)])
+def test_laid_out_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp_path, layout, kind):
     adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
     prompts = random_prompts(12, seed=4)
-    packed = setup(tiny_models, experts=[str(adapter)], pack_weights="on")
+    packed = setup(tiny_models, experts=[str(adapter)], pack_weights=layout)
     plain = setup(tiny_models, experts=[str(adapter)], pack_weights="off")
-    assert all(_packed_layers(s.model) for s in packed.sources)
+    assert all(_packed_layers(s.model, kind) for s in packed.sources)
     assert not any(_packed_layers(s.model) for s in plain.sources)
     assert ids(packed, prompts, n=16) == ids(plain, prompts, n=16)
     merged = setup(tiny_models, experts=[str(adapter)], share_weights=False)  # inference only, one graph each
@@ -63,6 +74,46 @@ def test_auto_packs_only_layers_large_enough_to_gain(tiny_models):
     assert [type(m).__name__ for m in model] == ["PackedLinear", "Linear", "Linear"]
     tiny = setup(tiny_models)  # the default, auto: fp32 on the CPU, but every layer of the tiny model is small
     assert not _packed_layers(tiny.base.source.model)
+
+
+def _timings(fastest: str) -> dict:
+    """Made-up timings {layout: {rows: ms}} where ``fastest`` wins at 1 and 2 rows and loses a little at 8."""
+    ms = {layout: {"1": 10.0, "2": 20.0, "8": 40.0} for layout in layouts.LAYOUTS}
+    ms[fastest] = {"1": 5.0, "2": 10.0, "8": 44.0}
+    return ms
+
+
+@pytest.mark.parametrize("fastest", layouts.LAYOUTS)
+def test_auto_applies_the_layout_timed_fastest_and_times_once(tmp_path, monkeypatch, fastest):
+    monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: calls.append(counts) or _timings(fastest))
+    kinds = {"on": PackedLinear, "transposed": TransposedLinear, "off": torch.nn.Linear}
+    for _ in range(2):  # the second model of the same shapes reads the cache
+        model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(8, 8))
+        assert pack_as_asked(model, "auto", compiled=False) == fastest
+        assert [type(m) for m in model] == [kinds[fastest]] * 2 + [torch.nn.Linear]
+    assert calls == [{(1024, 1024): 2}]  # one timing, of the one large shape, counted twice
+    cached = (tmp_path / "cache" / "linear_layouts.json").read_text()
+    assert f'"layout": "{fastest}"' in cached and "2 x 1024x1024" in cached
+
+
+def test_layout_timing_is_redone_when_the_cache_is_unreadable_or_the_shapes_differ(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "linear_layouts.json").write_text("{not json")
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: _timings("transposed"))
+    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: _timings("on"))
+    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"  # cached
+    assert layouts.measured_layout([torch.nn.Linear(2048, 1024)]) == "on"  # another shape: timed
+
+
+def test_layout_timings_are_real_per_layout_and_row_count():
+    """The timer runs each layout (each one computing the layer) and weights shapes by their count."""
+    layer = torch.nn.Linear(64, 32)
+    ms = layouts.time_layouts({(32, 64): layer}, {(32, 64): 3}, rows=(1, 4))
+    assert set(ms) == set(layouts.LAYOUTS) and all(set(v) == {"1", "4"} and min(v.values()) > 0 for v in ms.values())
 
 
 def test_auto_leaves_other_dtypes_and_compiled_models_to_torch():
@@ -79,7 +130,7 @@ def test_bad_pack_weights_flags_fail_in_one_line_before_loading(tiny_models, tmp
     prompts.write_text('{"prompt": "hello"}\n')
     common = ["decode", "--base", tiny_models["base"], "--prompts", prompts, "--output", out, "--device", "cpu"]
     code, _, err = run_cli(*common, "--pack-weights", "maybe")
-    assert code == 2 and "--pack-weights must be one of auto, on, off" in err
+    assert code == 2 and "--pack-weights must be one of auto, on, transposed, off" in err
     code, _, err = run_cli(*common, "--pack-weights", "on", "--compile", "on")
     assert code == 2 and "--pack-weights on and --compile on exclude each other" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
