@@ -1,9 +1,10 @@
 """Linear layers whose weights are laid out once for fast fp32 inference on a CPU.
 
 torch runs an fp32 ``nn.Linear`` on a CPU through MKL's sgemm with the weight as stored ([out, in]),
-and for the few rows of a decode step that kernel is slow: on an Intel 2-core machine a Qwen 0.5B
-step with 2 rows took 1.9× as long as with 1; on an AMD EPYC (Zen 3, AVX2) 2-core machine the
-1-row products were slow too (docs/performance.md, "CPU: packed weights"). Two other layouts compute
+and for the few rows of a decode step that kernel is slow: on the 2-core machine of the first
+measurements a Qwen 0.5B step with 2 rows took 1.9× as long as with 1; on an AMD EPYC (Zen 3, AVX2)
+2-core machine the 1-row products were slow too (docs/performance.md, "CPU: packed weights"). Two
+other layouts compute
 the same products summed in another order (logits differ in the last bits, as between two batch
 sizes; greedy tokens are checked equal in the tests):
 

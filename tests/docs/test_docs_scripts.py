@@ -89,9 +89,11 @@ def test_step_overhead(tiny_models, capsys):
 
 
 def test_packed_steps(tiny_models, capsys):
-    run_script("benchmarks/packed_steps.py", str(tiny_models["anti"]), "--threads", "1", "--rows", "1,2", "--steps=2")
+    model = str(tiny_models["anti"])
+    run_script("benchmarks/packed_steps.py", model, "--threads=1", "--rows=1,2", "--steps=2", "--layouts=on,transposed")
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["rows"] for r in lines] == [1, 2] and all(r["same_tokens"] and r["packed_ms"] > 0 for r in lines)
+    assert [(r["layout"], r["rows"]) for r in lines] == [("on", 1), ("on", 2), ("transposed", 1), ("transposed", 2)]
+    assert all(r["same_tokens"] and r["layout_ms"] > 0 for r in lines)
 
 
 def test_dtype_agreement(tiny_models, tmp_path, capsys):
