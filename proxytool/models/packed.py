@@ -4,9 +4,8 @@ torch runs an fp32 ``nn.Linear`` on a CPU through MKL's sgemm with the weight as
 and for the few rows of a decode step that kernel is slow: on the 2-core machine of the first
 measurements a Qwen 0.5B step with 2 rows took 1.9× as long as with 1; on an AMD EPYC (Zen 3, AVX2)
 2-core machine the 1-row products were slow too (docs/performance.md, "CPU: packed weights"). Two
-other layouts compute
-the same products summed in another order (logits differ in the last bits, as between two batch
-sizes; greedy tokens are checked equal in the tests):
+other layouts compute the same products summed in another order (logits differ in the last bits, as
+between two batch sizes; greedy tokens are checked equal in the tests):
 
 - ``on`` (:class:`PackedLinear`): the weight reordered once for oneDNN. No cliff at 2-16 rows; each
   call converts its input and output, so small layers lose.
@@ -148,8 +147,8 @@ TIMED_ROWS = (1, 2, 8)
 
 def measured_layout(layers: list[torch.nn.Linear]) -> str:
     """The layout ``auto`` gives these layers on this machine: their shapes timed once per layout and
-    row count (seconds; :func:`time_layouts`), cached in ``$PROXYTOOL_HOME/cache/linear_layouts.json``
-    by CPU, thread count, torch version and shapes.
+    row count (:func:`time_layouts`: seconds, with two extra copies of one layer per shape meanwhile),
+    cached in ``$PROXYTOOL_HOME/cache/linear_layouts.json`` by CPU, thread count, torch version and shapes.
 
     The winner has the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest layout
     at that row count."""
