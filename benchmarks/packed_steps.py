@@ -3,8 +3,7 @@
 For each row count: prefill a random 42-token prompt per row, then time single-token decode steps
 (median), first with the model as loaded, then reloaded and laid out by ``pack_linears`` in each of
 ``--layouts`` (every layer, or with ``--min-weights 1048576`` the ones ``--pack-weights auto`` lays
-out); also checks that both decode
-the same greedy tokens. Run on a quiet machine:
+out); also checks that both decode the same greedy tokens. Run on a quiet machine:
 
     python benchmarks/packed_steps.py qwen2.5-coder-0.5b-instruct --threads 1 --rows 1,2,8 --layouts on,transposed
 """

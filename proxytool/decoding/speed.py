@@ -204,9 +204,13 @@ class _Proxy(_Runner):
     def extra(self) -> dict:
         """How the sources ran (always in lanes, one after another, or per call shape as measured), and
         each way's seconds per token under ``--speculative auto``, by batch size."""
-        return self._lanes() | {"proxy_speculative": self.speculative, "speculation": self.models.speculation.summary()}
+        return self._how_ran() | {
+            "proxy_speculative": self.speculative,
+            "speculation": self.models.speculation.summary(),
+        }
 
-    def _lanes(self) -> dict:
+    def _how_ran(self) -> dict:
+        """Each source's weight layout and what --overlap chose."""
         from proxytool.models.packed import layout_of
 
         lanes = self.models.lanes
@@ -248,7 +252,7 @@ class _Speculative(_Proxy):
     def extra(self) -> dict:
         """Acceptance of the last timed run: draft tokens kept per round (a round also adds one of its own)."""
         rounds = max(self.stats.get("rounds", 0), 1)
-        return self._lanes() | {
+        return self._how_ran() | {
             "speculative": self.k,
             "draft": self.draft,
             "rounds": self.stats.get("rounds", 0),

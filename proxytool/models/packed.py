@@ -99,7 +99,7 @@ def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool) -> str:
     if places and packs_by_default(weight.device, weight.dtype, compiled):
         layout = measured_layout([getattr(parent, name) for parent, name in places])
         if layout in _LAYERS:
-            pack_linears(model, min_weights=AUTO_MIN_WEIGHTS, layout=layout)
+            _lay_out(model, places, layout)
             return layout
     return "off"
 
@@ -113,12 +113,15 @@ def pack_linears(model: torch.nn.Module, min_weights: int = 0, layout: str = "on
     reads their weights directly. The layers under them (``base_layer``) are laid out.
     """
     places = _places(model, min_weights)
-    if not places:
-        return 0
+    if places:
+        _lay_out(model, places, layout)
+    return len(places)
+
+
+def _lay_out(model: torch.nn.Module, places: list[tuple[torch.nn.Module, str]], layout: str) -> None:
     for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is copied
         setattr(parent, name, _LAYERS[layout](getattr(parent, name)))
     _copy_out_of_files(model)
-    return len(places)
 
 
 def _places(model: torch.nn.Module, min_weights: int) -> list[tuple[torch.nn.Module, str]]:
