@@ -1,4 +1,5 @@
-"""Process-wide runtime settings: torch threads and the quieting of library logs and progress bars."""
+"""Process-wide runtime settings (torch threads, the quieting of library logs and progress bars) and
+what the process runs on."""
 
 from proxytool.errors import ProxyToolError
 
@@ -19,3 +20,17 @@ def prepare_runtime(threads: int | None) -> None:
         if threads < 1:
             raise ProxyToolError(f"--threads must be >= 1 (got {threads})")
         torch.set_num_threads(threads)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; ``platform.processor()`` says only ``x86_64`` there)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -37,7 +37,7 @@ def chat(
     v.generation(max_new_tokens, None)
     v.text("--system", system)
     v.sampling(temperature, top_k, top_p, seed)
-    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha, batch=1)
     resolved = resolve_roles(setup)
     v.device_available(loading.device)
     fit = v.PromptFit(v.model_roles(resolved), loading.formats)

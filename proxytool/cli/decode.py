@@ -57,7 +57,7 @@ def decode(
 
     v.generation(max_new_tokens, batch_size, stop)
     v.sampling(temperature, top_k, top_p, seed)
-    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha)
+    setup = o.proxy_setup(loading, base, expert, anti_expert, alpha, batch=batch_size)
     setup.validate()
     speculative = o.speculative_value(speculative)
     check_speculative(speculative, draft, has_expert=bool(expert))

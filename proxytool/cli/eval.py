@@ -88,7 +88,7 @@ def eval_command(
         v.alpha("--alpha", value)
     if dev_task is not None and not auto_alpha:
         raise ProxyToolError("--dev-task is where --alpha auto chooses alpha; it needs --alpha auto")
-    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1])
+    setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], alphas[:1], batch=batch_size)
     config = EvalConfig(
         task=task,
         setup=setup,

@@ -2,6 +2,7 @@
 
 import functools
 import inspect
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -84,8 +85,8 @@ PackWeights = Annotated[
     str,
     typer.Option(
         help="How linear weights are laid out: auto (the large layers of fp32 models on a CPU, in the layout "
-        "timed fastest on this machine, once, cached; docs/performance.md), on (every layer reordered for "
-        "oneDNN), transposed (every layer stored [in, out]), off (torch's own kernels)."
+        "timed fastest on this machine at the command's batch size, once, cached; docs/performance.md), "
+        "on (every layer reordered for oneDNN), transposed (every layer stored [in, out]), off (torch's own kernels)."
     ),
 ]
 CrossTokenizer = Annotated[
@@ -150,14 +151,17 @@ def speculative_value(text: str) -> int | str:
 Draft = Annotated[str, typer.Option(help="What drafts with --speculative: expert or small-proxy.")]
 
 
-def proxy_setup(loading: LoadingOptions, base: str, experts=(), anti_experts=(), alphas=()) -> ProxySetup:
-    """The run's ProxySetup from a command's role options (None = not given) and its loading options."""
+def proxy_setup(
+    loading: LoadingOptions, base: str, experts=(), anti_experts=(), alphas=(), batch: int | None = None
+) -> ProxySetup:
+    """The run's ProxySetup from a command's role options (None = not given) and its loading options;
+    ``batch``: the prompts it decodes together, where it knows (the weight layout is chosen for it)."""
     return ProxySetup(
         base=base,
         experts=list(experts or []),
         anti_experts=list(anti_experts or []),
         alphas=list(alphas or []),
-        loading=loading,
+        loading=replace(loading, expected_batch=batch),
     )
 
 

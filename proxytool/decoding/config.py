@@ -45,6 +45,7 @@ class LoadingOptions:
     kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
     compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
     pack_weights: str = "auto"  # linear weight layout: auto (timed), on (oneDNN), transposed, off (models/packed.py)
+    expected_batch: int | None = None  # prompts per step, where the command knows it: auto's layout is timed there
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
     base_tokenizer: str | None = None  # a remote base's tokenizer where the pair's differs (a model name or path)
@@ -72,6 +73,7 @@ class LoadingOptions:
         one_of("--kv-cache", self.kv_cache, KV_CACHES)
         one_of("--compile", self.compile, COMPILE_MODES)
         one_of("--pack-weights", self.pack_weights, PACK_MODES)
+        at_least("--batch-size", self.expected_batch, 1)
         if self.pack_weights == "on" and self.compile == "on":
             raise ProxyToolError(
                 "--pack-weights on and --compile on exclude each other (compiled models make their own kernels)"

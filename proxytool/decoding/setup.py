@@ -291,5 +291,6 @@ def _load_host(host: _Host, options: LoadingOptions, pad_id: int) -> None:
     compiled = options.compile == "on" or (
         options.compile == "auto" and options.kv_cache == "static" and pick_device(options.device).startswith("cuda")
     )
-    pack_as_asked(host.model, options.pack_weights, compiled)
+    rows = options.expected_batch and options.expected_batch * len(host.groups)  # each role on the host: a row group
+    pack_as_asked(host.model, options.pack_weights, compiled, rows)
     host.source = ModelSource(host.model, host.groups, pad_id=pad_id, kv_cache=options.kv_cache, compiled=compiled)

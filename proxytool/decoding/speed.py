@@ -107,6 +107,7 @@ def measure(config: BenchConfig, mode: str, batch: int, load=None) -> dict:
 
     prepare_runtime(config.setup.loading.threads)
     load = load or _imported(ENGINE_LOADER)
+    config = replace(config, setup=config.setup_for(expected_batch=batch))  # the layout auto chooses for it
     runners = {
         "base": lambda c: _BaseAlone(c, load),
         "proxy": lambda c: _Proxy(c, load=load),
@@ -435,9 +436,10 @@ def _by_batch(results: list[dict]):
 def machine() -> dict:
     """What the figures were measured on: cores, memory, torch, and the GPU if any."""
     import os
-    import platform
 
     import torch
+
+    from proxytool.runtime import cpu_name
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
@@ -445,7 +447,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "memory_gb": round(memory, 1),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "gpu": gpu,
     }
 

@@ -19,7 +19,6 @@ shapes (:func:`measured_layout`, cached) and applies the winner to them.
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections import Counter
@@ -88,16 +87,17 @@ its input and output (~45 µs), which costs more than it saves on small layers (
 forward took 2.6× as long packed); a Qwen 0.5B step ran as fast with only its larger layers packed."""
 
 
-def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool) -> str:
+def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool, rows: int | None = None) -> str:
     """``--pack-weights``: ``on`` / ``transposed`` lay out every linear layer so; ``auto`` the large
-    ones, in the layout measured fastest on this machine. Returns the layout applied (``off``: none)."""
+    ones, in the layout measured fastest on this machine at ``rows`` rows per call (None: not known, as
+    in serve: a mix of 1, 2 and 8). Returns the layout applied (``off``: none)."""
     weight = next(model.parameters())
     if mode in _LAYERS:
         pack_linears(model, layout=mode)
         return mode
     places = _places(model, AUTO_MIN_WEIGHTS) if mode == "auto" else []
     if places and packs_by_default(weight.device, weight.dtype, compiled):
-        layout = measured_layout([getattr(parent, name) for parent, name in places])
+        layout = measured_layout([getattr(parent, name) for parent, name in places], rows)
         if layout in _LAYERS:
             _lay_out(model, places, layout)
             return layout
@@ -145,42 +145,61 @@ def _copy_out_of_files(model: torch.nn.Module) -> None:
 
 
 TIMED_ROWS = (1, 2, 8)
-"""Rows per call ``measured_layout`` times: one prompt's step, a LoRA pair's two rows, a batch."""
+"""Rows per call ``measured_layout`` weighs when the command's are not known: one prompt's step, a
+LoRA pair's two rows, a batch."""
 
 
-def measured_layout(layers: list[torch.nn.Linear]) -> str:
-    """The layout ``auto`` gives these layers on this machine: their shapes timed once per layout and
-    row count (:func:`time_layouts`: seconds, with two extra copies of one layer per shape meanwhile),
-    cached in ``$PROXYTOOL_HOME/cache/linear_layouts.json`` by CPU, thread count, torch version and shapes.
+def measured_layout(layers: list[torch.nn.Linear], rows: int | None = None) -> str:
+    """The layout ``auto`` gives these layers on this machine: the fastest at ``rows`` rows per call, or
+    (None) the one with the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest.
 
-    The winner has the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest layout
-    at that row count."""
+    Each row count's timings (:func:`time_layouts`: seconds, with two extra copies of one layer per
+    shape meanwhile) are taken once, then read from ``$PROXYTOOL_HOME/cache/linear_layouts.json``,
+    kept by CPU, thread count, torch version and shapes."""
     from proxytool.files.atomic import write_text
     from proxytool.files.paths import cache_dir
+    from proxytool.runtime import cpu_name
 
     samples = {(layer.out_features, layer.in_features): layer for layer in layers}  # one layer per shape
     shapes = Counter((layer.out_features, layer.in_features) for layer in layers)
     key = " | ".join(
-        [_cpu_name(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
+        [cpu_name(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
         + [f"{n} x {out}x{inp}" for (out, inp), n in sorted(shapes.items())]
     )
+    wanted = [str(rows)] if rows else [str(n) for n in TIMED_ROWS]
     path = cache_dir() / "linear_layouts.json"
+    cached = _read_json(path)
+    ms = _timings_of(cached.get(key))
+    missing = [n for n in wanted if any(n not in ms.get(layout, {}) for layout in LAYOUTS)]
+    if missing:
+        timed = time_layouts(samples, shapes, tuple(int(n) for n in missing))
+        ms = {layout: {**ms.get(layout, {}), **timed[layout]} for layout in LAYOUTS}
+        cached[key] = {"ms_per_step": ms}
+        try:
+            write_text(path, json.dumps(cached, indent=1) + "\n")
+        except OSError:  # a read-only home still decodes; it times again next load
+            pass
+    return min(LAYOUTS, key=lambda layout: _relative_cost(ms, layout, wanted))
+
+
+def _read_json(path) -> dict:
     try:
-        cached = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
-        cached = {}
-    cached = cached if isinstance(cached, dict) else {}
-    entry = cached.get(key)
-    if isinstance(entry, dict) and entry.get("layout") in LAYOUTS:
-        return entry["layout"]
-    ms = time_layouts(samples, shapes)
-    layout = min(LAYOUTS, key=lambda lay: _relative_cost(ms, lay))
-    cached[key] = {"layout": layout, "ms_per_step": ms}
-    try:
-        write_text(path, json.dumps(cached, indent=1) + "\n")
-    except OSError:  # a read-only home still decodes; it times again next load
-        pass
-    return layout
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _timings_of(entry) -> dict:
+    """A cache entry's ``{layout: {rows: ms}}``, keeping only well-formed numbers."""
+    ms = entry.get("ms_per_step") if isinstance(entry, dict) else None
+    if not isinstance(ms, dict):
+        return {}
+    return {
+        layout: {n: v for n, v in per_rows.items() if isinstance(v, int | float) and v > 0}
+        for layout, per_rows in ms.items()
+        if layout in LAYOUTS and isinstance(per_rows, dict)
+    }
 
 
 def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...] = TIMED_ROWS) -> dict:
@@ -194,7 +213,7 @@ def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...] = TIMED_R
                 for n in rows:
                     result[layout][str(n)] += counts[shape] * _median_ms(layer, torch.randn(n, shape[1]))
             del variants
-    return {layout: {n: round(ms, 2) for n, ms in per_rows.items()} for layout, per_rows in result.items()}
+    return {layout: {n: round(ms, 4) for n, ms in per_rows.items()} for layout, per_rows in result.items()}
 
 
 def _median_ms(layer, x, calls: int = 3) -> float:
@@ -207,17 +226,5 @@ def _median_ms(layer, x, calls: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
-def _relative_cost(ms: dict, layout: str) -> float:
-    rows = ms[layout]
-    return statistics.mean(rows[n] / min(ms[lay][n] for lay in ms) for n in rows)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _relative_cost(ms: dict, layout: str, rows: list[str]) -> float:
+    return statistics.mean(ms[layout][n] / max(min(ms[lay][n] for lay in LAYOUTS), 1e-9) for n in rows)

@@ -87,26 +87,74 @@ def _timings(fastest: str) -> dict:
 def test_auto_applies_the_layout_timed_fastest_and_times_once(tmp_path, monkeypatch, fastest):
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     calls = []
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: calls.append(counts) or _timings(fastest))
+    monkeypatch.setattr(
+        layouts, "time_layouts", lambda samples, counts, rows: calls.append((counts, rows)) or _timings(fastest)
+    )
     kinds = {"on": PackedLinear, "transposed": TransposedLinear, "off": torch.nn.Linear}
     for _ in range(2):  # the second model of the same shapes reads the cache
         model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(8, 8))
         assert pack_as_asked(model, "auto", compiled=False) == fastest
         assert [type(m) for m in model] == [kinds[fastest]] * 2 + [torch.nn.Linear]
-    assert calls == [{(1024, 1024): 2}]  # one timing, of the one large shape, counted twice
-    cached = (tmp_path / "cache" / "linear_layouts.json").read_text()
-    assert f'"layout": "{fastest}"' in cached and "2 x 1024x1024" in cached
+    assert calls == [({(1024, 1024): 2}, (1, 2, 8))]  # one timing, of the one large shape, counted twice
+    assert "2 x 1024x1024" in (tmp_path / "cache" / "linear_layouts.json").read_text()
 
 
 def test_layout_timing_is_redone_when_the_cache_is_unreadable_or_the_shapes_differ(tmp_path, monkeypatch):
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "linear_layouts.json").write_text("{not json")
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: _timings("transposed"))
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("transposed"))
     assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts: _timings("on"))
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("on"))
     assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"  # cached
     assert layouts.measured_layout([torch.nn.Linear(2048, 1024)]) == "on"  # another shape: timed
+
+
+def test_a_known_batch_gets_the_layout_fastest_at_its_rows_timed_once(tmp_path, monkeypatch):
+    """decode and eval know their batch: auto picks the layout fastest at that many rows, timing only the
+    row counts the cache lacks (here ``transposed`` wins at 1-2 rows, loses at 8)."""
+    monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
+    calls = []
+
+    def timed(samples, counts, rows):
+        calls.append(rows)
+        return {layout: {str(n): ms[str(n)] for n in rows} for layout, ms in _timings("transposed").items()}
+
+    monkeypatch.setattr(layouts, "time_layouts", timed)
+    large = [torch.nn.Linear(1024, 1024)]
+    assert layouts.measured_layout(large, rows=8) != "transposed"
+    assert layouts.measured_layout(large, rows=2) == "transposed"
+    assert layouts.measured_layout(large) == "transposed"  # no batch known: the mean over 1, 2 and 8 rows
+    assert layouts.measured_layout(large, rows=8) != "transposed"
+    assert calls == [(8,), (2,), (1,)]  # each row count timed once, then read from the cache
+
+
+def _rows_asked(monkeypatch) -> list:
+    asked = []
+    monkeypatch.setattr(layouts, "AUTO_MIN_WEIGHTS", 1)  # the tiny model's layers count as large
+    monkeypatch.setattr(layouts, "measured_layout", lambda layers, rows=None: asked.append(rows) or "off")
+    return asked
+
+
+def test_layouts_are_timed_at_the_batch_times_each_models_row_groups(tiny_models, tmp_path, monkeypatch):
+    """A LoRA pair shares one model: its anti-expert's and expert's rows run together, 2 per prompt."""
+    asked = _rows_asked(monkeypatch)
+    adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
+    setup(tiny_models, experts=[str(adapter)], expected_batch=3)
+    assert sorted(asked) == [3, 6]  # the base: 3 rows; the shared pair: 6
+    asked.clear()
+    setup(tiny_models, experts=[str(adapter)])  # serve and the Python API: the batch is not known
+    assert asked == [None, None]
+
+
+def test_decode_asks_for_the_layout_of_its_batch_size(tiny_models, tmp_path, monkeypatch):
+    asked = _rows_asked(monkeypatch)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n{"prompt": "two"}\n')
+    args = ["--base", tiny_models["base"], "--prompts", prompts, "--max-new-tokens", "2", "--device", "cpu"]
+    code, _, err = run_cli("decode", *args, "--output", tmp_path / "out.jsonl", "--batch-size", "4")
+    assert code == 0, err
+    assert asked == [4]
 
 
 def test_layout_timings_are_real_per_layout_and_row_count():
