@@ -15,6 +15,8 @@ from docs_check import REPO
 from stand_ins import build_world, register_models
 from tiny import save_adapter
 
+from proxytool.runtime import cpu_name
+
 
 def run_script(path: str, *args: str) -> None:
     """Run a repository script's ``__main__`` in this process with ``args`` as its command line."""
@@ -205,6 +207,7 @@ def test_cpu_reference_sh(script_world):
     ]
     proxy_rows = [line for line in out.splitlines() if "| proxy |" in line]
     assert len(proxy_rows) == 4 and all("| 1/1 |" in r or "| 2/2 |" in r for r in proxy_rows), out
+    assert out.startswith(f"Machine: {cpu_name()}, ") and " cores, " in out.splitlines()[0], out
 
 
 @pytest.mark.scripts
