@@ -78,7 +78,8 @@ class ProxyTuned:
             **loading_options: the fields of :class:`proxytool.decoding.config.LoadingOptions`, as the
                 CLI's flags name them (``quantize_base="4bit"``, ``expert_format="chat"``,
                 ``share_weights=False``, ``remote_top_k=20``, ``cross_tokenizer="exact"``, ...).
-                ``threads`` sets torch's thread count for the whole process.
+                ``threads`` sets torch's thread count for the whole process; ``expected_batch`` (no flag)
+                is the prompts decoded together, where ``pack_weights="auto"`` times the weight layout.
 
         A base whose tokenizer the pair does not share is steered across tokenizers (docs/cross_tokenizer.md).
 
