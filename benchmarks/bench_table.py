@@ -60,8 +60,8 @@ def main(paths: list[str]) -> None:
     for machine in sorted(machines):
         m = json.loads(machine)
         if m:
-            parts = [m.get("cpu"), f"{m['cores']} cores", f"{m['memory_gb']} GB", f"torch {m['torch']}", m["gpu"]]
-            print(f"Machine: {', '.join(p for p in parts if p)}{'' if m['gpu'] else ', no GPU'}.\n")
+            parts = [m.get("cpu"), f"{m['cores']} cores", f"{m['memory_gb']} GB", f"torch {m['torch']}"]
+            print(f"Machine: {', '.join(p for p in parts if p)}, {m['gpu'] or 'no GPU'}.\n")
     print(
         "| run | setting | prompt | batch | mode | tok/s | ms/step | vs base | vs reference | tokens = reference"
         " | lanes | peak RSS GB | CUDA peak GB |"

@@ -202,7 +202,7 @@ def _timings_of(entry) -> dict:
     }
 
 
-def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...] = TIMED_ROWS) -> dict:
+def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...]) -> dict:
     """Median ms of one call of each sample layer in each layout, weighted by how many layers have its
     shape and summed: ``{layout: {rows: ms}}`` (row counts as strings, for JSON)."""
     result = {layout: dict.fromkeys(map(str, rows), 0.0) for layout in LAYOUTS}
