@@ -19,6 +19,7 @@ generation changes (KV cache, attention mask, positions) lives in the :class:`So
 
 import inspect
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -203,6 +204,11 @@ class ModelSource(Source):
         self.kv_cache = kv_cache
         self._forward_args = set(inspect.signature(_inner_model(model).forward).parameters)
         self._compiled_step = torch.compile(model, mode="reduce-overhead") if compiled else None
+        self._adapter_rows = None
+        if any(g.adapter is not None for g in self.groups) and not compiled:
+            from proxytool.models.lora_rows import RowGroupAdapters
+
+            self._adapter_rows = RowGroupAdapters.fit(model, [g.adapter for g in self.groups])
 
     @property
     def max_length(self) -> int | None:
@@ -360,13 +366,17 @@ class ModelSource(Source):
         )
         if "logits_to_keep" in self._forward_args:
             kwargs["logits_to_keep"] = keep
-        if any(g.adapter is not None for g in self.groups):
-            per_group = ids.shape[0] // len(self.groups)
+        per_group = ids.shape[0] // len(self.groups)
+        adapter_rows = nullcontext()
+        if self._adapter_rows is not None:  # each group's rows on its adapter, through PEFT's plain forward
+            adapter_rows = self._adapter_rows.rows(per_group, ids.device)
+        elif any(g.adapter is not None for g in self.groups):  # PEFT's mixed-adapter batch
             kwargs["adapter_names"] = [g.adapter or "__base__" for g in self.groups for _ in range(per_group)]
         compiled = self._compiled_step if step else None
         if compiled is not None:  # each call is a new CUDA-graph step; its outputs are overwritten by the next
             torch.compiler.cudagraph_mark_step_begin()
-        out = (self.model if compiled is None else compiled)(**kwargs)
+        with adapter_rows:
+            out = (self.model if compiled is None else compiled)(**kwargs)
         state.cache = out.past_key_values
         logits = out.logits[:, -keep:, :]
         if compiled is not None:
