@@ -48,17 +48,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--min-weights", type=int, default=0, help="lay out layers this large (auto: 1048576)")
-    parser.add_argument("--layouts", default="on", help="comma-separated: on (oneDNN-packed), transposed")
+    parser.add_argument("--layouts", default="on", help="comma-separated: on (oneDNN-packed), blocked, transposed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [int(r) for r in args.rows.split(",")]
     model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
     plain = {r: decode_steps(model, r, args.steps, seed=r) for r in rows}
     for layout in args.layouts.split(","):
-        model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
-        if not pack_linears(model, min_weights=args.min_weights, layout=layout):
-            raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
-        for r in rows:
+        for r in rows:  # reloaded for each row count: ``blocked`` lays weights out for it
+            model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
+            if not pack_linears(model, min_weights=args.min_weights, layout=layout, rows=r):
+                raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
             seconds, tokens = decode_steps(model, r, args.steps, seed=r)
             line = {
                 "model": args.model, "dtype": args.dtype, "threads": args.threads, "rows": r, "layout": layout,

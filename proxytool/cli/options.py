@@ -86,7 +86,8 @@ PackWeights = Annotated[
     typer.Option(
         help="How linear weights are laid out: auto (the large layers of fp32 models on a CPU, in the layout "
         "timed fastest on this machine at the command's batch size, once, cached; docs/performance.md), "
-        "on (every layer reordered for oneDNN), transposed (every layer stored [in, out]), off (torch's own kernels)."
+        "on (every layer reordered for oneDNN), blocked (every layer in oneDNN's blocked format for the batch size), "
+        "transposed (every layer stored [in, out]), off (torch's own kernels)."
     ),
 ]
 CrossTokenizer = Annotated[

@@ -16,7 +16,7 @@ CROSS_MODES = ("auto", "off", "fast", "exact")
 KV_CACHES = ("dynamic", "static")
 COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
-PACK_MODES = ("auto", "on", "transposed", "off")
+PACK_MODES = ("auto", "on", "blocked", "transposed", "off")
 REMOTE_DRAFTS = ("base", "pair")
 PLAUSIBLE_DEFAULT = 0.0
 """``--plausible``: keep tokens with at least this share of the top token's probability under the base
@@ -44,7 +44,9 @@ class LoadingOptions:
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
     kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
     compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
-    pack_weights: str = "auto"  # linear weight layout: auto (timed), on (oneDNN), transposed, off (models/packed.py)
+    pack_weights: str = (
+        "auto"  # linear weight layout: auto (timed), on / blocked (oneDNN), transposed, off (models/packed.py)
+    )
     expected_batch: int | None = None  # prompts per step, where the command knows it: auto's layout is timed there
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores
@@ -74,9 +76,10 @@ class LoadingOptions:
         one_of("--compile", self.compile, COMPILE_MODES)
         one_of("--pack-weights", self.pack_weights, PACK_MODES)
         at_least("--batch-size", self.expected_batch, 1)
-        if self.pack_weights == "on" and self.compile == "on":
+        if self.pack_weights in ("on", "blocked") and self.compile == "on":
             raise ProxyToolError(
-                "--pack-weights on and --compile on exclude each other (compiled models make their own kernels)"
+                f"--pack-weights {self.pack_weights} and --compile on exclude each other"
+                " (compiled models make their own kernels)"
             )
         one_of("--cross-tokenizer", self.cross_tokenizer, CROSS_MODES)
         at_least("--cross-top-k", self.cross_top_k, 1, 4096)

@@ -104,8 +104,10 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     for _, expert, anti in pair_specs:
         if "remote" in (expert.kind, anti.kind):
             raise ProxyToolError("only the base may be remote; experts and anti-experts run locally")
-    if options.pack_weights == "on" and pick_device(options.device) != "cpu":
-        raise ProxyToolError("--pack-weights on is for models on the CPU (use --device cpu, or --pack-weights auto)")
+    if options.pack_weights in ("on", "blocked") and pick_device(options.device) != "cpu":
+        raise ProxyToolError(
+            f"--pack-weights {options.pack_weights} is for models on the CPU (use --device cpu, or --pack-weights auto)"
+        )
     tokenizers = _Tokenizers()
     base_tokenizer, pair_tokenizer, cross = _match_tokenizers(resolved, tokenizers)
     hosts = _Hosts(options, tokenizers)

@@ -11,6 +11,7 @@ from tiny import save_adapter
 from proxytool.models import packed as layouts
 from proxytool.models.packed import (
     AUTO_MIN_WEIGHTS,
+    BlockedLinear,
     PackedLinear,
     TransposedLinear,
     pack_as_asked,
@@ -23,7 +24,7 @@ def _packed_layers(model, kind=PackedLinear) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-@pytest.mark.parametrize("kind", [PackedLinear, TransposedLinear])
+@pytest.mark.parametrize("kind", [PackedLinear, TransposedLinear, BlockedLinear])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 48), (3, 7, 48), (2, 0, 48)])
 def test_laid_out_linear_computes_the_linear(kind, bias, shape):
@@ -55,7 +56,9 @@ def test_adapter_layers_stay_plain_and_the_model_computes_the_same(tiny_models, 
             torch.testing.assert_close(packed(input_ids=tokens, adapter_names=adapters).logits, expected)
 
 
-@pytest.mark.parametrize("layout, kind", [("on", PackedLinear), ("transposed", TransposedLinear)])
+@pytest.mark.parametrize(
+    "layout, kind", [("on", PackedLinear), ("transposed", TransposedLinear), ("blocked", BlockedLinear)]
+)
 def test_laid_out_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp_path, layout, kind):
     adapter = save_adapter(tmp_path / "adapter", tiny_models["anti"], seed=5)
     prompts = random_prompts(12, seed=4)
@@ -90,7 +93,7 @@ def test_auto_applies_the_layout_timed_fastest_and_times_once(tmp_path, monkeypa
     monkeypatch.setattr(
         layouts, "time_layouts", lambda samples, counts, rows: calls.append((counts, rows)) or _timings(fastest)
     )
-    kinds = {"on": PackedLinear, "transposed": TransposedLinear, "off": torch.nn.Linear}
+    kinds = {"on": PackedLinear, "blocked": BlockedLinear, "transposed": TransposedLinear, "off": torch.nn.Linear}
     for _ in range(2):  # the second model of the same shapes reads the cache
         model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(8, 8))
         assert pack_as_asked(model, "auto", compiled=False) == fastest
@@ -178,7 +181,7 @@ def test_bad_pack_weights_flags_fail_in_one_line_before_loading(tiny_models, tmp
     prompts.write_text('{"prompt": "hello"}\n')
     common = ["decode", "--base", tiny_models["base"], "--prompts", prompts, "--output", out, "--device", "cpu"]
     code, _, err = run_cli(*common, "--pack-weights", "maybe")
-    assert code == 2 and "--pack-weights must be one of auto, on, transposed, off" in err
+    assert code == 2 and "--pack-weights must be one of auto, on, blocked, transposed, off" in err
     code, _, err = run_cli(*common, "--pack-weights", "on", "--compile", "on")
     assert code == 2 and "--pack-weights on and --compile on exclude each other" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
