@@ -44,9 +44,7 @@ class LoadingOptions:
     base_api_key: str | None = None  # a remote base's key (default: $PROXYTOOL_BASE_API_KEY)
     kv_cache: str = "dynamic"  # dynamic, or static: fixed-size caches and one step shape (CUDA graphs)
     compile: str = "auto"  # torch.compile the models: auto (on with a static cache on CUDA), on, off
-    pack_weights: str = (
-        "auto"  # linear weight layout: auto (timed), on / blocked (oneDNN), transposed, off (models/packed.py)
-    )
+    pack_weights: str = "auto"  # weight layout: auto (timed), on, blocked, transposed, off (models/packed.py)
     expected_batch: int | None = None  # prompts per step, where the command knows it: auto's layout is timed there
     cross_tokenizer: str = "auto"  # a base in another tokenizer: auto, off, fast, exact (cross_tokenizer.py)
     cross_top_k: int = 20  # across tokenizers: the base's top-K candidates the pair scores

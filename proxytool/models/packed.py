@@ -13,11 +13,12 @@ between two batch sizes; greedy tokens are checked equal in the tests):
   another path; on the AMD machine 1.4-2.2× faster than torch's at 1-2 rows on one thread.
 - ``blocked`` (:class:`BlockedLinear`): the weight reordered into the blocked format oneDNN picks for the
   rows per call the command runs (what torch.compile's CPU backend does with a frozen weight), called
-  without converting input or output. On the AMD machine MKL's products of 2-32 rows cost 1.9-6× its
-  product of one row; this layout brought 2 rows from 198 to 140-168 ms over a Qwen 0.5B's weights.
+  without converting input or output. On the AMD machine, one thread, the products over a Qwen 0.5B's
+  large weights took 2.1× their one-row time at 2 rows in the transposed layout (198 against 94 ms:
+  the weights read twice); blocked for 2 rows they took 140-168 ms.
 
 Which is fastest depends on the machine, the thread count and the shapes, so ``--pack-weights auto``
-times the three on the model's own large layers once per machine, thread count, torch version and set of
+times the four on the model's own large layers once per machine, thread count, torch version and set of
 shapes (:func:`measured_layout`, cached) and applies the winner to them.
 """
 
@@ -29,9 +30,14 @@ from collections import Counter
 
 import torch
 
+from proxytool.errors import ProxyToolError
+
 LAYOUTS = ("on", "blocked", "transposed", "off")
 """Layouts a linear weight can take: oneDNN-reordered (plain or blocked for a row count), stored
 transposed, or torch's own."""
+UNSIZED_LAYOUTS = ("on", "transposed", "off")
+"""The layouts ``auto`` picks from when the rows per call are not known (``blocked`` is laid out for one
+count, and is timed at each count for its own)."""
 
 
 class PackedLinear(torch.nn.Module):
@@ -120,7 +126,10 @@ def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool, rows: int |
     in serve: a mix of 1, 2 and 8). Returns the layout applied (``off``: none)."""
     weight = next(model.parameters())
     if mode in _LAYERS:
-        pack_linears(model, layout=mode, rows=rows)
+        try:
+            pack_linears(model, layout=mode, rows=rows)
+        except RuntimeError as error:  # oneDNN's half-precision kernels need CPU features this one lacks
+            raise ProxyToolError(f"--pack-weights {mode}: {str(error).splitlines()[0]}") from error
         return mode
     places = _places(model, AUTO_MIN_WEIGHTS) if mode == "auto" else []
     if places and packs_by_default(weight.device, weight.dtype, compiled):
@@ -206,7 +215,8 @@ def measured_layout(layers: list[torch.nn.Linear], rows: int | None = None) -> s
             write_text(path, json.dumps(cached, indent=1) + "\n")
         except OSError:  # a read-only home still decodes; it times again next load
             pass
-    return min(LAYOUTS, key=lambda layout: _relative_cost(ms, layout, wanted))
+    candidates = LAYOUTS if rows else UNSIZED_LAYOUTS
+    return min(candidates, key=lambda layout: _relative_cost(ms, layout, wanted, candidates))
 
 
 def _read_json(path) -> dict:
@@ -253,5 +263,5 @@ def _median_ms(layer, x, calls: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
-def _relative_cost(ms: dict, layout: str, rows: list[str]) -> float:
-    return statistics.mean(ms[layout][n] / max(min(ms[lay][n] for lay in LAYOUTS), 1e-9) for n in rows)
+def _relative_cost(ms: dict, layout: str, rows: list[str], candidates: tuple[str, ...]) -> float:
+    return statistics.mean(ms[layout][n] / max(min(ms[lay][n] for lay in candidates), 1e-9) for n in rows)

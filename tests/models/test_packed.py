@@ -86,7 +86,7 @@ def _timings(fastest: str) -> dict:
     return ms
 
 
-@pytest.mark.parametrize("fastest", layouts.LAYOUTS)
+@pytest.mark.parametrize("fastest", layouts.UNSIZED_LAYOUTS)
 def test_auto_applies_the_layout_timed_fastest_and_times_once(tmp_path, monkeypatch, fastest):
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     calls = []
@@ -198,3 +198,28 @@ def test_bench_compares_against_torch_kernels(tiny_models, tmp_path):
     assert not any(_packed_layers(m) for m in _Reference(config).models)
     assert not _packed_layers(_BaseAlone(config).model)
     assert all(_packed_layers(s.model) for s in _Proxy(config).models.sources)
+
+
+def test_a_layout_this_cpu_cannot_run_is_a_one_line_error():
+    from proxytool.errors import ProxyToolError
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16)).to(torch.bfloat16)
+    try:
+        with torch.inference_mode():
+            BlockedLinear(model[0])(torch.randn(2, 16, dtype=torch.bfloat16))
+    except RuntimeError:  # this CPU lacks oneDNN's bf16 kernels: loading says so in one line
+        with pytest.raises(ProxyToolError, match="^--pack-weights blocked: "):
+            pack_as_asked(model, "blocked", compiled=False)
+    else:  # a CPU with them lays the weights out
+        assert pack_as_asked(model, "blocked", compiled=False) == "blocked"
+
+
+def test_blocked_is_chosen_only_for_a_known_batch_and_laid_out_for_its_rows(tmp_path, monkeypatch):
+    """``blocked`` is laid out for one row count: the mean rule (no batch known) never picks it, even
+    timed fastest; a known batch gets it blocked for that batch's rows."""
+    monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
+    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("blocked"))
+    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) != "blocked"
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024))
+    assert pack_as_asked(model, "auto", compiled=False, rows=2) == "blocked"
+    assert isinstance(model[0], BlockedLinear) and model[0].rows == 2
