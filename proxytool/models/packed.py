@@ -187,10 +187,11 @@ LoRA pair's two rows, a batch."""
 
 def measured_layout(layers: list[torch.nn.Linear], rows: int | None = None) -> str:
     """The layout ``auto`` gives these layers on this machine: the fastest at ``rows`` rows per call, or
-    (None) the one with the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest.
+    (None) the one with the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest,
+    among :data:`UNSIZED_LAYOUTS`.
 
-    Each row count's timings (:func:`time_layouts`: seconds, with two extra copies of one layer per
-    shape meanwhile) are taken once, then read from ``$PROXYTOOL_HOME/cache/linear_layouts.json``,
+    Each row count's timings (:func:`time_layouts`: seconds, with one extra copy of one layer at a
+    time) are taken once, then read from ``$PROXYTOOL_HOME/cache/linear_layouts.json``,
     kept by CPU, thread count, torch version and shapes."""
     from proxytool.files.atomic import write_text
     from proxytool.files.paths import cache_dir
