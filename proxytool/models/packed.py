@@ -15,7 +15,7 @@ between two batch sizes; greedy tokens are checked equal in the tests):
   rows per call the command runs (what torch.compile's CPU backend does with a frozen weight), called
   without converting input or output. On the AMD machine, one thread, the products over a Qwen 0.5B's
   large weights took 2.1× their one-row time at 2 rows in the transposed layout (198 against 94 ms:
-  the weights read twice); blocked for 2 rows they took 140-168 ms.
+  as if the weights were read twice); blocked for 2 rows they took 140-168 ms.
 
 Which is fastest depends on the machine, the thread count and the shapes, so ``--pack-weights auto``
 times the four on the model's own large layers once per machine, thread count, torch version and set of
