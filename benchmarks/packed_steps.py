@@ -55,10 +55,12 @@ def main() -> None:
     model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
     plain = {r: decode_steps(model, r, args.steps, seed=r) for r in rows}
     for layout in args.layouts.split(","):
-        for r in rows:  # reloaded for each row count: ``blocked`` lays weights out for it
-            model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
-            if not pack_linears(model, min_weights=args.min_weights, layout=layout, rows=r):
-                raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
+        model = None
+        for r in rows:
+            if model is None or layout == "blocked":  # ``blocked`` lays weights out for a row count
+                model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
+                if not pack_linears(model, min_weights=args.min_weights, layout=layout, rows=r):
+                    raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")
             seconds, tokens = decode_steps(model, r, args.steps, seed=r)
             line = {
                 "model": args.model, "dtype": args.dtype, "threads": args.threads, "rows": r, "layout": layout,

@@ -17,6 +17,8 @@ KV_CACHES = ("dynamic", "static")
 COMPILE_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
 PACK_MODES = ("auto", "on", "blocked", "transposed", "off")
+ONEDNN_PACK_MODES = ("on", "blocked")
+"""The ``--pack-weights`` modes that lay every weight out for oneDNN: CPU only, not with ``--compile on``."""
 REMOTE_DRAFTS = ("base", "pair")
 PLAUSIBLE_DEFAULT = 0.0
 """``--plausible``: keep tokens with at least this share of the top token's probability under the base
@@ -74,7 +76,7 @@ class LoadingOptions:
         one_of("--compile", self.compile, COMPILE_MODES)
         one_of("--pack-weights", self.pack_weights, PACK_MODES)
         at_least("--batch-size", self.expected_batch, 1)
-        if self.pack_weights in ("on", "blocked") and self.compile == "on":
+        if self.pack_weights in ONEDNN_PACK_MODES and self.compile == "on":
             raise ProxyToolError(
                 f"--pack-weights {self.pack_weights} and --compile on exclude each other"
                 " (compiled models make their own kernels)"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxytool.decoding.checks import quantization_fits
-from proxytool.decoding.config import LoadingOptions, ProxySetup
+from proxytool.decoding.config import ONEDNN_PACK_MODES, LoadingOptions, ProxySetup
 from proxytool.decoding.formats import PromptFormat
 from proxytool.decoding.roles import ExpertPair, Member, ProxyModels
 from proxytool.decoding.sources import Group, ModelSource, add_group
@@ -104,7 +104,7 @@ def load_proxy_models(setup: ProxySetup | ResolvedSetup) -> ProxyModels:
     for _, expert, anti in pair_specs:
         if "remote" in (expert.kind, anti.kind):
             raise ProxyToolError("only the base may be remote; experts and anti-experts run locally")
-    if options.pack_weights in ("on", "blocked") and pick_device(options.device) != "cpu":
+    if options.pack_weights in ONEDNN_PACK_MODES and pick_device(options.device) != "cpu":
         raise ProxyToolError(
             f"--pack-weights {options.pack_weights} is for models on the CPU (use --device cpu, or --pack-weights auto)"
         )

@@ -204,11 +204,13 @@ class ModelSource(Source):
         self.kv_cache = kv_cache
         self._forward_args = set(inspect.signature(_inner_model(model).forward).parameters)
         self._compiled_step = torch.compile(model, mode="reduce-overhead") if compiled else None
-        self._adapter_rows = None
-        if any(g.adapter is not None for g in self.groups) and not compiled:
+        self._adapter_rows = None  # hooks that put each group's rows on its adapter (models/lora_rows.py)
+        has_adapters = any(g.adapter is not None for g in self.groups)
+        if has_adapters and not compiled:
             from proxytool.models.lora_rows import RowGroupAdapters
 
             self._adapter_rows = RowGroupAdapters.fit(model, [g.adapter for g in self.groups])
+        self._mixed_adapters = has_adapters and self._adapter_rows is None  # PEFT's mixed-adapter batch
 
     @property
     def max_length(self) -> int | None:
@@ -370,7 +372,7 @@ class ModelSource(Source):
         adapter_rows = nullcontext()
         if self._adapter_rows is not None:  # each group's rows on its adapter, through PEFT's plain forward
             adapter_rows = self._adapter_rows.rows(per_group, ids.device)
-        elif any(g.adapter is not None for g in self.groups):  # PEFT's mixed-adapter batch
+        elif self._mixed_adapters:
             kwargs["adapter_names"] = [g.adapter or "__base__" for g in self.groups for _ in range(per_group)]
         compiled = self._compiled_step if step else None
         if compiled is not None:  # each call is a new CUDA-graph step; its outputs are overwritten by the next

@@ -23,7 +23,8 @@ class RowGroupAdapters:
     """Zeroes each adapter's LoRA input on the rows of groups that do not use it, during ``rows``."""
 
     def __init__(self, layers: dict[str, list[torch.nn.Module]], adapters: Sequence[str | None]):
-        self.adapters = tuple(adapters)  # per row group: an adapter name, or None (the base model)
+        # adapter -> bool [groups]: the row groups that run on it (``adapters``: per group, a name or None)
+        self._groups_of = {a: torch.tensor([b == a for b in adapters]) for a in layers}
         self._keep: dict[str, torch.Tensor] = {}  # adapter -> bool [rows], set only inside ``rows``
         for adapter, lora_a_layers in layers.items():
             for lora_a in lora_a_layers:
@@ -52,7 +53,7 @@ class RowGroupAdapters:
             if not isinstance(layer, LoraLinear) or layer.merged or layer.disable_adapters:
                 return None
             for a in used:
-                if a in layer.lora_variant or a not in layer.lora_A or layer.lora_B[a].bias is not None:
+                if a in layer.lora_variant or layer.lora_B[a].bias is not None:
                     return None
                 layers[a].append(layer.lora_A[a])
         return cls(layers, named)
@@ -60,9 +61,8 @@ class RowGroupAdapters:
     @contextmanager
     def rows(self, per_group: int, device: torch.device) -> Iterator[None]:
         """During the block, a forward's rows are ``groups × per_group`` (group-major), each group on its adapter."""
-        for adapter in {a for a in self.adapters if a is not None}:
-            own = torch.tensor([a == adapter for a in self.adapters], device=device)
-            self._keep[adapter] = own.repeat_interleave(per_group)
+        for adapter, groups in self._groups_of.items():
+            self._keep[adapter] = groups.to(device).repeat_interleave(per_group)
         try:
             yield
         finally:
