@@ -2,8 +2,8 @@
 
 For each row count: prefill a random 42-token prompt per row, then time single-token decode steps
 (median), first with the model as loaded, then reloaded and laid out by ``pack_linears`` in each of
-``--layouts`` (every layer, or with ``--min-weights 1048576`` the ones ``--pack-weights auto`` lays
-out); also checks that both decode the same greedy tokens. Run on a quiet machine:
+``--layouts`` (every layer, or with ``--min-weights 524288`` the ones ``--pack-weights auto``
+times); also checks that both decode the same greedy tokens. Run on a quiet machine:
 
     python benchmarks/packed_steps.py qwen2.5-coder-0.5b-instruct --threads 1 --rows 1,2,8 --layouts on,transposed
 """
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--rows", default="1,2,8")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--min-weights", type=int, default=0, help="lay out layers this large (auto: 1048576)")
+    parser.add_argument("--min-weights", type=int, default=0, help="lay out layers this large (auto: 524288)")
     parser.add_argument("--layouts", default="on", help="comma-separated: on (oneDNN-packed), blocked, transposed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

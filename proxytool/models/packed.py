@@ -17,16 +17,17 @@ between two batch sizes; greedy tokens are checked equal in the tests):
   large weights took 2.1× their one-row time at 2 rows in the transposed layout (198 against 94 ms:
   as if the weights were read twice); blocked for 2 rows they took 140-168 ms.
 
-Which is fastest depends on the machine, the thread count and the shapes, so ``--pack-weights auto``
-times the four on the model's own large layers once per machine, thread count, torch version and set of
-shapes (:func:`measured_layout`, cached) and applies the winner to them.
+Which is fastest depends on the machine, the thread count, the rows per call and the weight's shape (on
+the AMD machine, one row: a Qwen 1.5B's [8960, 1536] weights ran fastest transposed, its [1536, 8960] ones
+blocked), so ``--pack-weights auto`` times the four on the model's own layers, shape by shape, once per
+machine, thread count and torch version (:func:`measured_layouts`, cached), and gives each shape its
+fastest.
 """
 
 import json
 import os
 import statistics
 import time
-from collections import Counter
 
 import torch
 
@@ -114,16 +115,17 @@ def packs_by_default(device: torch.device, dtype: torch.dtype, compiled: bool) -
     return device.type == "cpu" and dtype == torch.float32 and not compiled and torch.backends.mkldnn.is_available()
 
 
-AUTO_MIN_WEIGHTS = 1 << 20
-"""``--pack-weights auto`` lays out a layer of at least this many weights: a packed layer's call converts
-its input and output (~45 µs), which costs more than it saves on small layers (a tiny test model's
-forward took 2.6× as long packed); a Qwen 0.5B step ran as fast with only its larger layers packed."""
+AUTO_MIN_WEIGHTS = 1 << 19
+"""``--pack-weights auto`` times and lays out layers of at least this many weights (a Qwen 0.5B's
+[896, 896] projections and up); smaller ones move a step little either way, and tiny models (the tests')
+keep torch's kernels without being timed."""
 
 
 def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool, rows: int | None = None) -> str:
-    """``--pack-weights``: ``on`` / ``transposed`` lay out every linear layer so; ``auto`` the large
-    ones, in the layout measured fastest on this machine at ``rows`` rows per call (None: not known, as
-    in serve: a mix of 1, 2 and 8). Returns the layout applied (``off``: none)."""
+    """``--pack-weights``: ``on`` / ``blocked`` / ``transposed`` lay out every linear layer so; ``auto``
+    the large ones, each shape in the layout measured fastest for it on this machine at ``rows`` rows per
+    call (None: not known, as in serve: a mix of 1, 2 and 8). Returns the layouts applied (``+``-joined;
+    ``off``: none)."""
     weight = next(model.parameters())
     if mode in _LAYERS:
         try:
@@ -133,10 +135,10 @@ def pack_as_asked(model: torch.nn.Module, mode: str, compiled: bool, rows: int |
         return mode
     places = _places(model, AUTO_MIN_WEIGHTS) if mode == "auto" else []
     if places and packs_by_default(weight.device, weight.dtype, compiled):
-        layout = measured_layout([getattr(parent, name) for parent, name in places], rows)
-        if layout in _LAYERS:
-            _lay_out(model, places, layout, rows)
-            return layout
+        fastest = measured_layouts([getattr(parent, name) for parent, name in places], rows)
+        chosen = [(parent, name, fastest[_shape(getattr(parent, name))]) for parent, name in places]
+        _lay_out(model, [place for place in chosen if place[2] in _LAYERS], rows)
+        return layout_of(model)
     return "off"
 
 
@@ -149,15 +151,21 @@ def pack_linears(model: torch.nn.Module, min_weights: int = 0, layout: str = "on
     reads their weights directly. The layers under them (``base_layer``) are laid out.
     """
     places = _places(model, min_weights)
-    if places:
-        _lay_out(model, places, layout, rows)
+    _lay_out(model, [(parent, name, layout) for parent, name in places], rows)
     return len(places)
 
 
-def _lay_out(model: torch.nn.Module, places: list[tuple[torch.nn.Module, str]], layout: str, rows: int | None) -> None:
-    for parent, name in places:  # one layer at a time: each dense weight is dropped as soon as it is copied
+def _lay_out(model: torch.nn.Module, places: list[tuple[torch.nn.Module, str, str]], rows: int | None) -> None:
+    """Give each (parent, name)'s linear layer its layout."""
+    if not places:
+        return
+    for parent, name, layout in places:  # one layer at a time: each dense weight is dropped as soon as it is copied
         setattr(parent, name, _layer(layout, getattr(parent, name), rows))
     _copy_out_of_files(model)
+
+
+def _shape(linear: torch.nn.Linear) -> tuple[int, int]:
+    return linear.out_features, linear.in_features
 
 
 def _places(model: torch.nn.Module, min_weights: int) -> list[tuple[torch.nn.Module, str]]:
@@ -181,43 +189,50 @@ def _copy_out_of_files(model: torch.nn.Module) -> None:
 
 
 TIMED_ROWS = (1, 2, 8)
-"""Rows per call ``measured_layout`` weighs when the command's are not known: one prompt's step, a
+"""Rows per call ``measured_layouts`` weighs when the command's are not known: one prompt's step, a
 LoRA pair's two rows, a batch."""
 
+COLD_BYTES = 256 << 20
+"""Timing a shape cycles through its layers up to this many bytes of weights (more than a CPU's last-level
+cache usually holds), so they come from memory, as in a decode step; one layer called over and over
+would come from the cache and time another kernel's race."""
 
-def measured_layout(layers: list[torch.nn.Linear], rows: int | None = None) -> str:
-    """The layout ``auto`` gives these layers on this machine: the fastest at ``rows`` rows per call, or
-    (None) the one with the lowest mean over :data:`TIMED_ROWS` of its time relative to the fastest,
-    among :data:`UNSIZED_LAYOUTS`.
 
-    Each row count's timings (:func:`time_layouts`: seconds, with one extra copy of one layer at a
-    time) are taken once, then read from ``$PROXYTOOL_HOME/cache/linear_layouts.json``,
-    kept by CPU, thread count, torch version and shapes."""
+def measured_layouts(layers: list[torch.nn.Linear], rows: int | None = None) -> dict[tuple[int, int], str]:
+    """The layout ``auto`` gives these layers on this machine, per shape ``(out, in)``: the fastest at
+    ``rows`` rows per call, or (None) the one with the lowest mean over :data:`TIMED_ROWS` of its time
+    relative to the fastest, among :data:`UNSIZED_LAYOUTS`.
+
+    Each shape's timings at each row count (:func:`time_layouts`) are taken once, then read from
+    ``$PROXYTOOL_HOME/cache/linear_layouts.json``, kept by CPU, thread count, torch version and shape."""
     from proxytool.files.atomic import write_text
     from proxytool.files.paths import cache_dir
     from proxytool.runtime import cpu_name
 
-    samples = {(layer.out_features, layer.in_features): layer for layer in layers}  # one layer per shape
-    shapes = Counter((layer.out_features, layer.in_features) for layer in layers)
-    key = " | ".join(
-        [cpu_name(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
-        + [f"{n} x {out}x{inp}" for (out, inp), n in sorted(shapes.items())]
-    )
+    by_shape: dict[tuple[int, int], list[torch.nn.Linear]] = {}
+    for layer in layers:
+        by_shape.setdefault(_shape(layer), []).append(layer)
+    machine = [cpu_name(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
     wanted = [str(rows)] if rows else [str(n) for n in TIMED_ROWS]
+    candidates = LAYOUTS if rows else UNSIZED_LAYOUTS
     path = cache_dir() / "linear_layouts.json"
-    cached = _read_json(path)
-    ms = _timings_of(cached.get(key))
-    missing = [n for n in wanted if any(n not in ms.get(layout, {}) for layout in LAYOUTS)]
-    if missing:
-        timed = time_layouts(samples, shapes, tuple(int(n) for n in missing))
-        ms = {layout: {**ms.get(layout, {}), **timed[layout]} for layout in LAYOUTS}
-        cached[key] = {"ms_per_step": ms}
+    cached, timed_now = _read_json(path), False
+    fastest = {}
+    for (out, inp), same_shape in sorted(by_shape.items()):
+        key = " | ".join([*machine, f"{out}x{inp}"])
+        ms = _timings_of(cached.get(key))
+        missing = [n for n in wanted if any(n not in ms.get(layout, {}) for layout in LAYOUTS)]
+        if missing:
+            timed = time_layouts(same_shape, tuple(int(n) for n in missing))
+            ms = {layout: {**ms.get(layout, {}), **timed[layout]} for layout in LAYOUTS}
+            cached[key], timed_now = {"ms_per_call": ms}, True
+        fastest[(out, inp)] = min(candidates, key=lambda layout: _relative_cost(ms, layout, wanted, candidates))
+    if timed_now:
         try:
             write_text(path, json.dumps(cached, indent=1) + "\n")
         except OSError:  # a read-only home still decodes; it times again next load
             pass
-    candidates = LAYOUTS if rows else UNSIZED_LAYOUTS
-    return min(candidates, key=lambda layout: _relative_cost(ms, layout, wanted, candidates))
+    return fastest
 
 
 def _read_json(path) -> dict:
@@ -230,7 +245,7 @@ def _read_json(path) -> dict:
 
 def _timings_of(entry) -> dict:
     """A cache entry's ``{layout: {rows: ms}}``, keeping only well-formed numbers."""
-    ms = entry.get("ms_per_step") if isinstance(entry, dict) else None
+    ms = entry.get("ms_per_call") if isinstance(entry, dict) else None
     if not isinstance(ms, dict):
         return {}
     return {
@@ -240,26 +255,32 @@ def _timings_of(entry) -> dict:
     }
 
 
-def time_layouts(samples: dict, counts: Counter, rows: tuple[int, ...]) -> dict:
-    """Median ms of one call of each sample layer in each layout, weighted by how many layers have its
-    shape and summed: ``{layout: {rows: ms}}`` (row counts as strings, for JSON)."""
-    result = {layout: dict.fromkeys(map(str, rows), 0.0) for layout in LAYOUTS}
+def time_layouts(same_shape: list[torch.nn.Linear], rows: tuple[int, ...]) -> dict:
+    """Median ms of one call of a layer of this shape in each layout at each row count, the layers cycled
+    (up to :data:`COLD_BYTES`, laid out one layout at a time): ``{layout: {rows: ms}}`` (rows as strings,
+    for JSON)."""
+    weight = same_shape[0].weight
+    cycled = same_shape[: max(1, COLD_BYTES // (weight.numel() * weight.element_size()))]
+    result: dict[str, dict[str, float]] = {layout: {} for layout in LAYOUTS}
     with torch.inference_mode():
-        for shape, linear in samples.items():
-            for n in rows:
-                for layout in LAYOUTS:
-                    layer = linear if layout == "off" else _layer(layout, linear, n)
-                    result[layout][str(n)] += counts[shape] * _median_ms(layer, torch.randn(n, shape[1]))
-                    del layer
-    return {layout: {n: round(ms, 4) for n, ms in per_rows.items()} for layout, per_rows in result.items()}
+        for n in rows:
+            x = torch.randn(n, weight.shape[1], dtype=weight.dtype)
+            for layout in LAYOUTS:
+                laid = cycled if layout == "off" else [_layer(layout, linear, n) for linear in cycled]
+                result[layout][str(n)] = round(_median_ms(laid, x) / len(laid), 4)
+                del laid
+    return result
 
 
-def _median_ms(layer, x, calls: int = 3) -> float:
-    layer(x)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
+def _median_ms(layers: list, x: torch.Tensor, passes: int = 3) -> float:
+    """Median ms of one pass calling each layer on ``x``, after one pass untimed."""
+    for layer in layers:
         layer(x)
+    times = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        for layer in layers:
+            layer(x)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 

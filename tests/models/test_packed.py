@@ -72,18 +72,19 @@ def test_laid_out_models_decode_the_tokens_torch_kernels_decode(tiny_models, tmp
 
 
 def test_auto_packs_only_layers_large_enough_to_gain(tiny_models):
-    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1023), torch.nn.Linear(8, 8))
+    rows = AUTO_MIN_WEIGHTS // 1024  # a layer of exactly AUTO_MIN_WEIGHTS weights, one a row short of it
+    model = torch.nn.Sequential(torch.nn.Linear(1024, rows), torch.nn.Linear(1024, rows - 1), torch.nn.Linear(8, 8))
     assert pack_linears(model, min_weights=AUTO_MIN_WEIGHTS) == 1
     assert [type(m).__name__ for m in model] == ["PackedLinear", "Linear", "Linear"]
     tiny = setup(tiny_models)  # the default, auto: fp32 on the CPU, but every layer of the tiny model is small
     assert not _packed_layers(tiny.base.source.model)
 
 
-def _timings(fastest: str) -> dict:
+def _timings(fastest: str, rows=("1", "2", "8")) -> dict:
     """Made-up timings {layout: {rows: ms}} where ``fastest`` wins at 1 and 2 rows and loses a little at 8."""
     ms = {layout: {"1": 10.0, "2": 20.0, "8": 40.0} for layout in layouts.LAYOUTS}
     ms[fastest] = {"1": 5.0, "2": 10.0, "8": 44.0}
-    return ms
+    return {layout: {n: per_rows[n] for n in rows} for layout, per_rows in ms.items()}
 
 
 @pytest.mark.parametrize("fastest", layouts.UNSIZED_LAYOUTS)
@@ -91,26 +92,47 @@ def test_auto_applies_the_layout_timed_fastest_and_times_once(tmp_path, monkeypa
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     calls = []
     monkeypatch.setattr(
-        layouts, "time_layouts", lambda samples, counts, rows: calls.append((counts, rows)) or _timings(fastest)
+        layouts, "time_layouts", lambda same_shape, rows: calls.append((len(same_shape), rows)) or _timings(fastest)
     )
     kinds = {"on": PackedLinear, "blocked": BlockedLinear, "transposed": TransposedLinear, "off": torch.nn.Linear}
     for _ in range(2):  # the second model of the same shapes reads the cache
         model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(8, 8))
         assert pack_as_asked(model, "auto", compiled=False) == fastest
         assert [type(m) for m in model] == [kinds[fastest]] * 2 + [torch.nn.Linear]
-    assert calls == [({(1024, 1024): 2}, (1, 2, 8))]  # one timing, of the one large shape, counted twice
-    assert "2 x 1024x1024" in (tmp_path / "cache" / "linear_layouts.json").read_text()
+    assert calls == [(2, (1, 2, 8))]  # one timing, of the one large shape, over both its layers
+    assert "threads | torch " in (tmp_path / "cache" / "linear_layouts.json").read_text()
+
+
+def test_each_shape_gets_the_layout_timed_fastest_for_it(tmp_path, monkeypatch):
+    """One model's weights of different shapes may each run fastest in another layout (measured: a Qwen
+    1.5B's [8960, 1536] transposed, [1536, 8960] blocked, one row, one thread on an AMD EPYC)."""
+    monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
+    fastest = {(1024, 512): "blocked", (512, 1024): "transposed", (1024, 1024): "off"}
+    monkeypatch.setattr(
+        layouts,
+        "time_layouts",
+        lambda same_shape, rows: _timings(fastest[_shape(same_shape[0])], [str(n) for n in rows]),
+    )
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.Linear(1024, 512), torch.nn.Linear(1024, 1024))
+    assert pack_as_asked(model, "auto", compiled=False, rows=2) == "blocked+transposed"
+    assert [type(m) for m in model] == [BlockedLinear, TransposedLinear, torch.nn.Linear]
+    cached = (tmp_path / "cache" / "linear_layouts.json").read_text()
+    assert all(f"{out}x{inp}" in cached for out, inp in fastest)
+
+
+def _shape(layer) -> tuple[int, int]:
+    return layer.out_features, layer.in_features
 
 
 def test_layout_timing_is_redone_when_the_cache_is_unreadable_or_the_shapes_differ(tmp_path, monkeypatch):
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "linear_layouts.json").write_text("{not json")
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("transposed"))
-    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("on"))
-    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) == "transposed"  # cached
-    assert layouts.measured_layout([torch.nn.Linear(2048, 1024)]) == "on"  # another shape: timed
+    monkeypatch.setattr(layouts, "time_layouts", lambda same_shape, rows: _timings("transposed"))
+    assert layouts.measured_layouts([torch.nn.Linear(1024, 1024)]) == {(1024, 1024): "transposed"}
+    monkeypatch.setattr(layouts, "time_layouts", lambda same_shape, rows: _timings("on"))
+    assert layouts.measured_layouts([torch.nn.Linear(1024, 1024)]) == {(1024, 1024): "transposed"}  # cached
+    assert layouts.measured_layouts([torch.nn.Linear(1024, 2048)]) == {(2048, 1024): "on"}  # another shape: timed
 
 
 def test_a_known_batch_gets_the_layout_fastest_at_its_rows_timed_once(tmp_path, monkeypatch):
@@ -119,23 +141,25 @@ def test_a_known_batch_gets_the_layout_fastest_at_its_rows_timed_once(tmp_path, 
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
     calls = []
 
-    def timed(samples, counts, rows):
+    def timed(same_shape, rows):
         calls.append(rows)
-        return {layout: {str(n): ms[str(n)] for n in rows} for layout, ms in _timings("transposed").items()}
+        return _timings("transposed", [str(n) for n in rows])
 
     monkeypatch.setattr(layouts, "time_layouts", timed)
     large = [torch.nn.Linear(1024, 1024)]
-    assert layouts.measured_layout(large, rows=8) != "transposed"
-    assert layouts.measured_layout(large, rows=2) == "transposed"
-    assert layouts.measured_layout(large) == "transposed"  # no batch known: the mean over 1, 2 and 8 rows
-    assert layouts.measured_layout(large, rows=8) != "transposed"
+    assert layouts.measured_layouts(large, rows=8) != {(1024, 1024): "transposed"}
+    assert layouts.measured_layouts(large, rows=2) == {(1024, 1024): "transposed"}
+    assert layouts.measured_layouts(large) == {(1024, 1024): "transposed"}  # no batch known: mean over 1, 2, 8
+    assert layouts.measured_layouts(large, rows=8) != {(1024, 1024): "transposed"}
     assert calls == [(8,), (2,), (1,)]  # each row count timed once, then read from the cache
 
 
 def _rows_asked(monkeypatch) -> list:
     asked = []
     monkeypatch.setattr(layouts, "AUTO_MIN_WEIGHTS", 1)  # the tiny model's layers count as large
-    monkeypatch.setattr(layouts, "measured_layout", lambda layers, rows=None: asked.append(rows) or "off")
+    monkeypatch.setattr(
+        layouts, "measured_layouts", lambda layers, rows=None: asked.append(rows) or {_shape(m): "off" for m in layers}
+    )
     return asked
 
 
@@ -160,11 +184,17 @@ def test_decode_asks_for_the_layout_of_its_batch_size(tiny_models, tmp_path, mon
     assert asked == [4]
 
 
-def test_layout_timings_are_real_per_layout_and_row_count():
-    """The timer runs each layout (each one computing the layer) and weights shapes by their count."""
-    layer = torch.nn.Linear(64, 32)
-    ms = layouts.time_layouts({(32, 64): layer}, {(32, 64): 3}, rows=(1, 4))
+def test_layout_timings_are_real_per_layout_and_row_count(monkeypatch):
+    """The timer runs each layout (each one computing the layers) over the shape's layers, up to
+    COLD_BYTES of them (here two of the three), per layer call."""
+    same_shape = [torch.nn.Linear(64, 32) for _ in range(3)]
+    called = []
+    for layer in same_shape:
+        layer.register_forward_hook(lambda module, args, out: called.append(module))
+    monkeypatch.setattr(layouts, "COLD_BYTES", 2 * 32 * 64 * 4)
+    ms = layouts.time_layouts(same_shape, rows=(1, 4))
     assert set(ms) == set(layouts.LAYOUTS) and all(set(v) == {"1", "4"} and min(v.values()) > 0 for v in ms.values())
+    assert {id(m) for m in called} == {id(m) for m in same_shape[:2]}  # "off" runs the layers themselves
 
 
 def test_auto_leaves_other_dtypes_and_compiled_models_to_torch():
@@ -218,8 +248,8 @@ def test_blocked_is_chosen_only_for_a_known_batch_and_laid_out_for_its_rows(tmp_
     """``blocked`` is laid out for one row count: the mean rule (no batch known) never picks it, even
     timed fastest; a known batch gets it blocked for that batch's rows."""
     monkeypatch.setenv("PROXYTOOL_HOME", str(tmp_path))
-    monkeypatch.setattr(layouts, "time_layouts", lambda samples, counts, rows: _timings("blocked"))
-    assert layouts.measured_layout([torch.nn.Linear(1024, 1024)]) != "blocked"
+    monkeypatch.setattr(layouts, "time_layouts", lambda same_shape, rows: _timings("blocked", [str(n) for n in rows]))
+    assert layouts.measured_layouts([torch.nn.Linear(1024, 1024)]) != {(1024, 1024): "blocked"}
     model = torch.nn.Sequential(torch.nn.Linear(1024, 1024))
     assert pack_as_asked(model, "auto", compiled=False, rows=2) == "blocked"
     assert isinstance(model[0], BlockedLinear) and model[0].rows == 2
