@@ -13,7 +13,8 @@
 # Run:   bash benchmarks/cpu_reference.sh [OUT_DIR]     (the full grid takes hours on 2 cores; narrow it
 #        with the variables above, e.g. BATCHES="1 8" DTYPES=float32 PROMPTS=42 THREAD_COUNTS=2)
 # Other variables: BASE, SMALL (registry names or folders), PAIRS ("separate lora"), NEW_TOKENS (32),
-# REPEATS (2), MODES (base,proxy,reference), EXTRA (more bench flags, e.g. "--overlap off").
+# REPEATS (2), ROUNDS (1: runs of every mode per shape, in alternating order, merged by mean time; 2 or
+# more where the machine's speed drifts between runs), MODES (base,proxy,reference), EXTRA (more bench flags, e.g. "--overlap off").
 # Smoke run (tests/docs/test_docs_scripts.py): the registry names point at tiny models.
 set -euo pipefail
 out=${1:-runs/cpu-reference}
@@ -47,7 +48,7 @@ for pair in ${PAIRS:-separate lora}; do
         name="${pair}_${dtype}_p${prompt}_t${threads}"
         echo "== $name" >&2
         $px bench --base "$base" "${roles[@]}" --dtype "$dtype" --threads "$threads" --prompt-tokens "$prompt" \
-          --batch-sizes "$batches" --new-tokens "${NEW_TOKENS:-32}" --repeats "${REPEATS:-2}" \
+          --batch-sizes "$batches" --new-tokens "${NEW_TOKENS:-32}" --repeats "${REPEATS:-2}" --rounds "${ROUNDS:-1}" \
           --modes "${MODES:-base,proxy,reference}" "${extra[@]}" --output "$out/$name.json" >/dev/null
       done
     done

@@ -30,6 +30,9 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 42,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated per run (EOS ignored).")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed runs per case (median reported).")] = 2,
+    rounds: Annotated[
+        int, typer.Option(help="Runs of every mode per batch size, in alternating order, merged (mean time).")
+    ] = 1,
     speculative: Annotated[int, typer.Option(help="Draft tokens per round in the speculative mode.")] = 4,
     proxy_speculative: Annotated[
         str, typer.Option(help="How the proxy mode speculates: 0 (step by step, decode's default) or auto.")
@@ -49,6 +52,7 @@ def bench(
     from proxytool.files.atomic import write_text
 
     sizes, chosen = _check_cases(batch_sizes, modes, prompt_tokens, new_tokens, repeats, output, speculative, draft)
+    v.at_least("--rounds", rounds, 1, 1000)
     v.alpha("--alpha", alpha)
     setup = o.proxy_setup(loading, base, [expert], [anti_expert] if anti_expert else [], [alpha])
     resolve_roles(setup)
@@ -59,6 +63,7 @@ def bench(
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         repeats=repeats,
+        rounds=rounds,
         speculative=speculative,
         proxy_speculative=o.speculative_value(proxy_speculative),
         draft=draft,

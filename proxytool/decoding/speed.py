@@ -12,6 +12,7 @@ names the public API's (``proxytool.api.tuned:load_models``, through ``ProxyTune
 
 import importlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ class BenchConfig:
     prompt_tokens: int = 42
     new_tokens: int = 32
     repeats: int = 2
+    rounds: int = 1  # each mode's runs per batch size, in alternating order: see run()
     speculative: int = 4  # draft tokens per round in the speculative mode
     proxy_speculative: int | str = 0  # how the proxy mode speculates: 0 (decode's default) or auto
     draft: str = "expert"
@@ -67,17 +69,45 @@ class BenchConfig:
 
 
 def run(config: BenchConfig, on_result=lambda r: None, loader: str = ENGINE_LOADER) -> list[dict]:
-    """Every mode at every batch size, each in its own process; returns one result dict per run.
+    """Every mode at every batch size, each in its own process; returns one result dict per mode and batch.
+
+    With ``rounds`` > 1 the modes run that many times per batch size in alternating order (A B, B A, A B,
+    …) and each mode's runs are merged (:func:`merged_rounds`): a machine whose speed drifts over the
+    minutes a run takes slows every mode alike, so the ratios between modes hold.
 
     ``loader``: ``module:function`` of the function that loads a setup's models (every mode but
     ``reference``, which is the paper's loop over plain transformers models)."""
     results = []
     for batch in config.batch_sizes:
-        for mode in config.modes:
-            result = _run_child(config, mode, batch, loader)
-            on_result(result)
-            results.append(result)
+        runs: dict[str, list[dict]] = {mode: [] for mode in config.modes}
+        for round_ in range(config.rounds):
+            for mode in config.modes if round_ % 2 == 0 else config.modes[::-1]:
+                runs[mode].append(_run_child(config, mode, batch, loader))
+                if config.rounds == 1:
+                    on_result(runs[mode][-1])
+        merged = [runs[mode][0] if config.rounds == 1 else merged_rounds(runs[mode]) for mode in config.modes]
+        if config.rounds > 1:
+            for result in merged:
+                on_result(result)
+        results += merged
     return results
+
+
+def merged_rounds(runs: list[dict]) -> dict:
+    """One mode's runs in several rounds as one result: the mean times (the speed from the mean decode
+    time), the highest peak memory, the first run's tokens, and each round's ms per step."""
+    first = runs[0]
+    steps = first["new_tokens"] - 1
+    decode = statistics.mean(r["total_s"] - r["ttft_s"] for r in runs)
+    return first | {
+        "ttft_s": statistics.mean(r["ttft_s"] for r in runs),
+        "total_s": statistics.mean(r["total_s"] for r in runs),
+        "tokens_per_s": first["batch"] * steps / decode,
+        "ms_per_step": 1000 * decode / steps,
+        "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
+        "rounds_ms_per_step": [r["ms_per_step"] for r in runs],
+        "rounds_same_tokens": all(r["tokens"] == first["tokens"] for r in runs),
+    }
 
 
 def _run_child(config: BenchConfig, mode: str, batch: int, loader: str = ENGINE_LOADER) -> dict:
