@@ -90,6 +90,20 @@ def test_step_overhead(tiny_models, capsys):
         assert 0 < r["forward_ms_per_step"] < r["ms_per_step"] and 0 < r["overhead_pct"] < 100
 
 
+def test_interleaved_reference(tiny_models, capsys):
+    import json
+
+    t = tiny_models
+    run_script(
+        "benchmarks/interleaved_reference.py",
+        *("--base", str(t["base"]), "--expert", str(t["expert"]), "--anti-expert", str(t["anti"])),
+        *("--prompt-tokens", "6", "--tokens", "2", "--turns", "3", "--json"),
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["same_tokens"] and len(report["per_turn"]) == 3
+    assert all(len(times) == 3 and min(times) > 0 for times in report["ms_per_step"].values())
+
+
 def test_packed_steps(tiny_models, capsys):
     model = str(tiny_models["anti"])
     run_script("benchmarks/packed_steps.py", model, "--threads=1", "--rows=1,2", "--steps=2", "--layouts=on,transposed")
