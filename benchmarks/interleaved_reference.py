@@ -3,7 +3,7 @@
 ``proxytool bench`` runs each mode in its own process, minutes apart; on a machine whose speed drifts
 over minutes the ratio between two such runs moves with it (docs/performance.md saw 1.05x and 1.23x for
 one shape). Here both are loaded at once (memory: both setups together) and timed in turns (A B, B A,
-A B, ...), each turn ``--tokens`` decode steps after a one-token prefill, so both see the same machine:
+A B, ...), each turn ``--tokens`` decode steps after the prefill and first token, so both see the same machine:
 
     python benchmarks/interleaved_reference.py --base qwen2.5-coder-1.5b-instruct --expert ADAPTER \
         --threads 1 --batch 1 --turns 6 --json
@@ -12,7 +12,6 @@ A B, ...), each turn ``--tokens`` decode steps after a one-token prefill, so bot
 import argparse
 import json
 import statistics
-import time
 
 
 def main() -> None:
@@ -23,7 +22,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prompt-tokens", type=int, default=42)
-    parser.add_argument("--tokens", type=int, default=8, help="decode steps timed per turn")
+    parser.add_argument("--tokens", type=int, default=8, help="decode steps timed per turn (after the first token)")
     parser.add_argument("--turns", type=int, default=6, help="turns of each, alternating who goes first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -46,8 +45,8 @@ def measure(args) -> dict:
     tokens = {}
     for turn in range(args.turns):
         for name in ("proxy", "reference") if turn % 2 == 0 else ("reference", "proxy"):
-            ms[name].append(_ms_per_step(runners[name], prompts, args.tokens))
-            tokens[name] = runners[name].decode(prompts, args.tokens + 1)
+            first, total, tokens[name] = runners[name].timed(prompts, args.tokens + 1)
+            ms[name].append(1000 * (total - first) / args.tokens)
     median = {name: statistics.median(times) for name, times in ms.items()}
     return {
         "machine": machine(),
@@ -60,16 +59,6 @@ def measure(args) -> dict:
         "per_turn": [r / p for p, r in zip(ms["proxy"], ms["reference"])],
         "same_tokens": tokens["proxy"] == tokens["reference"],
     }
-
-
-def _ms_per_step(runner, prompts, steps: int) -> float:
-    """ms per decode step: a run of ``steps`` + 1 tokens less a run of 1 (the prefill and first token)."""
-    start = time.perf_counter()
-    runner.decode(prompts, 1)
-    prefill = time.perf_counter() - start
-    start = time.perf_counter()
-    runner.decode(prompts, steps + 1)
-    return 1000 * (time.perf_counter() - start - prefill) / steps
 
 
 def _text(report: dict) -> str:

@@ -38,7 +38,7 @@ def decode_steps(model, rows: int, steps: int, seed: int) -> tuple[float, list[l
 
 def main() -> None:
     from proxytool.models.loading import load_model
-    from proxytool.models.packed import pack_linears
+    from proxytool.models.packed import UNSIZED_LAYOUTS, pack_linears
     from proxytool.models.registry import resolve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -57,7 +57,7 @@ def main() -> None:
     for layout in args.layouts.split(","):
         model = None
         for r in rows:
-            if model is None or layout == "blocked":  # ``blocked`` lays weights out for a row count
+            if model is None or layout not in UNSIZED_LAYOUTS:  # ``blocked`` lays weights out for a row count
                 model = load_model(resolve(args.model), dtype=args.dtype, device="cpu").eval()
                 if not pack_linears(model, min_weights=args.min_weights, layout=layout, rows=r):
                     raise SystemExit(f"no layer of {args.model} has {args.min_weights} weights")

@@ -264,12 +264,14 @@ def time_layouts(same_shape: list[torch.nn.Linear], rows: tuple[int, ...]) -> di
     cycled = same_shape[: max(1, COLD_BYTES // (weight.numel() * weight.element_size()))]
     result: dict[str, dict[str, float]] = {layout: {} for layout in LAYOUTS}
     with torch.inference_mode():
-        for n in rows:
-            x = torch.randn(n, weight.shape[1], dtype=weight.dtype)
-            for layout in LAYOUTS:
-                laid = cycled if layout == "off" else [_layer(layout, linear, n) for linear in cycled]
+        for layout in LAYOUTS:
+            laid = None
+            for n in rows:
+                if laid is None or layout not in UNSIZED_LAYOUTS:  # only ``blocked`` is laid out per row count
+                    laid = cycled if layout == "off" else [_layer(layout, linear, n) for linear in cycled]
+                x = torch.randn(n, weight.shape[1], dtype=weight.dtype)
                 result[layout][str(n)] = round(_median_ms(laid, x) / len(laid), 4)
-                del laid
+            del laid
     return result
 
 
